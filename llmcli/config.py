@@ -1,0 +1,319 @@
+"""Settings: command-line flag > process environment > `.env` file > defaults.
+
+Everything a call needs is resolved and validated here, before any network call, so a missing
+key or a malformed value fails fast with a message naming the variable and how to fix it. The
+`.env` file is parsed, never loaded into `os.environ`: the process environment stays what the
+user set, and we pass every value to the SDKs explicitly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmcli import errors, providers
+
+DEFAULT_PROVIDER = "openai"
+DEFAULT_MAX_TOKENS = 1000
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_RETRIES = 3
+MAX_RETRIES_LIMIT = 10
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a value came from: `flag`, `environment`, `.env` (with its path) or `default`."""
+
+    kind: str
+    path: str | None = None
+
+    def __str__(self) -> str:
+        return f".env ({self.path})" if self.kind == ".env" and self.path else self.kind
+
+
+FLAG = Source("flag")
+ENVIRONMENT = Source("environment")
+DEFAULT = Source("default")
+
+
+# --- value parsers: each returns the typed value or raises ValueError saying what is wrong -------
+
+
+def parse_positive_int(raw: Any) -> int:
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise ValueError("must be a whole number of 1 or more, e.g. 1000") from None
+    if value < 1:
+        raise ValueError("must be a whole number of 1 or more, e.g. 1000")
+    return value
+
+
+def parse_retries(raw: Any) -> int:
+    problem = f"must be a whole number from 0 to {MAX_RETRIES_LIMIT}"
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise ValueError(problem) from None
+    if not 0 <= value <= MAX_RETRIES_LIMIT:
+        raise ValueError(problem)
+    return value
+
+
+def _parse_float(raw: Any, low: float, high: float | None, problem: str) -> float:
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        raise ValueError(problem) from None
+    if math.isnan(value) or value < low or (high is not None and value > high) or math.isinf(value):
+        raise ValueError(problem)
+    return value
+
+
+def parse_temperature(raw: Any) -> float:
+    # The widest range any provider accepts; the chosen provider's own range is checked later.
+    return _parse_float(raw, 0.0, 2.0, "must be a number from 0 to 2")
+
+
+def parse_top_p(raw: Any) -> float:
+    return _parse_float(raw, 0.0, 1.0, "must be a number from 0 to 1")
+
+
+def parse_timeout(raw: Any) -> float:
+    value = _parse_float(raw, 0.0, None, "must be a number of seconds greater than 0, e.g. 60")
+    if value <= 0:
+        raise ValueError("must be a number of seconds greater than 0, e.g. 60")
+    return value
+
+
+def parse_provider(raw: Any) -> str:
+    value = str(raw).strip().lower()
+    if value not in providers.REGISTRY:
+        raise ValueError(f"unknown provider; choose one of: {', '.join(providers.names())}")
+    return value
+
+
+def parse_text(raw: Any) -> str:
+    return str(raw)
+
+
+def parse_url(raw: Any) -> str:
+    from urllib.parse import urlsplit
+
+    value = str(raw).strip()
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http:// or https:// URL, e.g. https://api.example.com/v1")
+    return value
+
+
+def parse_log_switch(raw: Any) -> bool:
+    value = str(raw).strip().lower()
+    if value in ("0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError("must be 0 (off) or 1 (on)")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One user-facing setting: its field name, environment variable, flag, parser and default."""
+
+    name: str
+    env: str | None
+    flag: str | None
+    parse: Callable[[Any], Any]
+    default: Any
+    example: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "provider", "LLM_PROVIDER", "--provider", parse_provider, DEFAULT_PROVIDER, "anthropic"
+    ),
+    Setting("model", "LLM_MODEL", "--model", parse_text, None, "gpt-4o-mini"),
+    Setting("system", "LLM_SYSTEM_PROMPT", "--system", parse_text, None, '"You are terse."'),
+    Setting("temperature", "LLM_TEMPERATURE", "--temperature", parse_temperature, None, "0.7"),
+    Setting(
+        "max_tokens",
+        "LLM_MAX_TOKENS",
+        "--max-tokens",
+        parse_positive_int,
+        DEFAULT_MAX_TOKENS,
+        "1000",
+    ),
+    Setting("timeout", "LLM_TIMEOUT", "--timeout", parse_timeout, DEFAULT_TIMEOUT, "60"),
+    Setting("retries", "LLM_MAX_RETRIES", "--retries", parse_retries, DEFAULT_RETRIES, "3"),
+    Setting("tag", "LLM_TAG", "--tag", parse_text, None, "nightly-report"),
+    Setting("log", "LLMCLI_LOG", None, parse_log_switch, True, "0"),
+    Setting("top_p", None, "--top-p", parse_top_p, None, "0.9"),
+)
+SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+class Environment:
+    """The raw variables from the process environment and one `.env` file, with their sources.
+
+    Empty or whitespace-only values count as unset: `export OPENAI_API_KEY=` is a missing key.
+    """
+
+    def __init__(
+        self, environ: Mapping[str, str] | None = None, env_file: str | os.PathLike | None = None
+    ):
+        self.environ = dict(os.environ if environ is None else environ)
+        self.env_file: Path | None = None
+        self.dotenv: dict[str, str] = {}
+        if env_file is not None:
+            path = Path(env_file)
+            if not path.is_file():
+                raise errors.ConfigError(
+                    f"env file not found: {path}", "check the path given to --env-file"
+                )
+            self._load(path)
+        elif Path(".env").is_file():
+            self._load(Path(".env"))
+
+    def _load(self, path: Path) -> None:
+        from dotenv import dotenv_values
+
+        self.env_file = path.resolve()
+        try:
+            values = dotenv_values(path, interpolate=True)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise errors.ConfigError(f"cannot read env file {path}: {exc}") from None
+        self.dotenv = {k: v for k, v in values.items() if v is not None}
+
+    def lookup(self, *names: str) -> tuple[str, Source, str] | None:
+        """The first set variable among `names`: value, source and name.
+
+        The process environment wins over `.env` whichever of the names it holds; within one
+        source, earlier names win (Gemini: GOOGLE_API_KEY before GEMINI_API_KEY, as the SDK does).
+        """
+        layers = ((self.environ, ENVIRONMENT), (self.dotenv, Source(".env", str(self.env_file))))
+        for values, source in layers:
+            for name in names:
+                value = values.get(name)
+                if value is not None and value.strip():
+                    return value, source, name
+        return None
+
+    def where_to_set(self, var: str) -> str:
+        return f"Set it with: export {var}=your-key-here (or add it to {'.env' if self.env_file is None else self.env_file})"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated values for one call, and where each came from (for `config show` and errors)."""
+
+    provider: str
+    model: str
+    system: str | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    timeout: float = DEFAULT_TIMEOUT
+    retries: int = DEFAULT_RETRIES
+    tag: str | None = None
+    log: bool = True
+    sources: Mapping[str, Source] = field(default_factory=dict)
+
+
+def _invalid(setting: Setting, raw: Any, source: Source, problem: str) -> errors.LlmcliError:
+    if source is FLAG:
+        return errors.UsageError(f"invalid value for {setting.flag}: {raw!r} {problem}")
+    where = f" (from {source})" if source.kind == ".env" else ""
+    return errors.ConfigError(
+        f"invalid {setting.env}={str(raw)!r}{where}: {problem}",
+        f"Set it with: export {setting.env}={setting.example}",
+    )
+
+
+def _resolve(setting: Setting, flags: Mapping[str, Any], env: Environment) -> tuple[Any, Source]:
+    flag_value = flags.get(setting.name)
+    if flag_value is not None:
+        raw, source = flag_value, FLAG
+    elif setting.env and (found := env.lookup(setting.env)):
+        raw, source = found[0], found[1]
+    else:
+        return setting.default, DEFAULT
+    try:
+        return setting.parse(raw), source
+    except ValueError as exc:
+        raise _invalid(setting, raw, source, str(exc)) from None
+
+
+def resolve(flags: Mapping[str, Any], env: Environment) -> Settings:
+    """Validated settings from flags (None = not given) over the environment over defaults."""
+    values: dict[str, Any] = {}
+    sources: dict[str, Source] = {}
+    for setting in SETTINGS:
+        values[setting.name], sources[setting.name] = _resolve(setting, flags, env)
+
+    provider_cls = providers.provider_class(values["provider"])
+    # LLM_MODEL belongs with LLM_PROVIDER: when a flag picks another provider, a model set for the
+    # first one would only earn a 404, so that provider's default model is used instead.
+    env_provider = env.lookup("LLM_PROVIDER")
+    model_for_other_provider = (
+        sources["model"].kind in ("environment", ".env")
+        and sources["provider"] is FLAG
+        and (env_provider[0].strip().lower() if env_provider else DEFAULT_PROVIDER)
+        != values["provider"]
+    )
+    if values["model"] is None or model_for_other_provider:
+        values["model"], sources["model"] = provider_cls.default_model, DEFAULT
+    values["model"] = values["model"].strip()
+
+    temperature = values["temperature"]
+    low, high = provider_cls.temperature_range
+    if temperature is not None and not low <= temperature <= high:
+        setting = SETTINGS_BY_NAME["temperature"]
+        raise _invalid(
+            setting,
+            temperature,
+            sources["temperature"],
+            f"is out of range for {values['provider']}: must be from {low:g} to {high:g}",
+        )
+    return Settings(**values, sources=sources)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The key and endpoint for one provider. The key is never printed: see `redact.mask`."""
+
+    api_key: str | None
+    key_var: str | None
+    key_source: Source | None
+    base_url: str | None
+    base_url_source: Source | None
+
+
+def credentials(provider: str, env: Environment, *, required: bool = True) -> Credentials:
+    """The provider's key and base URL; a missing key is a ConfigError when `required`."""
+    cls = providers.provider_class(provider)
+    key = key_var = key_source = None
+    if cls.key_env_vars and (found := env.lookup(*cls.key_env_vars)):
+        key, key_source, key_var = found[0].strip(), found[1], found[2]
+    if required and cls.key_env_vars and key is None:
+        var = cls.key_env_vars[-1]
+        also = f" (or {cls.key_env_vars[0]})" if len(cls.key_env_vars) > 1 else ""
+        raise errors.ConfigError(
+            f"Missing required environment variable: {var}{also}",
+            env.where_to_set(var),
+            provider=provider,
+        )
+    base_url = base_source = None
+    if cls.base_url_env and (found := env.lookup(cls.base_url_env)):
+        try:
+            base_url = parse_url(found[0])
+        except ValueError as exc:
+            raise errors.ConfigError(
+                f"invalid {cls.base_url_env}={found[0]!r}: {exc}",
+                f"Set it with: export {cls.base_url_env}=https://... (or unset it to use the provider's own endpoint)",
+            ) from None
+        base_source = found[1]
+    return Credentials(key, key_var, key_source, base_url, base_source)

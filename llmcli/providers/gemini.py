@@ -1,0 +1,208 @@
+"""Google Gemini through the official `google-genai` SDK (imported only when used).
+
+`google-generativeai`, the older SDK, reached end of life on 2025-11-30 and is not used.
+Differences this module absorbs: the assistant role is called `model`, the system prompt is
+`system_instruction`, the timeout is in milliseconds, and the SDK raises raw `httpx2` errors
+for timeouts and dropped connections (wire.md §0.4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from llmcli import errors
+from llmcli.providers.base import Provider, error_for_status, parse_retry_after, translate_common
+from llmcli.types import Chunk, FinishReason, Request, Response, Usage
+
+FILTERED = {
+    "SAFETY",
+    "RECITATION",
+    "BLOCKLIST",
+    "PROHIBITED_CONTENT",
+    "SPII",
+    "IMAGE_SAFETY",
+    "IMAGE_PROHIBITED_CONTENT",
+    "IMAGE_RECITATION",
+    "LANGUAGE",
+}
+
+
+def _finish(raw: str | None, has_tool_call: bool = False) -> FinishReason:
+    if has_tool_call:
+        return FinishReason.TOOL_CALLS
+    if raw == "STOP":
+        return FinishReason.STOP
+    if raw == "MAX_TOKENS":
+        return FinishReason.LENGTH
+    if raw in FILTERED:
+        return FinishReason.CONTENT_FILTER
+    return FinishReason.OTHER
+
+
+def _enum_value(value: Any) -> str | None:
+    if value is None:
+        return None
+    return getattr(value, "value", None) or str(value)
+
+
+def _usage(meta: Any) -> Usage | None:
+    if meta is None:
+        return None
+    candidates = meta.candidates_token_count
+    thoughts = meta.thoughts_token_count
+    output = None
+    if candidates is not None or thoughts is not None:
+        # Thinking tokens are billed as output, as OpenAI's completion_tokens include reasoning.
+        output = (candidates or 0) + (thoughts or 0)
+    return Usage(
+        input_tokens=meta.prompt_token_count,
+        output_tokens=output,
+        cached_input_tokens=meta.cached_content_token_count,
+        reasoning_tokens=thoughts,
+    )
+
+
+def _read(reply: Any) -> tuple[str, str | None, bool]:
+    """Text, raw finish reason and whether a tool was called, from one GenerateContentResponse."""
+    candidates = reply.candidates or []
+    if not candidates:
+        feedback = getattr(reply, "prompt_feedback", None)
+        block = _enum_value(getattr(feedback, "block_reason", None))
+        # A blocked prompt has no candidates at all; report it as the filter it is.
+        return "", (f"PROMPT_BLOCKED:{block}" if block else None), False
+    candidate = candidates[0]
+    parts = (candidate.content.parts if candidate.content else None) or []
+    text = "".join(p.text for p in parts if p.text and not p.thought)
+    tool = any(p.function_call for p in parts)
+    return text, _enum_value(candidate.finish_reason), tool
+
+
+def _normalize(raw: str | None, tool: bool) -> FinishReason:
+    if raw and raw.startswith("PROMPT_BLOCKED:"):
+        return FinishReason.CONTENT_FILTER
+    return _finish(raw, tool)
+
+
+def _retry_delay(infos: list[Any]) -> float | None:
+    """Seconds from a google.rpc.RetryInfo detail (`"retryDelay": "20s"`), Gemini's Retry-After."""
+    for info in infos:
+        delay = info.get("retryDelay") if isinstance(info, dict) else None
+        if isinstance(delay, str) and delay.endswith("s"):
+            try:
+                return float(delay[:-1])
+            except ValueError:
+                return None
+    return None
+
+
+class GeminiProvider(Provider):
+    name = "gemini"
+    # google-genai prefers GOOGLE_API_KEY when both are set; we follow it so both agree.
+    key_env_vars = ("GOOGLE_API_KEY", "GEMINI_API_KEY")
+    base_url_env = "GOOGLE_GEMINI_BASE_URL"
+    default_model = "gemini-2.5-flash"
+    temperature_range = (0.0, 2.0)
+    max_stop_sequences = 5
+
+    def key_hint(self) -> str:
+        return "check GEMINI_API_KEY or GOOGLE_API_KEY (run `llmcli config validate --live`)"
+
+    def _client(self, request: Request) -> Any:
+        from google import genai
+        from google.genai import types
+
+        # No retry_options: google-genai then makes exactly one attempt; retries are ours.
+        options = types.HttpOptions(base_url=self.base_url, timeout=int(request.timeout * 1000))
+        return genai.Client(api_key=self.api_key, vertexai=False, http_options=options)
+
+    def params(self, request: Request) -> dict[str, Any]:
+        # Plain dicts (the SDK validates them into its types) keep --dry-run free of the SDK import.
+        contents = [
+            {"role": "model" if m.role == "assistant" else "user", "parts": [{"text": m.content}]}
+            for m in request.messages
+        ]
+        config: dict[str, Any] = {"max_output_tokens": request.max_tokens}
+        if request.system is not None:
+            config["system_instruction"] = request.system
+        if request.temperature is not None:
+            config["temperature"] = request.temperature
+        if request.top_p is not None:
+            config["top_p"] = request.top_p
+        if request.stop:
+            config["stop_sequences"] = list(request.stop)
+        if request.seed is not None:
+            config["seed"] = request.seed
+        if request.response_format == "json":
+            config["response_mime_type"] = "application/json"
+        return {"model": request.model, "contents": contents, "config": config}
+
+    def complete(self, request: Request) -> Response:
+        client = self._client(request)  # keep a reference: a dropped Client closes its transport
+        reply = client.models.generate_content(**self.params(request))
+        text, raw, tool = _read(reply)
+        return Response(
+            text=text,
+            provider=self.name,
+            model=reply.model_version or request.model,
+            usage=_usage(reply.usage_metadata) or Usage(),
+            finish_reason=_normalize(raw, tool),
+            raw_finish_reason=raw,
+            request_id=reply.response_id,
+        )
+
+    def stream(self, request: Request) -> Iterator[Chunk]:
+        client = self._client(request)
+        usage: Usage | None = None
+        raw: str | None = None
+        tool = False
+        replies = client.models.generate_content_stream(**self.params(request))
+        for reply in replies:
+            text, chunk_raw, chunk_tool = _read(reply)
+            raw = chunk_raw or raw
+            tool = tool or chunk_tool
+            usage = _usage(reply.usage_metadata) or usage
+            if text:
+                yield Chunk(text=text, model=reply.model_version, request_id=reply.response_id)
+        # Usage and finish reason come with the last chunk; there is no end-of-stream event.
+        yield Chunk(
+            usage=usage,
+            finish_reason=_normalize(raw, tool) if raw or tool else None,
+            raw_finish_reason=raw,
+        )
+
+    def translate_error(self, exc: BaseException) -> errors.LlmcliError | None:
+        from google.genai import errors as genai_errors
+
+        if isinstance(exc, genai_errors.APIError):
+            detail = exc.message or str(exc)
+            status = exc.code or 500
+            details = exc.details if isinstance(exc.details, dict) else {}
+            infos = (details.get("error") or {}).get("details") or []
+            reasons = {d.get("reason") for d in infos if isinstance(d, dict)}
+            if "API_KEY_INVALID" in reasons:
+                status = 401  # Gemini says 400 INVALID_ARGUMENT for a wrong key (wire.md §0.6)
+            retry_after = parse_retry_after(getattr(exc.response, "headers", None))
+            if retry_after is None:
+                retry_after = _retry_delay(infos)
+            mapped = error_for_status(
+                self.name,
+                status,
+                detail,
+                key_hint=self.key_hint(),
+                retry_after=retry_after,
+                kind=exc.status,
+            )
+            if exc.response is not None and getattr(exc.response, "status_code", status) == 200:
+                mapped.message = (
+                    f"gemini reported an error mid-stream ({exc.status or exc.code}): {detail}"
+                )
+            return mapped
+        if isinstance(exc, genai_errors.UnknownApiResponseError):
+            return errors.ProviderError(
+                f"gemini sent a reply that could not be read: {exc}", provider=self.name
+            )
+        return translate_common(self.name, exc, self.key_hint())
+
+
+PROVIDER = GeminiProvider

@@ -1,0 +1,169 @@
+"""Everything llmcli writes: answers to stdout, diagnostics to stderr.
+
+stdout carries only data (the answer, JSON, a table) so pipes stay clean; warnings, retries,
+usage lines and errors go to stderr. Colour only on a terminal, never with NO_COLOR.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import IO, Any
+
+from llmcli import errors
+from llmcli.types import FinishReason, Response
+
+
+def _colour(stream: IO[str]) -> bool:
+    if os.environ.get("NO_COLOR"):
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def _style(text: str, stream: IO[str], **style: Any) -> str:
+    if not _colour(stream):
+        return text
+    import click
+
+    return click.style(text, **style)
+
+
+def diag(message: str) -> None:
+    """One line on stderr, flushed (it may interleave with a streaming answer)."""
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+def warn(message: str) -> None:
+    diag(_style("warning: ", sys.stderr, fg="yellow") + message)
+
+
+def error(exc: errors.LlmcliError) -> None:
+    """`Error: what happened` and, on the next line, what to do about it."""
+    diag(_style("Error: ", sys.stderr, fg="red", bold=True) + exc.message)
+    if exc.hint:
+        diag(exc.hint)
+
+
+def answer(text: str) -> None:
+    """The answer on stdout, ending with exactly one newline (nothing at all if empty)."""
+    if not text:
+        return
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+def as_json_out(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def _count(value: int | None) -> str:
+    return "?" if value is None else f"{value:,}"
+
+
+def cost_text(cost: float | None) -> str:
+    """A cost for people: `$0.000031`; `n/a` when the price is unknown (never $0)."""
+    if cost is None:
+        return "n/a"
+    return f"${cost:.6f}" if cost < 0.01 else f"${cost:.4f}"
+
+
+def usage_line(response: Response) -> str:
+    """`tokens: 12 in, 40 out, 52 total · cost $0.000031` (and how long it took)."""
+    usage = response.usage
+    parts = [
+        f"tokens: {_count(usage.input_tokens)} in, {_count(usage.output_tokens)} out, "
+        f"{_count(usage.total_tokens)} total",
+        f"cost {cost_text(response.cost_usd)}",
+    ]
+    if response.duration_ms is not None:
+        parts.append(f"{response.duration_ms / 1000:.2f}s")
+    if response.attempts > 1:
+        parts.append(f"{response.attempts} attempts")
+    return " · ".join(parts)
+
+
+def finish_warnings(response: Response, max_tokens: int) -> None:
+    """Say on stderr when an answer is not the whole answer."""
+    if response.finish_reason is FinishReason.LENGTH:
+        warn(
+            f"the answer was truncated at {max_tokens} tokens (finish reason: {response.raw_finish_reason}); "
+            "raise --max-tokens for the rest"
+        )
+    elif response.finish_reason is FinishReason.CONTENT_FILTER and response.text:
+        warn(
+            f"{response.provider} filtered part of the answer (finish reason: {response.raw_finish_reason})"
+        )
+
+
+class Waiting:
+    """A small indicator on a terminal's stderr until the first token arrives; nothing otherwise."""
+
+    FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.active = sys.stdout.isatty() and sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+        self._stop: Any = None
+        self._thread: Any = None
+
+    def __enter__(self) -> Waiting:
+        if self.active:
+            import threading
+
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._spin, daemon=True)
+            self._thread.start()
+        return self
+
+    def _spin(self) -> None:
+        index = 0
+        while not self._stop.wait(0.08):
+            sys.stderr.write(f"\r{self.FRAMES[index % len(self.FRAMES)]} {self.label}")
+            sys.stderr.flush()
+            index += 1
+
+    def done(self) -> None:
+        """Stop and erase the indicator (safe to call more than once)."""
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+    def __exit__(self, *exc: object) -> None:
+        self.done()
+
+
+def stream_answer(stream: Any, *, as_json: bool) -> Response:
+    """Write each delta of a `core.Stream` to stdout the moment it arrives, flushed.
+
+    On any failure or Ctrl-C, what was printed stays and the line is ended, so the shell prompt
+    does not land mid-answer.
+    """
+    out = sys.stdout
+    last = "\n"
+    request = stream.call.request
+    try:
+        with Waiting(f"waiting for {request.provider} {request.model}") as waiting:
+            for text in stream:
+                waiting.done()
+                if not as_json:
+                    out.write(text)
+                    out.flush()
+                    last = text[-1]
+    finally:
+        if not as_json and last != "\n":
+            try:
+                out.write("\n")
+                out.flush()
+            except (BrokenPipeError, ValueError):
+                pass
+    response = stream.response
+    if as_json:
+        as_json_out(response.to_dict())
+    return response

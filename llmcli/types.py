@@ -1,0 +1,139 @@
+"""The provider-neutral vocabulary every part of llmcli speaks.
+
+These are plain frozen dataclasses so a request or an answer can be logged, compared and
+printed as JSON without knowing which vendor produced it. This module imports nothing of ours.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Role = Literal["user", "assistant"]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One turn of a conversation. The system prompt is not a message: see `Request.system`."""
+
+    role: Role
+    content: str
+
+
+class FinishReason(str, enum.Enum):
+    """Why the model stopped, normalized across providers (the raw value is kept beside it)."""
+
+    STOP = "stop"
+    LENGTH = "length"
+    CONTENT_FILTER = "content_filter"
+    TOOL_CALLS = "tool_calls"
+    ERROR = "error"
+    OTHER = "other"
+
+    def __str__(self) -> str:  # so f-strings and JSON show "length", not "FinishReason.LENGTH"
+        return self.value
+
+
+@dataclass(frozen=True)
+class Request:
+    """Everything needed to ask one provider for one completion.
+
+    `None` means "not set by the user": the provider's own default applies and nothing is sent.
+    """
+
+    provider: str
+    model: str
+    messages: tuple[Message, ...]
+    system: str | None = None
+    max_tokens: int = 1000
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    response_format: Literal["text", "json"] = "text"
+    timeout: float = 60.0
+    retries: int = 3
+
+    def options_set(self) -> list[str]:
+        """Names of the optional sampling/format options the user asked for (for capability checks)."""
+        names = []
+        if self.temperature is not None:
+            names.append("temperature")
+        if self.top_p is not None:
+            names.append("top_p")
+        if self.stop:
+            names.append("stop")
+        if self.seed is not None:
+            names.append("seed")
+        if self.response_format == "json":
+            names.append("response_format")
+        return names
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts as the provider reported them. `None` means not reported, never zero."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+    @property
+    def total_tokens(self) -> int | None:
+        if self.input_tokens is None and self.output_tokens is None:
+            return None
+        return (self.input_tokens or 0) + (self.output_tokens or 0)
+
+    def to_dict(self) -> dict[str, int | None]:
+        data = asdict(self)
+        data["total_tokens"] = self.total_tokens
+        return data
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a streamed answer. The last chunks may carry only usage or a finish reason."""
+
+    text: str = ""
+    usage: Usage | None = None
+    finish_reason: FinishReason | None = None
+    raw_finish_reason: str | None = None
+    model: str | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Response:
+    """A complete answer, assembled by the core whether it came in one piece or streamed."""
+
+    text: str
+    provider: str
+    model: str
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: FinishReason = FinishReason.STOP
+    raw_finish_reason: str | None = None
+    requested_model: str | None = None
+    cost_usd: float | None = None
+    duration_ms: int | None = None
+    ttft_ms: int | None = None
+    attempts: int = 1
+    request_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `--json` shape: stable field names that scripts can rely on."""
+        return {
+            "content": self.text,
+            "provider": self.provider,
+            "model": self.model,
+            "requested_model": self.requested_model,
+            "finish_reason": self.finish_reason.value,
+            "raw_finish_reason": self.raw_finish_reason,
+            "usage": self.usage.to_dict(),
+            "cost_usd": self.cost_usd,
+            "duration_ms": self.duration_ms,
+            "ttft_ms": self.ttft_ms,
+            "attempts": self.attempts,
+            "id": self.request_id,
+        }

@@ -1,0 +1,115 @@
+"""Shared fixtures: one fake provider server per session, and a runner for the installed CLI.
+
+Every test runs with HOME, the working directory and LLMCLI_HOME in a temporary folder and with
+no provider keys or base URLs inherited from the developer's shell, so nothing here can reach a
+real provider or read a real profile.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+LLMCLI = str(Path(sys.executable).with_name("llmcli"))
+PROVIDERS = ("openai", "anthropic", "gemini")
+KEYS = {
+    "OPENAI_API_KEY": "sk-test-openai-KEY-0001",
+    "ANTHROPIC_API_KEY": "sk-ant-test-anthropic-KEY-0002",
+    "GEMINI_API_KEY": "AIza-test-gemini-KEY-0003",
+}
+# Variables that must never leak in from the developer's environment.
+SCRUBBED_PREFIXES = ("OPENAI_", "ANTHROPIC_", "GEMINI_", "GOOGLE_", "LLM_", "LLMCLI_", "NO_COLOR")
+
+
+@pytest.fixture(scope="session")
+def server():
+    from tests.fakeserver import FakeServer
+
+    fake = FakeServer()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def fake(server):
+    """The session's fake server, cleared of scripts and records for this test."""
+    server.reset()
+    yield server
+    server.reset()
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Keep every test (and the SDKs in-process) away from real keys, profiles and folders."""
+    for name in list(os.environ):
+        if name.startswith(SCRUBBED_PREFIXES):
+            monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("LLMCLI_HOME", str(home / "llmcli"))
+    monkeypatch.setenv("ANTHROPIC_CONFIG_DIR", str(home / "anthropic"))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return work
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def base_env(server=None, *, keys: bool = True) -> dict[str, str]:
+    """The environment an `llmcli` subprocess gets: clean, pointed at the fake server."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(SCRUBBED_PREFIXES)}
+    env["PYTHONWARNINGS"] = "error::DeprecationWarning:llmcli"
+    if keys:
+        env.update(KEYS)
+    if server is not None:
+        env.update(server.env())
+    return env
+
+
+def run_cli(
+    *args: str,
+    env: dict[str, str] | None = None,
+    stdin: bytes | str | None = None,
+    timeout: float = 30,
+    cwd: str | Path | None = None,
+) -> Result:
+    """Run the installed `llmcli` with pipes; stdin closed (empty) unless given."""
+    data = stdin.encode() if isinstance(stdin, str) else stdin
+    proc = subprocess.run(
+        [LLMCLI, *args],
+        input=data if data is not None else b"",
+        capture_output=True,
+        env=env if env is not None else base_env(),
+        timeout=timeout,
+        cwd=cwd,
+    )
+    return Result(
+        proc.returncode,
+        proc.stdout.decode("utf-8", "replace"),
+        proc.stderr.decode("utf-8", "replace"),
+    )
+
+
+@pytest.fixture
+def cli(fake):
+    """`cli("ask", "-p", "openai", "hi")` against the fake server with test keys set."""
+
+    def invoke(*args: str, extra_env: dict[str, str] | None = None, **kwargs) -> Result:
+        env = base_env(fake)
+        env.update(extra_env or {})
+        return run_cli(*args, env=env, **kwargs)
+
+    return invoke

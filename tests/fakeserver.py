@@ -1,0 +1,1642 @@
+"""A loopback fake of the OpenAI, Anthropic and Gemini HTTP APIs for llmcli's tests.
+
+Why it exists: llmcli talks to three providers through their official SDKs, and the interesting
+behaviour (streaming, usage accounting, finish reasons, retries, error mapping, broken streams)
+lives in how those SDKs parse the wire. Mocking the SDKs would test our assumptions about them;
+this server instead speaks each provider's real HTTP protocol (see ``/work/shared/wire.md``) so the
+*real* SDKs parse real bytes, in-process or in an ``llmcli`` subprocess.
+
+Usage::
+
+    from tests.fakeserver import FakeServer, Reply
+
+    server = FakeServer().start()            # 127.0.0.1:<free port>, daemon thread
+    env = server.env()                       # OPENAI_BASE_URL / ANTHROPIC_BASE_URL / GOOGLE_GEMINI_BASE_URL
+    server.script("openai", Reply(text="hi"), Reply(status=429, headers={"Retry-After": "1"}))
+    ...                                      # run llmcli with env
+    rec = server.requests_for("openai")[0]   # what the client sent
+    server.reset()                           # between tests
+    server.stop()
+
+Behaviour that tests may rely on (each request to a provider route pops one scripted ``Reply``
+for that provider, or uses ``Reply()`` when the queue is empty; auxiliary routes such as model
+lists and token counting pop too, so a script covers *every* request a provider receives):
+
+* Order of decisions for one request: ``delay`` → non-stream ``drop_after`` (close, no response)
+  → scripted ``status >= 400`` → built-in auth / validation / unknown-model errors → the reply.
+* Built-in errors (only when no error status is scripted):
+  no key → OpenAI 401 (code null), Anthropic 401 ``authentication_error``, Gemini 403
+  ``PERMISSION_DENIED``; a key starting with ``bad`` → OpenAI 401 ``invalid_api_key``, Anthropic
+  401 "invalid x-api-key", Gemini 400 ``INVALID_ARGUMENT`` + ErrorInfo ``API_KEY_INVALID``; a model
+  starting with ``no-such`` → 404 in each provider's format. Anthropic also rejects a missing
+  ``anthropic-version`` header, a ``messages[].role == "system"`` and a missing ``max_tokens``
+  with 400 ``invalid_request_error``, like the real API.
+* Gemini bad key on demand: ``Reply(status=400, error_type="API_KEY_INVALID")`` produces the real
+  envelope (status ``INVALID_ARGUMENT`` with an ErrorInfo detail whose reason is
+  ``API_KEY_INVALID``). Gemini 429 replies carry QuotaFailure, Help and RetryInfo details; the
+  RetryInfo ``retryDelay`` is the scripted ``Retry-After`` header (seconds) if given, else ``20s``.
+* Token counts are reported verbatim in each provider's field (``Reply.output_tokens`` becomes
+  OpenAI ``completion_tokens``, Anthropic ``output_tokens``, Gemini ``candidatesTokenCount``). The
+  optional ``cached_tokens`` / ``reasoning_tokens`` are omitted from the wire when ``None``
+  (OpenAI ``*_tokens_details``, Anthropic ``cache_read_input_tokens`` /
+  ``output_tokens_details.thinking_tokens``, Gemini ``cachedContentTokenCount`` /
+  ``thoughtsTokenCount``); Gemini's ``totalTokenCount`` adds the thoughts, as the real API does.
+* Streams use ``Transfer-Encoding: chunked`` plus ``Connection: close``. Chunked framing is what
+  makes an abrupt close detectable: without it an SSE body ends at EOF, so a dropped connection
+  would look like a normal end of stream and the SDKs would raise nothing.
+* Gemini ``content_filter`` (and other blocking raw reasons such as ``RECITATION``): a
+  non-stream reply has no ``content`` at all (the real API withholds a blocked candidate, so
+  ``response.text`` is ``None``); a stream sends the text chunks, then a final chunk with the
+  finish reason, safety ratings and no parts. Gemini streams are always SSE (google-genai always
+  asks for ``alt=sse``; the JSON-array stream format is not implemented).
+
+Standard library only, so it can run inside any test process without extra dependencies.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http
+import json
+import re
+import socket
+import socketserver
+import threading
+import time
+import traceback
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+__all__ = ["PROVIDERS", "FakeServer", "Recorded", "Reply"]
+
+PROVIDERS = ("openai", "anthropic", "gemini")
+
+_FINISHES = ("stop", "length", "content_filter", "tool_calls")
+_RAW_FINISH = {
+    "openai": {
+        "stop": "stop",
+        "length": "length",
+        "content_filter": "content_filter",
+        "tool_calls": "tool_calls",
+    },
+    "anthropic": {
+        "stop": "end_turn",
+        "length": "max_tokens",
+        "content_filter": "refusal",
+        "tool_calls": "tool_use",
+    },
+    # Gemini has no tool-call finish reason: a function call ends with STOP.
+    "gemini": {
+        "stop": "STOP",
+        "length": "MAX_TOKENS",
+        "content_filter": "SAFETY",
+        "tool_calls": "STOP",
+    },
+}
+# Gemini finish reasons for which the real API withholds the (rest of the) candidate's content.
+_GEMINI_BLOCKING = frozenset(
+    {
+        "SAFETY",
+        "RECITATION",
+        "BLOCKLIST",
+        "PROHIBITED_CONTENT",
+        "SPII",
+        "IMAGE_SAFETY",
+        "IMAGE_PROHIBITED_CONTENT",
+        "IMAGE_RECITATION",
+    }
+)
+
+_GATE_LIMIT = 10.0  # seconds: a forgotten gate must not hang the test session
+_HANDLER_IDLE_TIMEOUT = 60.0  # seconds: idle keep-alive connections release their thread
+
+
+# --------------------------------------------------------------------------------------------
+# Public data types
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    """How the server answers one request. Every field is optional; ``Reply()`` is a success.
+
+    Content:
+        text: the answer.
+        chunks: stream deltas; default ``text`` split into words that keep their leading spaces.
+            A non-stream reply answers ``"".join(chunks)`` when chunks are given.
+        blocks: Anthropic: several text content blocks (each streamed word by word; ``chunks`` is
+            then ignored). Other providers answer ``"".join(blocks)``.
+        thinking: put one non-text block before the text so clients are tested on skipping it:
+            Anthropic a ``thinking`` block with a signature, Gemini a ``thought: true`` part
+            (its own first chunk when streaming). OpenAI chat completions have no such block.
+        finish: normalised finish reason: "stop" | "length" | "content_filter" | "tool_calls".
+        raw_finish: exact provider value instead (e.g. "stop_sequence", "RECITATION").
+        input_tokens, output_tokens, cached_tokens, reasoning_tokens: usage numbers;
+            ``usage=False`` sends no usage at all.
+        model: model name reported back (default: the requested one).
+
+    HTTP behaviour:
+        status, headers: status code and extra response headers (applied to every reply).
+            ``status >= 400`` sends the provider's error envelope for that status.
+        error_message, error_type: override the envelope's message and type (OpenAI ``type``,
+            Anthropic ``error.type``, Gemini ``status``); also used by ``stream_error_after``.
+        error_code: OpenAI ``error.code``, Anthropic ``error.details.error_code``, Gemini
+            ErrorInfo ``reason`` (an addition to the original brief, for finer error mapping).
+        error_body: exact bytes to send instead of the envelope.
+
+    Faults:
+        delay: seconds before the response headers (interruptible by ``FakeServer.stop``).
+        chunk_delay: seconds between text chunks of a stream.
+        drop_after: stream: close the TCP connection abruptly after this many text chunks
+            (0 = right after the headers; more than there are = after the last text chunk).
+            Non-stream: any value closes the connection without any response.
+        stream_error_after: after this many text chunks send the provider's in-stream error
+            event and end the stream cleanly (more than there are = after the last one).
+        malformed: non-stream: a 200 whose JSON body is cut short; stream: one data line that
+            is not valid JSON, right after the first text chunk.
+        gate: the server waits (at most 10 s) on this event before the final text chunk, so a
+            test can prove earlier chunks reached the user before the stream finished.
+    """
+
+    text: str = "Hello from the fake server."
+    chunks: list[str] | None = None
+    blocks: list[str] | None = None
+    thinking: bool = False
+    finish: str = "stop"
+    raw_finish: str | None = None
+    input_tokens: int = 11
+    output_tokens: int = 7
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    usage: bool = True
+    model: str | None = None
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    error_message: str | None = None
+    error_type: str | None = None
+    error_code: str | None = None
+    error_body: bytes | None = None
+    delay: float = 0.0
+    chunk_delay: float = 0.0
+    drop_after: int | None = None
+    stream_error_after: int | None = None
+    malformed: bool = False
+    gate: threading.Event | None = None
+
+    def __post_init__(self) -> None:
+        # Fail at scripting time, not as a confusing SDK error inside some subprocess.
+        if self.finish not in _FINISHES:
+            raise ValueError(f"finish must be one of {_FINISHES}, got {self.finish!r}")
+
+    def answer(self) -> str:
+        """The complete answer text for a non-stream reply."""
+        if self.chunks is not None:
+            return "".join(self.chunks)
+        if self.blocks is not None:
+            return "".join(self.blocks)
+        return self.text
+
+    def pieces(self) -> list[str]:
+        """The text deltas of a stream (for Anthropic ``blocks``, see ``block_pieces``)."""
+        if self.chunks is not None:
+            return list(self.chunks)
+        return split_words(self.answer())
+
+    def block_pieces(self) -> list[list[str]]:
+        """Anthropic text blocks, each as its list of stream deltas."""
+        if self.blocks is not None:
+            return [split_words(block) for block in self.blocks]
+        return [self.pieces()]
+
+    def raw_finish_for(self, provider: str) -> str:
+        """The provider's own finish/stop reason string for this reply."""
+        return self.raw_finish or _RAW_FINISH[provider][self.finish]
+
+
+@dataclass
+class Recorded:
+    """One request as the server saw it, plus live progress of the reply.
+
+    ``model`` and ``api_key`` are ``None`` when the request carried none. ``status`` is the HTTP
+    status sent (``None`` if the connection was dropped before any response).
+    """
+
+    provider: str  # "openai" | "anthropic" | "gemini" | "unknown" (no route matched)
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any
+    raw_body: bytes
+    stream: bool
+    model: str | None
+    api_key: str | None
+    chunks_sent: int = 0
+    done: threading.Event = field(default_factory=threading.Event)
+    started_at: float = field(default_factory=time.monotonic)
+    finished_at: float | None = None
+    status: int | None = None
+
+
+def split_words(text: str) -> list[str]:
+    """Split ``text`` into word deltas that keep their leading whitespace.
+
+    ``"".join(split_words(t)) == t`` always holds; trailing whitespace joins the last piece.
+    """
+    pieces = re.findall(r"\s*\S+", text)
+    tail = text[len("".join(pieces)) :]
+    if tail:
+        if pieces:
+            pieces[-1] += tail
+        else:
+            pieces = [tail]
+    return pieces
+
+
+# --------------------------------------------------------------------------------------------
+# The server
+# --------------------------------------------------------------------------------------------
+
+
+class FakeServer:
+    """A thread-safe fake of the three provider APIs on 127.0.0.1 (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queues: dict[str, deque[Reply]] = {p: deque() for p in PROVIDERS}
+        self._requests: list[Recorded] = []
+        self._errors: list[str] = []
+        self._connections: set[socket.socket] = set()
+        self._stopping = threading.Event()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> FakeServer:
+        """Bind 127.0.0.1 on a free port and serve in a daemon thread. Returns ``self``."""
+        if self._httpd is not None:
+            raise RuntimeError("FakeServer already started")
+        self._stopping.clear()
+        self._httpd = _HTTPServer(("127.0.0.1", 0), _Handler, self)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fakeserver",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, wake delayed handlers and cut open connections."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        self._stopping.set()
+        httpd.shutdown()
+        httpd.server_close()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> FakeServer:
+        return self.start() if self._httpd is None else self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT`` (no trailing slash)."""
+        if self._httpd is None:
+            raise RuntimeError("FakeServer is not running; call start() first")
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point the three SDKs at this server."""
+        return {
+            "OPENAI_BASE_URL": self.url + "/v1",
+            "ANTHROPIC_BASE_URL": self.url,
+            "GOOGLE_GEMINI_BASE_URL": self.url,
+        }
+
+    # scripting and records ---------------------------------------------------------------------
+
+    def script(self, provider: str, *replies: Reply) -> None:
+        """Queue replies for the next requests of ``provider``; each request pops one."""
+        if provider not in PROVIDERS:
+            raise ValueError(f"provider must be one of {PROVIDERS}, got {provider!r}")
+        for reply in replies:
+            if not isinstance(reply, Reply):
+                raise TypeError(f"expected Reply, got {type(reply).__name__}")
+        with self._lock:
+            self._queues[provider].extend(replies)
+
+    def pending(self, provider: str | None = None) -> int:
+        """How many scripted replies are still unused (for one provider, or all)."""
+        with self._lock:
+            if provider is None:
+                return sum(len(q) for q in self._queues.values())
+            return len(self._queues[provider])
+
+    @property
+    def requests(self) -> list[Recorded]:
+        """A snapshot of all recorded requests in arrival order (use ``reset()`` to clear)."""
+        with self._lock:
+            return list(self._requests)
+
+    def requests_for(self, provider: str) -> list[Recorded]:
+        """The recorded requests of one provider, in arrival order."""
+        with self._lock:
+            return [r for r in self._requests if r.provider == provider]
+
+    @property
+    def errors(self) -> list[str]:
+        """Tracebacks of bugs inside the fake itself (should stay empty)."""
+        with self._lock:
+            return list(self._errors)
+
+    def reset(self) -> None:
+        """Forget scripted replies and records. In-flight replies finish undisturbed."""
+        with self._lock:
+            for queue in self._queues.values():
+                queue.clear()
+            self._requests = []
+            self._errors = []
+
+    def wait_idle(self, timeout: float = 5.0) -> bool:
+        """Wait until every recorded request has finished; False on timeout.
+
+        A client may exit as soon as it has parsed the last event, before the server has
+        written the stream's closing bytes, so tests asserting on ``finished_at`` should wait.
+        """
+        deadline = time.monotonic() + timeout
+        return all(rec.done.wait(max(0.0, deadline - time.monotonic())) for rec in self.requests)
+
+    # used by the handler ---------------------------------------------------------------------
+
+    def _record(self, rec: Recorded) -> Reply:
+        with self._lock:
+            self._requests.append(rec)
+            queue = self._queues.get(rec.provider)
+            return queue.popleft() if queue else Reply()
+
+    def _note_error(self, text: str) -> None:
+        with self._lock:
+            self._errors.append(text)
+
+    def _track(self, conn: socket.socket, add: bool) -> None:
+        with self._lock:
+            if add:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """One thread per connection, so a delayed or gated reply never blocks other requests."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    # Tests may open many connections at once (parallel subprocesses); the default is small.
+    request_queue_size = 64
+
+    def __init__(self, address: tuple[str, int], handler: type, fake: FakeServer) -> None:
+        self.fake = fake
+        super().__init__(address, handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind calls socket.getfqdn(), a reverse DNS lookup that can stall
+        # for seconds on hosts with broken DNS; the name is only used for logging.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+
+# --------------------------------------------------------------------------------------------
+# Routing
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Route:
+    provider: str  # one of PROVIDERS or "unknown"
+    kind: str  # chat | input_tokens | messages | count_tokens | generate | models | model | unknown
+    model: str | None = None  # model named in the URL (Gemini, GET models/{id})
+    api_version: str = "v1"
+    action: str = ""  # Gemini: generateContent | streamGenerateContent | countTokens
+
+
+_GEMINI_ACTION = re.compile(
+    r"^/(v1|v1beta|v1alpha)/(.+):(generateContent|streamGenerateContent|countTokens)$"
+)
+_MODELS_PATH = re.compile(r"^/(v1|v1beta|v1alpha)/models(?:/(.+))?$")
+
+
+def _sniff_provider(headers: dict[str, str], query: dict[str, str]) -> str:
+    """Tell the providers apart on the shared ``GET /v1/models`` paths by their headers."""
+    agent = headers.get("user-agent", "").lower()
+    if (
+        "x-goog-api-key" in headers
+        or "x-goog-api-client" in headers
+        or "key" in query
+        or "google-genai" in agent
+    ):
+        return "gemini"
+    if "anthropic-version" in headers or "x-api-key" in headers or agent.startswith("anthropic"):
+        return "anthropic"
+    return "openai"
+
+
+def _route(method: str, path: str, headers: dict[str, str], query: dict[str, str]) -> _Route:
+    path = path.rstrip("/") or "/"
+    if method == "POST":
+        if path == "/v1/chat/completions":
+            return _Route("openai", "chat")
+        if path == "/v1/responses/input_tokens":
+            return _Route("openai", "input_tokens")
+        if path == "/v1/messages":
+            return _Route("anthropic", "messages")
+        if path == "/v1/messages/count_tokens":
+            return _Route("anthropic", "count_tokens")
+        match = _GEMINI_ACTION.match(path)
+        if match:
+            version, name, action = match.groups()
+            model = name.removeprefix("models/")
+            kind = "count_tokens" if action == "countTokens" else "generate"
+            return _Route("gemini", kind, model=model, api_version=version, action=action)
+    elif method == "GET":
+        match = _MODELS_PATH.match(path)
+        if match:
+            version, model = match.groups()
+            provider = "gemini" if version != "v1" else _sniff_provider(headers, query)
+            if model is not None and provider == "gemini":
+                model = model.removeprefix("models/")
+            kind = "models" if model is None else "model"
+            return _Route(provider, kind, model=model, api_version=version)
+    return _Route("unknown", "unknown")
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers shared by the providers
+# --------------------------------------------------------------------------------------------
+
+
+def _dumps(obj: Any) -> bytes:
+    """Compact UTF-8 JSON, as the real APIs send (non-ASCII text is not escaped)."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _new_id(prefix: str, n: int = 24) -> str:
+    return prefix + uuid.uuid4().hex[:n]
+
+
+def _mask_key(key: str) -> str:
+    """Mask a key the way OpenAI's 401 message does, so messages never echo full secrets."""
+    if len(key) <= 8:
+        return "*" * len(key)
+    return f"{key[:3]}{'*' * (len(key) - 7)}{key[-4:]}"
+
+
+def _phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return {529: "Overloaded", 499: "Client Closed Request"}.get(status, "Status")
+
+
+class _Dropped(Exception):
+    """Raised inside a handler to close the connection abruptly (fault injection or stop())."""
+
+
+# --- error envelopes --------------------------------------------------------------------------
+
+_DEFAULT = object()  # "use the per-status default" (distinct from an explicit None)
+
+_OPENAI_ERRORS: dict[int, tuple[str, str | None, str]] = {
+    400: ("invalid_request_error", None, "Invalid request."),
+    401: (
+        "invalid_request_error",
+        "invalid_api_key",
+        "Incorrect API key provided: {key}. You can find your API key at "
+        "https://platform.openai.com/account/api-keys.",
+    ),
+    403: (
+        "request_forbidden",
+        "unsupported_country_region_territory",
+        "Country, region, or territory not supported",
+    ),
+    404: (
+        "invalid_request_error",
+        "model_not_found",
+        "The model `{model}` does not exist or you do not have access to it.",
+    ),
+    429: (
+        "requests",
+        "rate_limit_exceeded",
+        "Rate limit reached for {model} in organization org-fake on requests per min (RPM): "
+        "Limit 3, Used 3, Requested 1. Please try again in 20s. Visit "
+        "https://platform.openai.com/account/rate-limits to learn more.",
+    ),
+    500: (
+        "server_error",
+        None,
+        "The server had an error while processing your request. Sorry about that!",
+    ),
+    503: ("server_error", None, "The engine is currently overloaded, please try again later"),
+}
+_OPENAI_QUOTA_MESSAGE = (
+    "You exceeded your current quota, please check your plan and billing details. For more "
+    "information on this error, read the docs: "
+    "https://platform.openai.com/docs/guides/error-codes/api-errors."
+)
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "timeout_error",
+    409: "conflict_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+_ANTHROPIC_MESSAGES = {
+    "invalid_request_error": "Invalid request.",
+    "authentication_error": "invalid x-api-key",
+    "billing_error": "Your credit balance is too low to access the Anthropic API.",
+    "permission_error": "Your API key does not have permission to use the specified resource.",
+    "not_found_error": "Not found.",
+    "timeout_error": "Request timed out.",
+    "conflict_error": "Conflict.",
+    "request_too_large": "Request exceeds the maximum allowed number of bytes.",
+    "rate_limit_error": "This request would exceed the rate limit for your organization of 50 "
+    "requests per minute. For details, refer to: https://docs.claude.com/en/api/rate-limits.",
+    "api_error": "Internal server error",
+    "overloaded_error": "Overloaded",
+}
+
+_GEMINI_STATUS = {
+    400: ("INVALID_ARGUMENT", "Request contains an invalid argument."),
+    401: ("UNAUTHENTICATED", "Request had invalid authentication credentials."),
+    403: ("PERMISSION_DENIED", "The caller does not have permission"),
+    404: ("NOT_FOUND", "Requested entity was not found."),
+    409: ("ABORTED", "The operation was aborted."),
+    429: (
+        "RESOURCE_EXHAUSTED",
+        "You exceeded your current quota, please check your plan and billing details. For more "
+        "information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.",
+    ),
+    499: ("CANCELLED", "The operation was cancelled."),
+    500: (
+        "INTERNAL",
+        "An internal error has occurred. Please retry or report in "
+        "https://developers.generativeai.google/guide/troubleshooting",
+    ),
+    501: ("UNIMPLEMENTED", "Method not implemented."),
+    503: ("UNAVAILABLE", "The model is overloaded. Please try again later."),
+    504: ("DEADLINE_EXCEEDED", "Deadline expired before operation could complete."),
+}
+_GEMINI_CODE_FOR_STATUS = {status: code for code, (status, _) in _GEMINI_STATUS.items()}
+_GEMINI_MESSAGE_FOR_STATUS = {status: message for status, message in _GEMINI_STATUS.values()}
+_GEMINI_BAD_KEY_MESSAGE = "API key not valid. Please pass a valid API key."
+
+
+def _openai_error(
+    status: int,
+    *,
+    message: str | None = None,
+    etype: str | None = None,
+    code: Any = _DEFAULT,
+    key: str | None = None,
+    model: str | None = None,
+) -> dict[str, Any]:
+    default_type, default_code, default_message = _OPENAI_ERRORS.get(
+        status,
+        ("server_error", None, _phrase(status))
+        if status >= 500
+        else ("invalid_request_error", None, _phrase(status)),
+    )
+    if etype == "insufficient_quota":
+        # The real quota error carries the same string as type and code.
+        default_code, default_message = "insufficient_quota", _OPENAI_QUOTA_MESSAGE
+    if message is None:
+        message = default_message.format(key=_mask_key(key or ""), model=model or "gpt-4o-mini")
+    return {
+        "error": {
+            "message": message,
+            "type": etype or default_type,
+            "param": None,
+            "code": default_code if code is _DEFAULT else code,
+        }
+    }
+
+
+def _anthropic_error(
+    status: int,
+    *,
+    message: str | None = None,
+    etype: str | None = None,
+    code: str | None = None,
+    request_id: str,
+) -> dict[str, Any]:
+    etype = etype or _ANTHROPIC_TYPES.get(
+        status, "api_error" if status >= 500 else "invalid_request_error"
+    )
+    error: dict[str, Any] = {
+        "type": etype,
+        "message": message or _ANTHROPIC_MESSAGES.get(etype, etype),
+    }
+    if code is not None:
+        error["details"] = {"error_code": code}
+    return {"type": "error", "error": error, "request_id": request_id}
+
+
+def _gemini_error(
+    status: int,
+    *,
+    message: str | None = None,
+    etype: str | None = None,
+    reason: str | None = None,
+    retry_delay: str = "20s",
+) -> dict[str, Any]:
+    default_status, default_message = _GEMINI_STATUS.get(
+        status, ("INTERNAL" if status >= 500 else "FAILED_PRECONDITION", _phrase(status))
+    )
+    if etype == "API_KEY_INVALID":
+        # Shortcut documented in the module docstring: the real "bad key" envelope.
+        etype, reason = "INVALID_ARGUMENT", reason or "API_KEY_INVALID"
+        default_message = _GEMINI_BAD_KEY_MESSAGE
+    details: list[dict[str, Any]] = []
+    if reason is not None:
+        details.append(
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": reason,
+                "domain": "googleapis.com",
+                "metadata": {"service": "generativelanguage.googleapis.com"},
+            }
+        )
+        if reason == "API_KEY_INVALID":
+            details.append(
+                {
+                    "@type": "type.googleapis.com/google.rpc.LocalizedMessage",
+                    "locale": "en-US",
+                    "message": _GEMINI_BAD_KEY_MESSAGE,
+                }
+            )
+    if status == 429:
+        details += [
+            {
+                "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                "violations": [
+                    {
+                        "quotaMetric": "generativelanguage.googleapis.com/"
+                        "generate_content_free_tier_requests",
+                        "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+                        "quotaDimensions": {"location": "global", "model": "gemini-2.0-flash"},
+                        "quotaValue": "15",
+                    }
+                ],
+            },
+            {
+                "@type": "type.googleapis.com/google.rpc.Help",
+                "links": [
+                    {
+                        "description": "Learn more about Gemini API quotas",
+                        "url": "https://ai.google.dev/gemini-api/docs/rate-limits",
+                    }
+                ],
+            },
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry_delay},
+        ]
+    return {
+        "error": {
+            "code": status,
+            "message": message or default_message,
+            "status": etype or default_status,
+            "details": details,
+        }
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Per-request work
+# --------------------------------------------------------------------------------------------
+
+# A stream plan is a list of events: ("raw", bytes) is sent as is, ("text", bytes) is one text
+# chunk (counted, paced, gated), and exactly one ("end", b"") marks the spot right after the last
+# text chunk, where drop_after / stream_error_after larger than the chunk count take effect.
+_Event = tuple[str, bytes]
+
+
+@dataclass
+class _StreamPlan:
+    content_type: str
+    events: list[_Event]
+    error_event: bytes
+    malformed_event: bytes
+
+
+def _insert_end(events: list[_Event], fallback: int) -> None:
+    """Put the ("end", b"") marker after the last text event, or at ``fallback`` if none."""
+    last = max((i for i, (kind, _) in enumerate(events) if kind == "text"), default=None)
+    events.insert(fallback if last is None else last + 1, ("end", b""))
+
+
+class _Exchange:
+    """Builds and sends the reply for one recorded request."""
+
+    def __init__(
+        self, handler: _Handler, rec: Recorded, reply: Reply, route: _Route, fake: FakeServer
+    ) -> None:
+        self.h = handler
+        self.rec = rec
+        self.reply = reply
+        self.route = route
+        self.fake = fake
+        self.request_id = _new_id("req_", 24)
+        self.created = int(time.time())
+        self.body: dict[str, Any] = rec.body if isinstance(rec.body, dict) else {}
+        self._gemini_response_id = ""
+
+    # --- top level ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        reply, route = self.reply, self.route
+        if reply.delay > 0:
+            self._sleep(reply.delay)
+        if route.provider == "unknown":
+            self._send_json(
+                404,
+                {
+                    "error": {
+                        "message": f"Invalid URL ({self.rec.method} {self.rec.path})",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+            )
+            return
+        if not self.rec.stream and reply.drop_after is not None:
+            raise _Dropped
+        if reply.status >= 400:
+            self._send_scripted_error()
+            return
+        error = self._builtin_error()
+        if error is not None:
+            self._send_json(*error)
+            return
+        if reply.malformed and not self.rec.stream:
+            self._send_json(reply.status, b'{"id": "broken", "choices": [{"index": 0, "mess')
+            return
+        handler = getattr(self, f"_{route.provider}_{route.kind}")
+        handler()
+
+    # --- errors -------------------------------------------------------------------------------
+
+    def _send_scripted_error(self) -> None:
+        reply = self.reply
+        if reply.error_body is not None:
+            self._send_json(reply.status, reply.error_body)
+            return
+        self._send_json(reply.status, self._error_envelope(reply.status))
+
+    def _error_envelope(
+        self,
+        status: int,
+        message: str | None = None,
+        etype: str | None = None,
+        code: Any = _DEFAULT,
+    ) -> dict[str, Any]:
+        """The provider's error body; scripted overrides win over the built-in defaults."""
+        reply = self.reply
+        message = reply.error_message or message
+        etype = reply.error_type or etype
+        if reply.error_code is not None:
+            code = reply.error_code
+        provider = self.route.provider
+        if provider == "openai":
+            return _openai_error(
+                status,
+                message=message,
+                etype=etype,
+                code=code,
+                key=self.rec.api_key,
+                model=self.rec.model,
+            )
+        if provider == "anthropic":
+            return _anthropic_error(
+                status,
+                message=message,
+                etype=etype,
+                code=None if code is _DEFAULT else code,
+                request_id=self.request_id,
+            )
+        retry_after = _header(reply.headers, "retry-after")
+        retry_delay = f"{retry_after}s" if retry_after else "20s"
+        return _gemini_error(
+            status,
+            message=message,
+            etype=etype,
+            reason=None if code is _DEFAULT else code,
+            retry_delay=retry_delay,
+        )
+
+    def _builtin_error(self) -> tuple[int, dict[str, Any]] | None:
+        """Auth, validation and unknown-model errors, as the real APIs would return them."""
+        rec, route = self.rec, self.route
+        key = rec.api_key
+        kind = route.kind
+        model = rec.model or ""
+        generating = kind in ("chat", "messages", "generate", "count_tokens", "input_tokens")
+
+        if route.provider == "openai":
+            if not key:
+                return 401, self._error_envelope(
+                    401,
+                    "You didn't provide an API key. You need to provide your API key in an "
+                    "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), "
+                    "or as the password field (with blank username) if you're accessing the API "
+                    "from your browser and are prompted for a username. You can obtain an API key "
+                    "from https://platform.openai.com/account/api-keys.",
+                    code=None,
+                )
+            if key.startswith("bad"):
+                return 401, self._error_envelope(401)
+            if generating:
+                if not isinstance(rec.body, dict):
+                    return 400, self._error_envelope(
+                        400,
+                        "We could not parse the JSON body of your request. (HINT: This likely "
+                        "means you aren't using your HTTP library correctly.)",
+                    )
+                if not rec.model:
+                    return 400, self._error_envelope(400, "you must provide a model parameter")
+                if kind == "chat" and "messages" not in self.body:
+                    return 400, self._error_envelope(
+                        400,
+                        "Missing required parameter: 'messages'.",
+                        code="missing_required_parameter",
+                    )
+            if model.startswith("no-such"):
+                return 404, self._error_envelope(404)
+            return None
+
+        if route.provider == "anthropic":
+            if not key:
+                return 401, self._error_envelope(
+                    401, "x-api-key header is required", "authentication_error"
+                )
+            if key.startswith("bad"):
+                return 401, self._error_envelope(401, "invalid x-api-key", "authentication_error")
+            if "anthropic-version" not in rec.headers:
+                return 400, self._error_envelope(400, "anthropic-version: header is required")
+            if generating:
+                problem = self._anthropic_body_problem()
+                if problem is not None:
+                    return 400, self._error_envelope(400, problem, "invalid_request_error")
+            if model.startswith("no-such"):
+                return 404, self._error_envelope(404, f"model: {model}", "not_found_error")
+            return None
+
+        # gemini
+        if not key:
+            return 403, self._error_envelope(
+                403,
+                "Method doesn't allow unregistered callers (callers without established "
+                "identity). Please use API Key or other form of API consumer identity to call "
+                "this API.",
+                "PERMISSION_DENIED",
+            )
+        if key.startswith("bad"):
+            return 400, self._error_envelope(
+                400, _GEMINI_BAD_KEY_MESSAGE, "INVALID_ARGUMENT", code="API_KEY_INVALID"
+            )
+        if generating and not isinstance(rec.body, dict):
+            return 400, self._error_envelope(400, "Invalid JSON payload received.")
+        if model.startswith("no-such"):
+            what = f" or is not supported for {route.action}" if route.action else ""
+            return 404, self._error_envelope(
+                404,
+                f"models/{model} is not found for API version {route.api_version},{what}. "
+                "Call ListModels to see the list of available models and their supported "
+                "methods.",
+            )
+        return None
+
+    def _anthropic_body_problem(self) -> str | None:
+        rec = self.rec
+        if not isinstance(rec.body, dict):
+            return "Could not parse the request body as JSON."
+        if not rec.model:
+            return "model: Field required"
+        messages = self.body.get("messages")
+        if not isinstance(messages, list):
+            return "messages: Field required"
+        for i, message in enumerate(messages):
+            if isinstance(message, dict) and message.get("role") == "system":
+                return (
+                    f'messages.{i}.role: Unexpected role "system". The Messages API accepts a '
+                    'top-level `system` parameter, not "system" as an input message role.'
+                )
+        if self.route.kind == "messages" and "max_tokens" not in self.body:
+            return "max_tokens: Field required"
+        return None
+
+    # --- OpenAI -------------------------------------------------------------------------------
+
+    def _openai_usage(self) -> dict[str, Any]:
+        r = self.reply
+        usage: dict[str, Any] = {
+            "prompt_tokens": r.input_tokens,
+            "completion_tokens": r.output_tokens,
+            "total_tokens": r.input_tokens + r.output_tokens,
+        }
+        if r.cached_tokens is not None:
+            usage["prompt_tokens_details"] = {"cached_tokens": r.cached_tokens, "audio_tokens": 0}
+        if r.reasoning_tokens is not None:
+            usage["completion_tokens_details"] = {
+                "reasoning_tokens": r.reasoning_tokens,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            }
+        return usage
+
+    def _openai_chat(self) -> None:
+        reply = self.reply
+        model = reply.model or self.rec.model
+        completion_id = _new_id("chatcmpl-", 29)
+        finish = reply.raw_finish_for("openai")
+        if not self.rec.stream:
+            body: dict[str, Any] = {
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": self.created,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {
+                            "role": "assistant",
+                            "content": reply.answer(),
+                            "refusal": None,
+                            "annotations": [],
+                        },
+                        "logprobs": None,
+                        "finish_reason": finish,
+                    }
+                ],
+                "service_tier": "default",
+                "system_fingerprint": "fp_fake",
+            }
+            if reply.usage:
+                body["usage"] = self._openai_usage()
+            self._send_json(reply.status, body)
+            return
+
+        options = self.body.get("stream_options")
+        include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+
+        def chunk(choices: list[dict[str, Any]], usage: Any = None) -> bytes:
+            obj: dict[str, Any] = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": model,
+                "service_tier": "default",
+                "system_fingerprint": "fp_fake",
+                "choices": choices,
+            }
+            if include_usage:
+                obj["usage"] = usage
+            return b"data: " + _dumps(obj) + b"\n\n"
+
+        def choice(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+
+        events: list[_Event] = [
+            ("raw", chunk([choice({"role": "assistant", "content": "", "refusal": None})]))
+        ]
+        events += [("text", chunk([choice({"content": p})])) for p in reply.pieces()]
+        events.append(("end", b""))
+        events.append(("raw", chunk([choice({}, finish)])))
+        if include_usage and reply.usage:
+            events.append(("raw", chunk([], self._openai_usage())))
+        events.append(("raw", b"data: [DONE]\n\n"))
+
+        error = _openai_error(
+            500,
+            message=reply.error_message,
+            etype=reply.error_type,
+            code=reply.error_code,
+        )
+        self._send_stream(
+            _StreamPlan(
+                content_type="text/event-stream; charset=utf-8",
+                events=events,
+                error_event=b"data: " + _dumps(error) + b"\n\n",
+                malformed_event=b'data: {"id": "chatcmpl-broken", "choices": [\n\n',
+            )
+        )
+
+    def _openai_input_tokens(self) -> None:
+        self._send_json(
+            self.reply.status,
+            {"object": "response.input_tokens", "input_tokens": self.reply.input_tokens},
+        )
+
+    def _openai_models(self) -> None:
+        data = [
+            {"id": mid, "object": "model", "created": 1721172741, "owned_by": "system"}
+            for mid in _OPENAI_MODELS
+        ]
+        self._send_json(self.reply.status, {"object": "list", "data": data})
+
+    def _openai_model(self) -> None:
+        mid = self.route.model
+        self._send_json(
+            self.reply.status,
+            {"id": mid, "object": "model", "created": 1721172741, "owned_by": "system"},
+        )
+
+    # --- Anthropic ----------------------------------------------------------------------------
+
+    def _anthropic_usage(self, *, start: bool) -> dict[str, Any]:
+        r = self.reply
+        usage: dict[str, Any] = {"input_tokens": r.input_tokens}
+        if r.cached_tokens is not None:
+            usage["cache_creation_input_tokens"] = 0
+            usage["cache_read_input_tokens"] = r.cached_tokens
+        # message_start reports the output so far (the real API says 1); message_delta the total.
+        usage["output_tokens"] = 1 if start else r.output_tokens
+        if r.reasoning_tokens is not None and not start:
+            usage["output_tokens_details"] = {"thinking_tokens": r.reasoning_tokens}
+        if start or not self.rec.stream:
+            usage["service_tier"] = "standard"
+        return usage
+
+    def _anthropic_stop_sequence(self, stop_reason: str) -> str | None:
+        if stop_reason != "stop_sequence":
+            return None
+        stops = self.body.get("stop_sequences")
+        return stops[0] if isinstance(stops, list) and stops else "\n\nHuman:"
+
+    def _anthropic_messages(self) -> None:
+        reply = self.reply
+        model = reply.model or self.rec.model
+        message_id = _new_id("msg_01", 22)
+        stop_reason = reply.raw_finish_for("anthropic")
+        stop_sequence = self._anthropic_stop_sequence(stop_reason)
+        thinking_text = "The user wants a short answer."
+        signature = base64.b64encode(b"fake-signature-" + uuid.uuid4().bytes).decode()
+
+        if not self.rec.stream:
+            content: list[dict[str, Any]] = []
+            if reply.thinking:
+                content.append(
+                    {"type": "thinking", "thinking": thinking_text, "signature": signature}
+                )
+            texts = reply.blocks if reply.blocks is not None else [reply.answer()]
+            content += [{"type": "text", "text": t} for t in texts]
+            body: dict[str, Any] = {
+                "id": message_id,
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": content,
+                "stop_reason": stop_reason,
+                "stop_sequence": stop_sequence,
+            }
+            if reply.usage:
+                body["usage"] = self._anthropic_usage(start=False)
+            self._send_json(reply.status, body)
+            return
+
+        def event(name: str, data: dict[str, Any]) -> bytes:
+            return b"event: " + name.encode() + b"\ndata: " + _dumps(data) + b"\n\n"
+
+        def raw(name: str, data: dict[str, Any]) -> _Event:
+            return ("raw", event(name, data))
+
+        start_message: dict[str, Any] = {
+            "id": message_id,
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+        }
+        if reply.usage:
+            start_message["usage"] = self._anthropic_usage(start=True)
+        events: list[_Event] = [
+            raw("message_start", {"type": "message_start", "message": start_message})
+        ]
+        ping = raw("ping", {"type": "ping"})
+        index = 0
+        if reply.thinking:
+            events += [
+                raw(
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": 0,
+                        "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+                    },
+                ),
+                ping,
+                raw(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "thinking_delta", "thinking": thinking_text},
+                    },
+                ),
+                raw(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "signature_delta", "signature": signature},
+                    },
+                ),
+                raw("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            ]
+            index = 1
+        for block_number, pieces in enumerate(reply.block_pieces()):
+            events.append(
+                raw(
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": index,
+                        "content_block": {"type": "text", "text": ""},
+                    },
+                )
+            )
+            if block_number == 0 and not reply.thinking:
+                events.append(ping)
+            for piece in pieces:
+                delta = {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "text_delta", "text": piece},
+                }
+                events.append(("text", event("content_block_delta", delta)))
+            events.append(raw("content_block_stop", {"type": "content_block_stop", "index": index}))
+            index += 1
+        message_delta: dict[str, Any] = {
+            "type": "message_delta",
+            "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+        }
+        if reply.usage:
+            message_delta["usage"] = self._anthropic_usage(start=False)
+        events.append(raw("message_delta", message_delta))
+        events.append(raw("message_stop", {"type": "message_stop"}))
+        _insert_end(events, fallback=len(events) - 2)
+
+        error_type = reply.error_type or "overloaded_error"
+        error = {
+            "type": "error",
+            "error": {
+                "type": error_type,
+                "message": reply.error_message or _ANTHROPIC_MESSAGES.get(error_type, error_type),
+            },
+        }
+        self._send_stream(
+            _StreamPlan(
+                content_type="text/event-stream; charset=utf-8",
+                events=events,
+                error_event=event("error", error),
+                malformed_event=b'event: content_block_delta\ndata: {"type": "content_block_delta'
+                b'", "index": 0, "delta": \n\n',
+            )
+        )
+
+    def _anthropic_count_tokens(self) -> None:
+        self._send_json(self.reply.status, {"input_tokens": self.reply.input_tokens})
+
+    def _anthropic_model_info(self, model_id: str) -> dict[str, Any]:
+        display = " ".join(part.capitalize() for part in model_id.split("-"))
+        return {
+            "type": "model",
+            "id": model_id,
+            "display_name": display,
+            "created_at": "2025-09-29T00:00:00Z",
+        }
+
+    def _anthropic_models(self) -> None:
+        data = [self._anthropic_model_info(m) for m in _ANTHROPIC_MODELS]
+        self._send_json(
+            self.reply.status,
+            {
+                "data": data,
+                "has_more": False,
+                "first_id": data[0]["id"],
+                "last_id": data[-1]["id"],
+            },
+        )
+
+    def _anthropic_model(self) -> None:
+        self._send_json(self.reply.status, self._anthropic_model_info(self.route.model or ""))
+
+    # --- Gemini -------------------------------------------------------------------------------
+
+    def _gemini_usage(self, *, final: bool) -> dict[str, Any]:
+        r = self.reply
+        if not final:
+            # Intermediate stream chunks carry the prompt count only.
+            return {"promptTokenCount": r.input_tokens, "totalTokenCount": r.input_tokens}
+        usage: dict[str, Any] = {
+            "promptTokenCount": r.input_tokens,
+            "candidatesTokenCount": r.output_tokens,
+            "totalTokenCount": r.input_tokens + r.output_tokens + (r.reasoning_tokens or 0),
+        }
+        if r.cached_tokens is not None:
+            usage["cachedContentTokenCount"] = r.cached_tokens
+        usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": r.input_tokens}]
+        if r.reasoning_tokens is not None:
+            usage["thoughtsTokenCount"] = r.reasoning_tokens
+        return usage
+
+    def _gemini_response(self, candidate: dict[str, Any], *, final: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {"candidates": [candidate]}
+        if self.reply.usage:
+            body["usageMetadata"] = self._gemini_usage(final=final)
+        body["modelVersion"] = self.reply.model or self.rec.model
+        body["responseId"] = self._gemini_response_id
+        return body
+
+    @staticmethod
+    def _gemini_safety_ratings(finish: str) -> list[dict[str, Any]]:
+        blocked = finish == "SAFETY"
+        return [
+            {
+                "category": "HARM_CATEGORY_DANGEROUS_CONTENT",
+                "probability": "HIGH" if blocked else "NEGLIGIBLE",
+                **({"blocked": True} if blocked else {}),
+            },
+            {"category": "HARM_CATEGORY_HARASSMENT", "probability": "NEGLIGIBLE"},
+        ]
+
+    def _gemini_generate(self) -> None:
+        reply = self.reply
+        self._gemini_response_id = base64.urlsafe_b64encode(uuid.uuid4().bytes[:12]).decode()
+        finish = reply.raw_finish_for("gemini")
+        blocked = finish in _GEMINI_BLOCKING
+
+        if not self.rec.stream:
+            candidate: dict[str, Any] = {}
+            if not blocked:
+                parts = [_gemini_thought_part()] if reply.thinking else []
+                parts.append({"text": reply.answer()})
+                candidate["content"] = {"parts": parts, "role": "model"}
+            candidate["finishReason"] = finish
+            if blocked:
+                candidate["safetyRatings"] = self._gemini_safety_ratings(finish)
+            candidate["index"] = 0
+            self._send_json(reply.status, self._gemini_response(candidate, final=True))
+            return
+
+        def data(obj: dict[str, Any]) -> bytes:
+            return b"data: " + _dumps(obj) + b"\r\n\r\n"
+
+        def content(text_part: dict[str, Any]) -> dict[str, Any]:
+            return {"parts": [text_part], "role": "model"}
+
+        events: list[_Event] = []
+        if reply.thinking:
+            thought = {"content": content(_gemini_thought_part()), "index": 0}
+            events.append(("raw", data(self._gemini_response(thought, final=False))))
+        pieces = reply.pieces()
+        for i, piece in enumerate(pieces):
+            last = i == len(pieces) - 1 and not blocked
+            candidate = {"content": content({"text": piece})}
+            if last:
+                candidate["finishReason"] = finish
+            candidate["index"] = 0
+            events.append(("text", data(self._gemini_response(candidate, final=last))))
+        events.append(("end", b""))
+        if blocked or not pieces:
+            candidate = {} if blocked else {"content": content({"text": ""})}
+            candidate["finishReason"] = finish
+            if blocked:
+                candidate["safetyRatings"] = self._gemini_safety_ratings(finish)
+            candidate["index"] = 0
+            events.append(("raw", data(self._gemini_response(candidate, final=True))))
+
+        status = reply.error_type or "UNAVAILABLE"
+        error = {
+            "error": {
+                "code": _GEMINI_CODE_FOR_STATUS.get(status, 500),
+                "message": reply.error_message
+                or _GEMINI_MESSAGE_FOR_STATUS.get(status, "An internal error has occurred."),
+                "status": status,
+            }
+        }
+        self._send_stream(
+            _StreamPlan(
+                content_type="text/event-stream",
+                events=events,
+                error_event=data(error),
+                malformed_event=b'data: {"candidates": [{"content": \r\n\r\n',
+            )
+        )
+
+    def _gemini_count_tokens(self) -> None:
+        n = self.reply.input_tokens
+        self._send_json(
+            self.reply.status,
+            {"totalTokens": n, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": n}]},
+        )
+
+    @staticmethod
+    def _gemini_model_info(model_id: str) -> dict[str, Any]:
+        display = " ".join(part.capitalize() for part in model_id.split("-"))
+        return {
+            "name": f"models/{model_id}",
+            "version": "001",
+            "displayName": display,
+            "description": f"Fake {display}",
+            "inputTokenLimit": 1048576,
+            "outputTokenLimit": 65536,
+            "supportedGenerationMethods": ["generateContent", "countTokens"],
+            "temperature": 1,
+            "topP": 0.95,
+            "topK": 64,
+        }
+
+    def _gemini_models(self) -> None:
+        self._send_json(
+            self.reply.status, {"models": [self._gemini_model_info(m) for m in _GEMINI_MODELS]}
+        )
+
+    def _gemini_model(self) -> None:
+        self._send_json(self.reply.status, self._gemini_model_info(self.route.model or ""))
+
+    # --- transport ----------------------------------------------------------------------------
+
+    def _base_headers(self) -> list[tuple[str, str]]:
+        provider = self.route.provider
+        if provider == "openai":
+            return [
+                ("x-request-id", self.request_id),
+                ("openai-processing-ms", "1"),
+                ("openai-version", "2020-10-01"),
+            ]
+        if provider == "anthropic":
+            return [("request-id", self.request_id)]
+        return []
+
+    def _start_response(self, status: int, headers: list[tuple[str, str]]) -> None:
+        merged = headers + self._base_headers()
+        overridden = {name.lower() for name in self.reply.headers}
+        merged = [(k, v) for k, v in merged if k.lower() not in overridden]
+        merged += list(self.reply.headers.items())
+        self.h.send_response(status, _phrase(status))
+        for name, value in merged:
+            self.h.send_header(name, value)
+        self.h.end_headers()
+        self.rec.status = status
+
+    def _send_json(self, status: int, body: dict[str, Any] | bytes) -> None:
+        data = body if isinstance(body, bytes) else _dumps(body)
+        content_type = "application/json"
+        if self.route.provider == "gemini":
+            content_type = "application/json; charset=UTF-8"
+        self._start_response(
+            status, [("Content-Type", content_type), ("Content-Length", str(len(data)))]
+        )
+        self.h.wfile.write(data)
+
+    def _send_stream(self, plan: _StreamPlan) -> None:
+        """Send an SSE stream with chunked framing, applying the reply's stream faults."""
+        reply, rec = self.reply, self.rec
+        self.h.close_connection = True
+        self._start_response(
+            200,
+            [
+                ("Content-Type", plan.content_type),
+                ("Cache-Control", "no-cache"),
+                ("Transfer-Encoding", "chunked"),
+                ("Connection", "close"),
+            ],
+        )
+        if reply.drop_after == 0:
+            raise _Dropped
+        n_text = sum(1 for kind, _ in plan.events if kind == "text")
+        sent = 0
+        malformed_pending = reply.malformed
+        for kind, payload in plan.events:
+            if kind == "raw":
+                self._write_chunk(payload)
+                continue
+            final = kind == "end"
+            error_after, drop_after = reply.stream_error_after, reply.drop_after
+            if error_after is not None and (error_after == sent or (final and error_after > sent)):
+                self._write_chunk(plan.error_event)
+                break
+            if drop_after is not None and (drop_after == sent or (final and drop_after > sent)):
+                raise _Dropped
+            if malformed_pending and (sent == 1 or (final and sent == 0)):
+                self._write_chunk(plan.malformed_event)
+                malformed_pending = False
+            if final:
+                continue
+            if sent > 0 and reply.chunk_delay > 0:
+                self._sleep(reply.chunk_delay)
+            if reply.gate is not None and sent == n_text - 1:
+                self._wait_gate(reply.gate)
+            self._write_chunk(payload)
+            sent += 1
+            rec.chunks_sent = sent
+        self.h.wfile.write(b"0\r\n\r\n")
+
+    def _write_chunk(self, payload: bytes) -> None:
+        # One write per event: the socket is unbuffered with TCP_NODELAY, so it leaves now.
+        self.h.wfile.write(b"%x\r\n%s\r\n" % (len(payload), payload))
+
+    def _sleep(self, seconds: float) -> None:
+        if self.fake._stopping.wait(seconds):
+            raise _Dropped
+
+    def _wait_gate(self, gate: threading.Event) -> None:
+        deadline = time.monotonic() + _GATE_LIMIT
+        while not gate.wait(0.05):
+            if self.fake._stopping.is_set():
+                raise _Dropped
+            if time.monotonic() >= deadline:
+                return
+
+
+def _gemini_thought_part() -> dict[str, Any]:
+    """A Gemini thought-summary part: text that ``response.text`` must not include."""
+    return {"text": "**Planning** The user wants a short answer.", "thought": True}
+
+
+def _header(headers: dict[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+_OPENAI_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "o3-mini")
+# Not "claude-sonnet-4-5": anthropic 2.14 lists it in DEPRECATED_MODELS and warns when it is used,
+# which pytest's filterwarnings=error turns into a failure.
+_ANTHROPIC_MODELS = ("claude-sonnet-4-6", "claude-haiku-4-5", "claude-opus-4-8")
+_GEMINI_MODELS = ("gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.0-flash")
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP handler
+# --------------------------------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Parses and records each request, then hands it to an ``_Exchange``.
+
+    HTTP/1.1 keep-alive works for JSON replies (they carry Content-Length); streams close the
+    connection at their end.
+    """
+
+    protocol_version = "HTTP/1.1"
+    server_version = "fakeserver/1.0"
+    sys_version = ""
+    timeout = _HANDLER_IDLE_TIMEOUT
+    server: _HTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        # Without TCP_NODELAY, small SSE events can sit in Nagle's buffer for up to 40 ms,
+        # which would make "chunks arrive incrementally" tests flaky.
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.fake._track(self.request, add=True)
+
+    def finish(self) -> None:
+        try:
+            with contextlib.suppress(OSError):
+                super().finish()
+        finally:
+            self.server.fake._track(self.request, add=False)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the per-request access log; tests inspect ``FakeServer.requests`` instead."""
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            parts = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _dispatch(self) -> None:
+        fake = self.server.fake
+        started = time.monotonic()
+        raw = self._read_body()
+        split = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+        headers: dict[str, str] = {}
+        for name, value in self.headers.items():
+            key = name.lower()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        route = _route(self.command, split.path, headers, query)
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        rec = Recorded(
+            provider=route.provider,
+            method=self.command,
+            path=split.path,
+            query=query,
+            headers=headers,
+            body=body,
+            raw_body=raw,
+            stream=_wants_stream(route, body),
+            model=_requested_model(route, body),
+            api_key=_api_key(route.provider, headers, query),
+            started_at=started,
+        )
+        reply = fake._record(rec)
+        try:
+            _Exchange(self, rec, reply, route, fake).run()
+        except _Dropped:
+            self._abort()
+        except OSError:
+            # The client went away (timeout, closed stream early): nothing left to tell it.
+            self.close_connection = True
+        except Exception:
+            fake._note_error(traceback.format_exc())
+            self._abort()
+        finally:
+            rec.finished_at = time.monotonic()
+            rec.done.set()
+
+    def _abort(self) -> None:
+        """Close the connection without finishing the response (FIN, not a clean HTTP end)."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
+
+
+def _wants_stream(route: _Route, body: Any) -> bool:
+    if route.provider == "gemini":
+        return route.action == "streamGenerateContent"
+    if route.kind in ("chat", "messages") and isinstance(body, dict):
+        return body.get("stream") is True
+    return False
+
+
+def _requested_model(route: _Route, body: Any) -> str | None:
+    if route.model is not None:
+        return route.model
+    if isinstance(body, dict) and isinstance(body.get("model"), str):
+        return body["model"]
+    return None
+
+
+def _bearer(headers: dict[str, str]) -> str | None:
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+def _api_key(provider: str, headers: dict[str, str], query: dict[str, str]) -> str | None:
+    """The key as each provider reads it (anthropic 2.x sends Bearer, older SDKs x-api-key)."""
+    if provider == "openai":
+        return _bearer(headers)
+    if provider == "anthropic":
+        return headers.get("x-api-key") or _bearer(headers)
+    if provider == "gemini":
+        return headers.get("x-goog-api-key") or query.get("key") or None
+    return headers.get("x-api-key") or headers.get("x-goog-api-key") or _bearer(headers)

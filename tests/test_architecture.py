@@ -1,0 +1,98 @@
+"""The import rules that keep llmcli fast and layered (STYLE: core never imports Click)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import LLMCLI, base_env
+
+PACKAGE = Path(__file__).resolve().parent.parent / "llmcli"
+SDKS = ("openai", "anthropic", "google.genai", "httpx2", "pydantic")
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+CORE_MODULES = [p for p in PACKAGE.rglob("*.py") if p.name not in ("cli.py", "render.py")]
+
+
+@pytest.mark.parametrize("path", CORE_MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_core_never_imports_click(path):
+    assert not {m for m in _imports(path) if m.split(".")[0] == "click"}
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "providers").glob("*.py")), ids=lambda p: p.name)
+def test_providers_never_import_each_other(path):
+    others = {f"llmcli.providers.{p.stem}" for p in (PACKAGE / "providers").glob("*.py")}
+    others -= {"llmcli.providers.base", f"llmcli.providers.{path.stem}"}
+    assert not (_imports(path) & others)
+
+
+@pytest.mark.parametrize("name", ["types.py", "errors.py"])
+def test_vocabulary_modules_import_nothing_of_ours(name):
+    assert not {m for m in _imports(PACKAGE / name) if m.startswith("llmcli")}
+
+
+def _modules_loaded(*args: str) -> set[str]:
+    """Run the CLI in a fresh interpreter and list the modules it had loaded when it finished."""
+    code = (
+        "import sys, json, atexit\n"
+        "atexit.register(lambda: sys.__stderr__.write('MODULES=' + json.dumps(sorted(sys.modules)) + '\\n'))\n"
+        f"sys.argv = ['llmcli', *{list(args)!r}]\n"
+        "from llmcli.cli import main\n"
+        "main()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=base_env(),
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr
+    line = next(line for line in proc.stderr.splitlines() if line.startswith("MODULES="))
+    return set(json.loads(line.removeprefix("MODULES=")))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["ask", "--help"],
+        ["stream", "--help"],
+        ["ask", "-p", "echo", "hi"],
+        ["ask", "-p", "openai", "--dry-run", "hi"],
+    ],
+    ids=" ".join,
+)
+def test_no_provider_sdk_loaded_unless_used(args):
+    loaded = _modules_loaded(*args)
+    heavy = sorted(
+        m
+        for m in loaded
+        if m.split(".")[0] in {s.split(".")[0] for s in SDKS} or m.startswith("google.genai")
+    )
+    assert heavy == []
+
+
+def test_installed_script_runs_help():
+    proc = subprocess.run(
+        [LLMCLI, "--help"], capture_output=True, text=True, env=base_env(), timeout=30
+    )
+    assert proc.returncode == 0
+    assert "ask" in proc.stdout and proc.stderr == ""

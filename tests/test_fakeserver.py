@@ -1,0 +1,596 @@
+"""Self-test of tests/fakeserver.py: the real SDKs, in-process, must parse what the fake sends.
+
+If these fail, every llmcli test built on the fake is suspect, so they check the fake against the
+SDKs themselves (not against llmcli): text, usage and finish reasons, error classes, and the
+fault injections (drops, in-stream errors, malformed data, delays, gates).
+"""
+
+from __future__ import annotations
+
+import http.client
+import itertools
+import json
+import threading
+import time
+
+import anthropic
+import httpx2
+import openai
+import pytest
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types as genai_types
+
+from tests.fakeserver import FakeServer, Reply, split_words
+
+MESSAGES = [{"role": "user", "content": "Hello?"}]
+WORDS = ["Hello", " from", " the", " fake", " server."]
+
+
+@pytest.fixture(scope="module")
+def srv():
+    server = FakeServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def clean(srv):
+    srv.reset()
+    yield
+    assert srv.errors == []  # no exception inside the fake itself
+
+
+@pytest.fixture(scope="module")
+def oai(srv):
+    client = openai.OpenAI(api_key="sk-test-1", base_url=srv.url + "/v1", max_retries=0, timeout=5)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def ant(srv):
+    client = anthropic.Anthropic(
+        api_key="sk-ant-test-2", base_url=srv.url, max_retries=0, timeout=5
+    )
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def gem(srv):
+    client = genai.Client(
+        api_key="AIza-test-3",
+        http_options=genai_types.HttpOptions(base_url=srv.url, timeout=5000),
+    )
+    yield client
+    client.close()
+
+
+def raw_request(srv, method, path, body=None, headers=None):
+    """One request without any SDK, for cases the SDKs refuse to send (e.g. no key)."""
+    conn = http.client.HTTPConnection("127.0.0.1", int(srv.url.rsplit(":", 1)[1]), timeout=5)
+    try:
+        data = json.dumps(body).encode() if body is not None else None
+        conn.request(method, path, body=data, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+# --- success paths ----------------------------------------------------------------------------
+
+
+def test_split_words_keeps_spaces():
+    assert split_words("Hello from the fake server.") == WORDS
+    assert split_words("  a b  ") == ["  a", " b  "]
+    assert split_words("") == []
+
+
+def test_env_points_sdks_at_the_server(srv):
+    assert srv.env() == {
+        "OPENAI_BASE_URL": srv.url + "/v1",
+        "ANTHROPIC_BASE_URL": srv.url,
+        "GOOGLE_GEMINI_BASE_URL": srv.url,
+    }
+    assert srv.url.startswith("http://127.0.0.1:")
+
+
+def test_openai_non_stream(srv, oai):
+    srv.script("openai", Reply(text="Paris.", cached_tokens=3, reasoning_tokens=2, finish="length"))
+    result = oai.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, temperature=0.3, max_tokens=50
+    )
+    assert result.choices[0].message.content == "Paris."
+    assert result.choices[0].finish_reason == "length"
+    assert result.model == "gpt-4o-mini"
+    usage = result.usage
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (11, 7, 18)
+    assert usage.prompt_tokens_details.cached_tokens == 3
+    assert usage.completion_tokens_details.reasoning_tokens == 2
+
+    (rec,) = srv.requests_for("openai")
+    assert (rec.method, rec.path, rec.model, rec.api_key) == (
+        "POST",
+        "/v1/chat/completions",
+        "gpt-4o-mini",
+        "sk-test-1",
+    )
+    assert rec.body["messages"] == MESSAGES and rec.body["temperature"] == 0.3
+    assert rec.stream is False and rec.status == 200 and rec.done.is_set()
+    assert rec.headers["authorization"] == "Bearer sk-test-1"
+
+
+def test_openai_stream_with_usage(srv, oai):
+    stream = oai.chat.completions.create(
+        model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    deltas = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
+    assert deltas == WORDS
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == 18
+    assert all(c.usage is None for c in chunks[:-1])
+    srv.wait_idle()
+    (rec,) = srv.requests_for("openai")
+    assert rec.stream is True and rec.chunks_sent == len(WORDS)
+
+
+def test_openai_stream_without_include_usage_has_no_usage(srv, oai):
+    stream = oai.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
+    chunks = list(stream)
+    assert all(c.usage is None for c in chunks)
+    assert all(c.choices for c in chunks)
+
+
+def test_openai_usage_false(srv, oai):
+    srv.script("openai", Reply(usage=False))
+    result = oai.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert result.usage is None
+
+
+def test_anthropic_non_stream_blocks_and_thinking(srv, ant):
+    srv.script(
+        "anthropic",
+        Reply(blocks=["One. ", "Two."], thinking=True, cached_tokens=5, reasoning_tokens=3),
+    )
+    message = ant.messages.create(
+        model="claude-sonnet-4-6", max_tokens=100, system="Be brief.", messages=MESSAGES
+    )
+    assert [b.type for b in message.content] == ["thinking", "text", "text"]
+    assert message.content[0].signature
+    assert "".join(b.text for b in message.content if b.type == "text") == "One. Two."
+    assert message.stop_reason == "end_turn"
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (11, 7)
+    assert message.usage.cache_read_input_tokens == 5
+    assert message.usage.output_tokens_details.thinking_tokens == 3
+
+    (rec,) = srv.requests_for("anthropic")
+    assert rec.api_key == "sk-ant-test-2"  # anthropic 2.x sends it as a Bearer token
+    assert rec.headers["anthropic-version"]
+    assert rec.body["system"] == "Be brief." and rec.body["max_tokens"] == 100
+    assert rec.model == "claude-sonnet-4-6"
+
+
+def test_anthropic_stream(srv, ant):
+    srv.script("anthropic", Reply(thinking=True, finish="length", raw_finish=None))
+    with ant.messages.stream(model="claude-haiku-4-5", max_tokens=100, messages=MESSAGES) as stream:
+        deltas = list(stream.text_stream)
+        final = stream.get_final_message()
+    assert deltas == WORDS
+    assert final.stop_reason == "max_tokens"
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (11, 7)
+    assert [b.type for b in final.content] == ["thinking", "text"]
+
+
+def test_anthropic_raw_stream_events_and_stop_sequence(srv, ant):
+    srv.script("anthropic", Reply(raw_finish="stop_sequence", blocks=["a", "b c"]))
+    events = list(
+        ant.messages.create(
+            model="claude-x",
+            max_tokens=10,
+            messages=MESSAGES,
+            stop_sequences=["END"],
+            stream=True,
+        )
+    )
+    types = [e.type for e in events]
+    assert types[0] == "message_start" and types[-2:] == ["message_delta", "message_stop"]
+    assert types.count("content_block_start") == 2
+    assert events[-2].delta.stop_reason == "stop_sequence"
+    assert events[-2].delta.stop_sequence == "END"
+
+
+def test_gemini_non_stream(srv, gem):
+    srv.script("gemini", Reply(text="Bonjour.", thinking=True, cached_tokens=2, reasoning_tokens=4))
+    response = gem.models.generate_content(
+        model="models/gemini-2.0-flash",
+        contents="Hello?",
+        config=genai_types.GenerateContentConfig(system_instruction="Be brief.", temperature=0.2),
+    )
+    assert response.text == "Bonjour."  # the thought part is skipped by the SDK
+    assert response.candidates[0].finish_reason == genai_types.FinishReason.STOP
+    usage = response.usage_metadata
+    assert (usage.prompt_token_count, usage.candidates_token_count) == (11, 7)
+    assert (usage.cached_content_token_count, usage.thoughts_token_count) == (2, 4)
+    assert usage.total_token_count == 22
+    assert response.model_version == "gemini-2.0-flash" and response.response_id
+
+    (rec,) = srv.requests_for("gemini")
+    assert rec.path == "/v1/models/gemini-2.0-flash:generateContent"
+    assert rec.model == "gemini-2.0-flash" and rec.api_key == "AIza-test-3"
+    assert rec.body["systemInstruction"]["parts"][0]["text"] == "Be brief."
+    assert rec.body["generationConfig"]["temperature"] == 0.2
+
+
+def test_gemini_stream(srv, gem):
+    srv.script("gemini", Reply(finish="length"))
+    chunks = list(gem.models.generate_content_stream(model="gemini-2.5-flash", contents="Hello?"))
+    assert [c.text for c in chunks] == WORDS
+    assert chunks[-1].candidates[0].finish_reason == genai_types.FinishReason.MAX_TOKENS
+    assert chunks[-1].usage_metadata.candidates_token_count == 7
+    assert all(c.candidates[0].finish_reason is None for c in chunks[:-1])
+    (rec,) = srv.requests_for("gemini")
+    assert rec.stream is True and rec.query == {"alt": "sse"}
+
+
+def test_gemini_content_filter_stream_ends_without_parts(srv, gem):
+    srv.script("gemini", Reply(finish="content_filter", usage=False))
+    chunks = list(gem.models.generate_content_stream(model="gemini-2.5-flash", contents="Hello?"))
+    assert [c.text for c in chunks[:-1]] == WORDS
+    last = chunks[-1]
+    assert last.candidates[0].finish_reason == genai_types.FinishReason.SAFETY
+    assert last.text is None
+    assert all(c.usage_metadata is None for c in chunks)
+
+
+def test_auxiliary_endpoints(srv, oai, ant, gem):
+    assert "gpt-4o-mini" in [m.id for m in oai.models.list()]
+    assert {m.type for m in ant.models.list()} == {"model"}
+    assert "models/gemini-2.5-flash" in [m.name for m in gem.models.list()]
+    srv.script("anthropic", Reply(input_tokens=42))
+    assert ant.messages.count_tokens(model="claude-x", messages=MESSAGES).input_tokens == 42
+    srv.script("gemini", Reply(input_tokens=9))
+    assert gem.models.count_tokens(model="gemini-2.0-flash", contents="hi").total_tokens == 9
+    assert [r.provider for r in srv.requests] == [
+        "openai",
+        "anthropic",
+        "gemini",
+        "anthropic",
+        "gemini",
+    ]
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+def test_openai_rate_limit_with_retry_after(srv, oai):
+    srv.script("openai", Reply(status=429, headers={"Retry-After": "2"}))
+    with pytest.raises(openai.RateLimitError) as caught:
+        oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert caught.value.code == "rate_limit_exceeded"
+    assert caught.value.response.headers["retry-after"] == "2"
+    assert caught.value.request_id
+
+
+def test_openai_quota_error_type_sets_code(srv, oai):
+    srv.script("openai", Reply(status=429, error_type="insufficient_quota"))
+    with pytest.raises(openai.RateLimitError) as caught:
+        oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert caught.value.code == caught.value.type == "insufficient_quota"
+
+
+def test_anthropic_overloaded(srv, ant):
+    srv.script("anthropic", Reply(status=529, error_message="Busy."))
+    with pytest.raises(anthropic.OverloadedError) as caught:
+        ant.messages.create(model="claude-x", max_tokens=10, messages=MESSAGES)
+    assert caught.value.body["error"] == {"type": "overloaded_error", "message": "Busy."}
+    assert caught.value.request_id == caught.value.body["request_id"]
+
+
+def test_gemini_429_has_retry_info(srv, gem):
+    srv.script("gemini", Reply(status=429, headers={"Retry-After": "3"}))
+    with pytest.raises(genai_errors.ClientError) as caught:
+        gem.models.generate_content(model="gemini-2.0-flash", contents="hi")
+    assert caught.value.code == 429 and caught.value.status == "RESOURCE_EXHAUSTED"
+    details = caught.value.details["error"]["details"]
+    assert {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "3s"} in details
+
+
+def test_error_body_bytes_are_sent_verbatim(srv, oai):
+    srv.script("openai", Reply(status=502, error_body=b"<html>Bad gateway</html>"))
+    with pytest.raises(openai.InternalServerError) as caught:
+        oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert caught.value.response.text == "<html>Bad gateway</html>"
+
+
+def test_bad_keys(srv):
+    url = srv.url
+    with openai.OpenAI(api_key="bad-key-openai", base_url=url + "/v1", max_retries=0) as client:
+        with pytest.raises(openai.AuthenticationError) as caught:
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        assert caught.value.code == "invalid_api_key"
+        assert "bad-key-openai" not in str(caught.value)  # masked like the real API
+    with (
+        anthropic.Anthropic(api_key="bad-ant", base_url=url, max_retries=0) as client,
+        pytest.raises(anthropic.AuthenticationError, match="invalid x-api-key"),
+    ):
+        client.messages.create(model="claude-x", max_tokens=10, messages=MESSAGES)
+    client = genai.Client(api_key="bad-gem", http_options=genai_types.HttpOptions(base_url=url))
+    try:
+        with pytest.raises(genai_errors.ClientError) as caught:
+            client.models.generate_content(model="gemini-2.0-flash", contents="hi")
+        assert caught.value.code == 400 and caught.value.status == "INVALID_ARGUMENT"
+        reasons = [d.get("reason") for d in caught.value.details["error"]["details"]]
+        assert "API_KEY_INVALID" in reasons
+    finally:
+        client.close()
+    assert [r.api_key for r in srv.requests] == ["bad-key-openai", "bad-ant", "bad-gem"]
+
+
+def test_scripted_gemini_bad_key(srv, gem):
+    srv.script("gemini", Reply(status=400, error_type="API_KEY_INVALID"))
+    with pytest.raises(genai_errors.ClientError) as caught:
+        gem.models.generate_content(model="gemini-2.0-flash", contents="hi")
+    assert caught.value.status == "INVALID_ARGUMENT"
+    assert caught.value.details["error"]["details"][0]["reason"] == "API_KEY_INVALID"
+
+
+def test_missing_keys_raw(srv):
+    body = {"model": "m", "messages": MESSAGES, "max_tokens": 5}
+    status, _, data = raw_request(srv, "POST", "/v1/chat/completions", body)
+    assert status == 401 and json.loads(data)["error"]["code"] is None
+    status, headers, data = raw_request(
+        srv, "POST", "/v1/messages", body, {"anthropic-version": "2023-06-01"}
+    )
+    assert status == 401 and json.loads(data)["error"]["message"] == "x-api-key header is required"
+    assert headers["request-id"].startswith("req_")
+    status, _, data = raw_request(srv, "POST", "/v1/models/gemini-2.0-flash:generateContent", {})
+    assert status == 403 and json.loads(data)["error"]["status"] == "PERMISSION_DENIED"
+    assert [r.api_key for r in srv.requests] == [None, None, None]
+
+
+def test_unknown_models_are_404(srv, oai, ant, gem):
+    with pytest.raises(openai.NotFoundError) as caught:
+        oai.chat.completions.create(model="no-such-gpt", messages=MESSAGES)
+    assert caught.value.code == "model_not_found"
+    with pytest.raises(anthropic.NotFoundError, match="model: no-such-claude"):
+        ant.messages.create(model="no-such-claude", max_tokens=10, messages=MESSAGES)
+    with pytest.raises(genai_errors.ClientError, match="is not found for API version v1"):
+        gem.models.generate_content(model="no-such-gemini", contents="hi")
+
+
+def test_anthropic_validation(srv, ant):
+    with pytest.raises(anthropic.BadRequestError, match='Unexpected role "system"'):
+        ant.messages.create(
+            model="claude-x", max_tokens=10, messages=[{"role": "system", "content": "x"}]
+        )
+    headers = {"x-api-key": "sk-ant-raw", "content-type": "application/json"}
+    status, _, data = raw_request(
+        srv, "POST", "/v1/messages", {"model": "claude-x", "messages": MESSAGES}, headers
+    )
+    assert status == 400 and "anthropic-version" in json.loads(data)["error"]["message"]
+    headers["anthropic-version"] = "2023-06-01"
+    status, _, data = raw_request(
+        srv, "POST", "/v1/messages", {"model": "claude-x", "messages": MESSAGES}, headers
+    )
+    assert status == 400 and json.loads(data)["error"]["message"] == "max_tokens: Field required"
+    assert srv.requests[-1].api_key == "sk-ant-raw"
+
+
+def test_unknown_route_is_404_json(srv):
+    status, _, data = raw_request(srv, "POST", "/v2/whatever?x=1", {"a": 1})
+    assert status == 404 and "error" in json.loads(data)
+    (rec,) = srv.requests
+    assert (rec.provider, rec.path, rec.query, rec.body) == (
+        "unknown",
+        "/v2/whatever",
+        {"x": "1"},
+        {"a": 1},
+    )
+
+
+# --- faults -----------------------------------------------------------------------------------
+
+
+def collect_until_error(iterator, text_of):
+    """Consume a stream; return the texts seen before the exception, and the exception."""
+    seen = []
+    with pytest.raises(Exception) as caught:  # each SDK raises a different class
+        for item in iterator:
+            text = text_of(item)
+            if text:
+                seen.append(text)
+    return seen, caught.value
+
+
+def openai_text(chunk):
+    return chunk.choices[0].delta.content if chunk.choices else None
+
+
+def anthropic_text(event):
+    return event.delta.text if event.type == "content_block_delta" else None
+
+
+def test_drop_mid_stream(srv, oai, ant, gem):
+    for provider in ("openai", "anthropic", "gemini"):
+        srv.script(provider, Reply(drop_after=2))
+    seen, error = collect_until_error(
+        oai.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True), openai_text
+    )
+    assert seen == WORDS[:2] and isinstance(error, openai.APIConnectionError)
+    seen, error = collect_until_error(
+        ant.messages.create(model="claude-x", max_tokens=10, messages=MESSAGES, stream=True),
+        anthropic_text,
+    )
+    assert seen == WORDS[:2] and isinstance(error, httpx2.RemoteProtocolError)
+    seen, error = collect_until_error(
+        gem.models.generate_content_stream(model="gemini-2.0-flash", contents="hi"),
+        lambda c: c.text,
+    )
+    assert seen == WORDS[:2] and isinstance(error, httpx2.RemoteProtocolError)
+    assert srv.wait_idle()
+    assert [r.chunks_sent for r in srv.requests] == [2, 2, 2]
+
+
+def test_drop_non_stream_sends_nothing(srv, oai):
+    srv.script("openai", Reply(drop_after=0), Reply(text="second"))
+    with pytest.raises(openai.APIConnectionError):
+        oai.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert srv.requests[0].status is None
+    # The next request (new connection) works.
+    result = oai.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert result.choices[0].message.content == "second"
+
+
+def test_stream_error_events(srv, oai, ant, gem):
+    srv.script("openai", Reply(stream_error_after=1))
+    srv.script("anthropic", Reply(stream_error_after=1))
+    srv.script("gemini", Reply(stream_error_after=1))
+    seen, error = collect_until_error(
+        oai.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True), openai_text
+    )
+    assert seen == WORDS[:1] and type(error) is openai.APIError
+    seen, error = collect_until_error(
+        ant.messages.create(model="claude-x", max_tokens=10, messages=MESSAGES, stream=True),
+        anthropic_text,
+    )
+    assert seen == WORDS[:1] and isinstance(error, anthropic.APIStatusError)
+    assert error.status_code == 200 and error.body["error"]["type"] == "overloaded_error"
+    seen, error = collect_until_error(
+        gem.models.generate_content_stream(model="gemini-2.0-flash", contents="hi"),
+        lambda c: c.text,
+    )
+    assert seen == WORDS[:1] and isinstance(error, genai_errors.ServerError)
+    assert error.code == 503 and error.status == "UNAVAILABLE"
+
+
+def test_malformed(srv, oai, ant, gem):
+    srv.script("openai", Reply(malformed=True), Reply(malformed=True))
+    with pytest.raises(json.JSONDecodeError):
+        oai.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    seen, error = collect_until_error(
+        oai.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True), openai_text
+    )
+    assert seen == WORDS[:1] and isinstance(error, json.JSONDecodeError)
+    srv.script("anthropic", Reply(malformed=True))
+    seen, error = collect_until_error(
+        ant.messages.create(model="claude-x", max_tokens=10, messages=MESSAGES, stream=True),
+        anthropic_text,
+    )
+    assert seen == WORDS[:1] and isinstance(error, json.JSONDecodeError)
+    srv.script("gemini", Reply(malformed=True))
+    seen, error = collect_until_error(
+        gem.models.generate_content_stream(model="gemini-2.0-flash", contents="hi"),
+        lambda c: c.text,
+    )
+    assert seen == WORDS[:1] and isinstance(error, ValueError)  # UnknownApiResponseError
+
+
+def test_delay_times_out_without_blocking_other_requests(srv, oai):
+    srv.script("openai", Reply(delay=2))
+    outcome = {}
+
+    def slow():
+        try:
+            oai.with_options(timeout=0.5).chat.completions.create(model="m", messages=MESSAGES)
+        except Exception as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    time.sleep(0.1)
+    started = time.monotonic()
+    fast = oai.chat.completions.create(model="m", messages=MESSAGES)
+    assert fast.choices[0].message.content and time.monotonic() - started < 0.4
+    thread.join(timeout=5)
+    assert isinstance(outcome["error"], openai.APITimeoutError)
+
+
+def test_gate_holds_the_final_chunk(srv, oai):
+    gate = threading.Event()
+    srv.script("openai", Reply(chunks=["a", "b", "c"], gate=gate))
+    stream = oai.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+    seen = []
+    for chunk in stream:
+        text = openai_text(chunk)
+        if text:
+            seen.append(text)
+        if seen == ["a", "b"] and not gate.is_set():
+            rec = srv.requests[-1]
+            time.sleep(0.1)
+            assert rec.chunks_sent == 2 and not rec.done.is_set()
+            gate.set()
+    assert seen == ["a", "b", "c"]
+
+
+def test_chunk_delay_paces_chunks(srv, ant):
+    srv.script("anthropic", Reply(chunks=["x", "y", "z"], chunk_delay=0.15))
+    arrivals = []
+    for event in ant.messages.create(model="c", max_tokens=5, messages=MESSAGES, stream=True):
+        if anthropic_text(event):
+            arrivals.append(time.monotonic())
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    assert len(arrivals) == 3 and all(0.1 < gap < 1.0 for gap in gaps)
+
+
+def test_keep_alive_and_stream_framing(srv):
+    conn = http.client.HTTPConnection("127.0.0.1", int(srv.url.rsplit(":", 1)[1]), timeout=5)
+    try:
+        headers = {"Authorization": "Bearer sk-raw"}
+        for _ in range(2):  # two requests on one connection: Content-Length framing works
+            conn.request("GET", "/v1/models", headers=headers)
+            response = conn.getresponse()
+            assert response.status == 200 and response.getheader("Content-Length")
+            assert json.loads(response.read())["object"] == "list"
+        body = json.dumps({"model": "m", "messages": MESSAGES, "stream": True})
+        conn.request("POST", "/v1/chat/completions", body=body, headers=headers)
+        response = conn.getresponse()
+        assert response.getheader("Transfer-Encoding") == "chunked"
+        assert response.getheader("Connection") == "close"
+        assert response.read().endswith(b"data: [DONE]\n\n")
+    finally:
+        conn.close()
+
+
+# --- bookkeeping ------------------------------------------------------------------------------
+
+
+def test_script_reset_and_pending(srv):
+    srv.script("gemini", Reply(), Reply())
+    assert srv.pending("gemini") == 2 and srv.pending() == 2
+    with pytest.raises(ValueError):
+        srv.script("mistral", Reply())
+    with pytest.raises(ValueError):
+        Reply(finish="done")
+    srv.reset()
+    assert srv.pending() == 0 and srv.requests == []
+
+
+def test_stop_is_prompt_with_a_delayed_request_in_flight():
+    server = FakeServer().start()
+    server.script("openai", Reply(delay=30))
+    client = openai.OpenAI(api_key="sk-x", base_url=server.url + "/v1", max_retries=0, timeout=10)
+    failure = {}
+
+    def call():
+        try:
+            client.chat.completions.create(model="m", messages=MESSAGES)
+        except Exception as exc:
+            failure["error"] = exc
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not server.requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started = time.monotonic()
+    server.stop()
+    thread.join(timeout=5)
+    client.close()
+    assert time.monotonic() - started < 2
+    assert isinstance(failure["error"], openai.APIConnectionError)
+    assert server.requests[0].done.is_set()
