@@ -50,6 +50,21 @@ lists and token counting pop too, so a script covers *every* request a provider 
   finish reason, safety ratings and no parts. Gemini streams are always SSE (google-genai always
   asks for ``alt=sse``; the JSON-array stream format is not implemented).
 
+SDK caveats found while building this (anthropic 2.14, openai 3.57, google-genai 3.6.1):
+
+* ``Reply(usage=False)`` on an Anthropic *stream* makes the SDK's ``messages.stream()`` helper
+  raise ``AttributeError`` (its accumulator reads ``usage.output_tokens``); iterating
+  ``messages.create(stream=True)`` works. The real API always reports usage, so this only
+  matters for tests of "usage not reported".
+* anthropic 2.14 emits ``DeprecationWarning`` for ``claude-sonnet-4-5`` (and ``claude-opus-4-5``),
+  which ``filterwarnings = error`` turns into a test failure: use other model names.
+* A mid-stream drop surfaces as ``openai.APIConnectionError`` but as a raw
+  ``httpx2.RemoteProtocolError`` from anthropic and google-genai; a bad stream line is a bare
+  ``json.JSONDecodeError`` (openai, anthropic) or ``genai.errors.UnknownApiResponseError``.
+
+Besides the brief's API: ``FakeServer.pending()``, ``wait_idle()``, ``errors`` (tracebacks of bugs
+in the fake), ``Recorded.status`` and ``Reply.error_code``/``Reply.thinking``.
+
 Standard library only, so it can run inside any test process without extra dependencies.
 """
 
