@@ -41,6 +41,9 @@ class PipeClosed(Exception):
 COMMANDS: dict[str, str] = {
     "ask": "llmcli.commands.answer:ask",
     "stream": "llmcli.commands.answer:stream",
+    "config": "llmcli.commands.config:config",
+    "cost": "llmcli.commands.log:cost",
+    "logs": "llmcli.commands.log:logs",
 }
 
 

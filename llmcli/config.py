@@ -317,3 +317,46 @@ def credentials(provider: str, env: Environment, *, required: bool = True) -> Cr
             ) from None
         base_source = found[1]
     return Credentials(key, key_var, key_source, base_url, base_source)
+
+
+# --- for `config validate` and `config show`: report every problem, not only the first ----------
+
+
+def invalid_setting(setting: Setting, raw: Any, source: Source, problem: str) -> errors.LlmcliError:
+    """The error `resolve` raises for one bad value, so `config validate` words it identically."""
+    return _invalid(setting, raw, source, problem)
+
+
+@dataclass(frozen=True)
+class DotenvProblem:
+    """A statement in a `.env` file that python-dotenv could not parse (and therefore skipped).
+
+    Only the line number and, when the line starts like `NAME=`, the variable's name are kept:
+    the line's text may hold a key, so it is never shown.
+    """
+
+    line: int
+    name: str | None
+
+
+def dotenv_problems(path: str | os.PathLike) -> tuple[DotenvProblem, ...]:
+    """The statements of a `.env` file python-dotenv cannot parse, with their line numbers.
+
+    `dotenv_values` skips such a line and says so only through the `dotenv.main` logger, so a
+    key that silently went missing would look like "not set"; this finds the lines with the same
+    parser, so what is reported is exactly what was skipped.
+    """
+    import re
+
+    from dotenv.parser import parse_stream
+
+    with open(path, encoding="utf-8") as stream:
+        bindings = list(parse_stream(stream))
+    problems = []
+    for binding in bindings:
+        if binding.error:
+            match = re.match(
+                r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=", binding.original.string
+            )
+            problems.append(DotenvProblem(binding.original.line, match.group(1) if match else None))
+    return tuple(problems)

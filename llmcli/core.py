@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from llmcli import config, errors, providers, redact
+from llmcli import config, errors, paths, pricing, providers, redact
 from llmcli.providers.base import Provider
 from llmcli.retry import Retrier, RetryNotice, RetryPolicy
 from llmcli.types import FinishReason, Message, Request, Response, Usage
@@ -57,6 +57,7 @@ class Call:
     provider: Provider
     credentials: config.Credentials
     settings: config.Settings
+    prices: dict[tuple[str, str], pricing.Override] = dataclasses.field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
         """What `--dry-run` shows: everything that would be sent, the key masked."""
@@ -125,7 +126,8 @@ def prepare(
     check_supported(provider_cls, request)
     creds = config.credentials(settings.provider, env, required=require_key)
     provider = provider_cls(api_key=creds.api_key, base_url=creds.base_url)
-    return Call(request, provider, creds, settings)
+    prices = pricing.load_overrides(paths.prices_file(env)) if provider_cls.remote else {}
+    return Call(request, provider, creds, settings, prices)
 
 
 def _translator(call: Call) -> Callable[[BaseException], errors.LlmcliError | None]:
@@ -143,6 +145,20 @@ def _translator(call: Call) -> Callable[[BaseException], errors.LlmcliError | No
     return translate
 
 
+def priced(call: Call, response: Response) -> Response:
+    """The response with its cost; pricing trouble never costs the user the answer."""
+    try:
+        price = pricing.cost(
+            call.request.provider,
+            [response.model, call.request.model],
+            response.usage,
+            overrides=call.prices,
+        )
+    except Exception:  # a pricing-data bug must not lose a paid-for answer; the cost stays unknown
+        return response
+    return dataclasses.replace(response, cost_usd=price.usd, price_source=price.source)
+
+
 def _ms(seconds: float) -> int:
     return round(seconds * 1000)
 
@@ -158,12 +174,13 @@ def complete(
     started = time.monotonic()
     reply, attempts = retrier.run(lambda: call.provider.complete(call.request))
     assert isinstance(reply, Response)
-    return dataclasses.replace(
+    reply = dataclasses.replace(
         reply,
         requested_model=call.request.model,
         duration_ms=_ms(time.monotonic() - started),
         attempts=attempts,
     )
+    return priced(call, reply)
 
 
 class Stream:
@@ -226,18 +243,21 @@ class Stream:
                         )
                     raise
         now = time.monotonic()
-        self.response = Response(
-            text=self.text,
-            provider=self.call.request.provider,
-            model=model or self.call.request.model,
-            requested_model=self.call.request.model,
-            usage=usage or Usage(),
-            finish_reason=finish[0] or FinishReason.OTHER,
-            raw_finish_reason=finish[1],
-            duration_ms=_ms(now - self.started),
-            ttft_ms=_ms(self.first_token_at - self.started) if self.first_token_at else None,
-            attempts=self.attempts,
-            request_id=request_id,
+        self.response = priced(
+            self.call,
+            Response(
+                text=self.text,
+                provider=self.call.request.provider,
+                model=model or self.call.request.model,
+                requested_model=self.call.request.model,
+                usage=usage or Usage(),
+                finish_reason=finish[0] or FinishReason.OTHER,
+                raw_finish_reason=finish[1],
+                duration_ms=_ms(now - self.started),
+                ttft_ms=_ms(self.first_token_at - self.started) if self.first_token_at else None,
+                attempts=self.attempts,
+                request_id=request_id,
+            ),
         )
 
 

@@ -55,8 +55,8 @@ def answer(text: str) -> None:
     sys.stdout.flush()
 
 
-def as_json_out(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+def as_json_out(data: Any, indent: int | None = None) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=indent) + "\n")
     sys.stdout.flush()
 
 
@@ -139,11 +139,11 @@ class Waiting:
         self.done()
 
 
-def stream_answer(stream: Any, *, as_json: bool) -> Response:
+def stream_answer(stream: Any, *, quiet: bool = False) -> Response:
     """Write each delta of a `core.Stream` to stdout the moment it arrives, flushed.
 
     On any failure or Ctrl-C, what was printed stays and the line is ended, so the shell prompt
-    does not land mid-answer.
+    does not land mid-answer. `quiet` consumes the stream without printing (for `--json`).
     """
     out = sys.stdout
     last = "\n"
@@ -152,18 +152,15 @@ def stream_answer(stream: Any, *, as_json: bool) -> Response:
         with Waiting(f"waiting for {request.provider} {request.model}") as waiting:
             for text in stream:
                 waiting.done()
-                if not as_json:
+                if not quiet:
                     out.write(text)
                     out.flush()
                     last = text[-1]
     finally:
-        if not as_json and last != "\n":
+        if not quiet and last != "\n":
             try:
                 out.write("\n")
                 out.flush()
             except (BrokenPipeError, ValueError):
                 pass
-    response = stream.response
-    if as_json:
-        as_json_out(response.to_dict())
-    return response
+    return stream.response

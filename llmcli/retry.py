@@ -50,6 +50,8 @@ def reason(error: errors.LlmcliError) -> str:
         return f"overloaded{status}"
     if "mid-stream" in error.message or "broken off" in error.message:
         return "stream failed"
+    if error.status == 409:
+        return "conflict (409)"
     return f"server error{status}" if error.status else "provider error"
 
 
@@ -69,8 +71,13 @@ class RetryPolicy:
 def too_long(error: errors.LlmcliError) -> errors.LlmcliError:
     """The error to raise at once when the server asks us to wait longer than we will."""
     wait = error.retry_after or 0.0
-    when = dt.datetime.now().astimezone() + dt.timedelta(seconds=wait)
-    error.hint = f"the provider asks to wait {wait:.0f}s: try again after {when:%H:%M:%S}"
+    try:
+        when = dt.datetime.now().astimezone() + dt.timedelta(seconds=wait)
+    except (OverflowError, ValueError):  # `Retry-After: inf` or a date centuries away
+        error.hint = "the provider asks to wait longer than llmcli ever will: try again later"
+        return error
+    day = "" if when.date() == dt.date.today() else f"{when:%Y-%m-%d} "
+    error.hint = f"the provider asks to wait {wait:.0f}s: try again after {day}{when:%H:%M:%S}"
     return error
 
 
@@ -98,10 +105,15 @@ class Retrier:
         if error is None:
             raise exc
         error.attempts = number
-        if not error.retryable or number >= self.total or not may_retry:
-            raise error from exc
+        cause = None if error is exc else exc  # a provider may raise our own errors directly
+        if not error.retryable or not may_retry:
+            raise error from cause
+        # Checked before the attempts left, so the user hears when to come back even on the
+        # last attempt or with --retries 0.
         if error.retry_after is not None and error.retry_after > MAX_RETRY_AFTER:
-            raise too_long(error) from exc
+            raise too_long(error) from cause
+        if number >= self.total:
+            raise error from cause
         delay = self.policy.delay(error, number)
         if self.on_retry is not None:
             self.on_retry(RetryNotice(error, delay, number + 1, self.total))

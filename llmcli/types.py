@@ -75,10 +75,13 @@ class Request:
 class Usage:
     """Token counts as the provider reported them. `None` means not reported, never zero."""
 
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    cached_input_tokens: int | None = None
-    reasoning_tokens: int | None = None
+    input_tokens: int | None = None  # every input token, cached or not
+    output_tokens: int | None = None  # every output token, reasoning included
+    cached_input_tokens: int | None = None  # of input_tokens, read from the prompt cache
+    cache_write_tokens: int | None = (
+        None  # of input_tokens, written to it (Anthropic bills these higher)
+    )
+    reasoning_tokens: int | None = None  # of output_tokens, spent thinking
 
     @property
     def total_tokens(self) -> int | None:
@@ -116,6 +119,7 @@ class Response:
     raw_finish_reason: str | None = None
     requested_model: str | None = None
     cost_usd: float | None = None
+    price_source: str | None = None
     duration_ms: int | None = None
     ttft_ms: int | None = None
     attempts: int = 1

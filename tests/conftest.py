@@ -72,6 +72,8 @@ def base_env(server=None, *, keys: bool = True) -> dict[str, str]:
     """The environment an `llmcli` subprocess gets: clean, pointed at the fake server."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(SCRUBBED_PREFIXES)}
     env["PYTHONWARNINGS"] = "error::DeprecationWarning:llmcli"
+    if "LLMCLI_HOME" in os.environ:  # the test's own temporary folder, set by `isolated`
+        env["LLMCLI_HOME"] = os.environ["LLMCLI_HOME"]
     if keys:
         env.update(KEYS)
     if server is not None:

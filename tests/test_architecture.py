@@ -18,7 +18,6 @@ import pytest
 from tests.conftest import LLMCLI, base_env
 
 PACKAGE = Path(__file__).resolve().parent.parent / "llmcli"
-SDKS = ("openai", "anthropic", "google.genai", "httpx2", "pydantic")
 
 
 def _imports(path: Path) -> set[str]:
@@ -33,7 +32,9 @@ def _imports(path: Path) -> set[str]:
 
 
 CORE_MODULES = [
-    p for p in PACKAGE.rglob("*.py") if p.name not in ("cli.py", "render.py") and p.parent.name != "commands"
+    p
+    for p in PACKAGE.rglob("*.py")
+    if p.name not in ("cli.py", "render.py") and p.parent.name != "commands"
 ]
 
 
@@ -76,25 +77,31 @@ def _modules_loaded(*args: str) -> set[str]:
     return set(json.loads(line.removeprefix("MODULES=")))
 
 
+PROVIDER_SDKS = {"openai", "anthropic", "google.genai"}
+# What each command may not load: a provider SDK it does not call, and libraries it does not need.
+LIGHT = PROVIDER_SDKS | {"httpx2", "pydantic", "genai_prices", "tabulate"}
+STARTUP_CASES = [
+    (["--help"], LIGHT | {"sqlite3", "dotenv"}),
+    (["ask", "--help"], LIGHT | {"sqlite3", "dotenv"}),
+    (["stream", "--help"], LIGHT | {"sqlite3", "dotenv"}),
+    (["cost", "--help"], LIGHT | {"sqlite3", "dotenv"}),
+    (["ask", "-p", "echo", "hi"], LIGHT),
+    (["ask", "-p", "echo", "--no-log", "hi"], LIGHT | {"sqlite3"}),
+    (["ask", "-p", "openai", "--dry-run", "hi"], PROVIDER_SDKS),
+    (["cost"], LIGHT | {"sqlite3"}),  # on an empty log
+    (["logs"], LIGHT | {"sqlite3"}),
+]
+
+
 @pytest.mark.parametrize(
-    "args",
-    [
-        ["--help"],
-        ["ask", "--help"],
-        ["stream", "--help"],
-        ["ask", "-p", "echo", "hi"],
-        ["ask", "-p", "openai", "--dry-run", "hi"],
-    ],
-    ids=" ".join,
+    ("args", "forbidden"), STARTUP_CASES, ids=[" ".join(c[0]) for c in STARTUP_CASES]
 )
-def test_no_provider_sdk_loaded_unless_used(args):
+def test_commands_load_only_what_they_use(args, forbidden):
     loaded = _modules_loaded(*args)
-    heavy = sorted(
-        m
-        for m in loaded
-        if m.split(".")[0] in {s.split(".")[0] for s in SDKS} or m.startswith("google.genai")
+    found = sorted(
+        m for m in loaded if m in forbidden or any(m.startswith(f + ".") for f in forbidden)
     )
-    assert heavy == []
+    assert found == []
 
 
 def test_installed_script_runs_help():

@@ -87,6 +87,7 @@ def test_json_output_holds_the_documented_fields():
         "input_tokens": 2,
         "output_tokens": 2,
         "cached_input_tokens": None,
+        "cache_write_tokens": None,
         "reasoning_tokens": None,
         "total_tokens": 4,
     }

@@ -76,7 +76,22 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
             type=int,
             help="Retries after the first attempt.  [env: LLM_MAX_RETRIES; default: 3]",
         ),
-        click.option("--tag", help="A label kept with the call.  [env: LLM_TAG]"),
+        click.option(
+            "--tag", help="A label kept with the call, for `cost --by tag`.  [env: LLM_TAG]"
+        ),
+        click.option(
+            "-c",
+            "--continue",
+            "continue_",
+            is_flag=True,
+            help="Continue the latest conversation from the log.",
+        ),
+        click.option("--cid", help="Continue the conversation with this id (see `llmcli logs`)."),
+        click.option(
+            "--no-log",
+            is_flag=True,
+            help="Do not record this call in the log.  [env: LLMCLI_LOG=0]",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -126,37 +141,102 @@ FLAG_NAMES = (
 )
 
 
-def _run_answer(prompt: tuple[str, ...], params: dict[str, Any], *, stream: bool) -> None:
-    from llmcli import core
+def _conversation(params: dict[str, Any], env: Any, flags: dict[str, Any]) -> tuple[str, list[Any]]:
+    """The conversation id and earlier messages: a new conversation unless -c or --cid is given."""
+    from llmcli.journal import Journal, new_conversation_id
     from llmcli.types import Message
 
-    stdin_text = None if params.pop("no_stdin") else read_stdin()
+    if not (params["continue_"] or params["cid"]):
+        return new_conversation_id(), []
+    journal = Journal(env)
+    try:
+        cid, system, past = journal.history(params["cid"])
+    finally:
+        journal.close()
+    # The conversation keeps its system prompt unless one is given now.
+    if flags["system"] is None and env.lookup("LLM_SYSTEM_PROMPT") is None:
+        flags["system"] = system
+    return cid, [Message(m["role"], m["content"]) for m in past]
+
+
+def _dry_run(call: Any) -> None:
+    from llmcli import pricing
+
+    data = call.describe()
+    request = call.request
+    text = "\n".join([request.system or "", *(m.content for m in request.messages)])
+    estimated, price = pricing.worst_case(
+        request.provider, request.model, text, request.max_tokens, overrides=call.prices
+    )
+    data["worst_case"] = {
+        "input_tokens_estimate": estimated,
+        "output_tokens": request.max_tokens,
+        "cost_usd": price.usd,
+        "note": "input tokens estimated offline at about 4 characters per token; "
+        "cost if the answer used all of --max-tokens",
+    }
+    render.as_json_out(data, indent=2)
+
+
+def _run_answer(prompt: tuple[str, ...], params: dict[str, Any], *, stream: bool) -> None:
+    from llmcli import core
+    from llmcli.journal import Journal
+    from llmcli.types import Message
+
+    if params["continue_"] and params["cid"]:
+        raise errors.UsageError("use -c/--continue or --cid, not both")
+    env = environment()
+    stdin_text = None if params["no_stdin"] else read_stdin()
     message = core.compose_prompt(prompt, stdin_text)
     flags = {name: params.get(name) for name in FLAG_NAMES}
     flags["stop"] = flags["stop"] or None
-    call = core.prepare(
-        [Message("user", message)], flags, environment(), require_key=not params["dry_run"]
-    )
+    cid, history = _conversation(params, env, flags)
+    messages = [*history, Message("user", message)]
+    call = core.prepare(messages, flags, env, require_key=not params["dry_run"])
     if params["dry_run"]:
-        render.as_json_out(call.describe())
+        _dry_run(call)
         return
-    on_retry = lambda notice: render.diag(str(notice))  # noqa: E731
-    if stream:
-        response = render.stream_answer(
-            core.Stream(call, on_retry=on_retry), as_json=params["as_json"]
-        )
-    else:
-        response = core.complete(call, on_retry=on_retry)
+    journal = Journal(env, enabled=call.settings.log and not params["no_log"])
+    streamer = None
+    try:
+        try:
+            if stream:
+                streamer = core.Stream(call, on_retry=_retry_line)
+                response = render.stream_answer(streamer, quiet=params["as_json"])
+            else:
+                response = core.complete(call, on_retry=_retry_line)
+                if not params["as_json"]:
+                    render.answer(response.text)
+        except errors.LlmcliError as exc:
+            partial = streamer.text if streamer else None
+            journal.record(
+                call, conversation_id=cid, error=exc, status="error", partial_text=partial
+            )
+            raise
+        except KeyboardInterrupt:
+            partial = streamer.text if streamer else None
+            stopped = errors.Interrupted("interrupted")
+            journal.record(
+                call, conversation_id=cid, error=stopped, status="interrupted", partial_text=partial
+            )
+            raise
+        problem = core.incomplete(response, strict=params["strict"])
+        log_id = journal.record(call, conversation_id=cid, response=response, error=problem)
         if params["as_json"]:
-            render.as_json_out(response.to_dict())
-        else:
-            render.answer(response.text)
-    render.finish_warnings(response, call.request.max_tokens)
-    if params["usage"]:
-        render.diag(render.usage_line(response))
-    problem = core.incomplete(response, strict=params["strict"])
-    if problem is not None:
-        raise problem
+            render.as_json_out({**response.to_dict(), "log_id": log_id, "conversation_id": cid})
+        render.finish_warnings(response, call.request.max_tokens)
+        if params["usage"]:
+            render.diag(render.usage_line(response))
+        if problem is not None:
+            raise problem
+    finally:
+        journal.close()
+        if journal.problem:
+            render.warn(journal.problem)
+
+
+def _retry_line(notice: Any) -> None:
+    render.diag(str(notice))
 
 
 @click.command(context_settings=CONTEXT)

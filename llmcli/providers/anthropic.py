@@ -41,15 +41,20 @@ def _usage(usage: Any, previous: Usage | None = None) -> Usage:
     cache_read = getattr(usage, "cache_read_input_tokens", None)
     cache_write = getattr(usage, "cache_creation_input_tokens", None)
     if fresh is None:
-        input_tokens, cached = previous.input_tokens, previous.cached_input_tokens
+        input_tokens, cached, written = (
+            previous.input_tokens,
+            previous.cached_input_tokens,
+            previous.cache_write_tokens,
+        )
     else:
         input_tokens = fresh + (cache_read or 0) + (cache_write or 0)
-        cached = cache_read
+        cached, written = cache_read, cache_write
     output = getattr(usage, "output_tokens", None)
     return Usage(
         input_tokens=input_tokens,
         output_tokens=output if output is not None else previous.output_tokens,
         cached_input_tokens=cached,
+        cache_write_tokens=written,
     )
 
 
@@ -58,6 +63,7 @@ class AnthropicProvider(Provider):
     key_env_vars = ("ANTHROPIC_API_KEY",)
     base_url_env = "ANTHROPIC_BASE_URL"
     default_model = "claude-haiku-4-5"
+    pricing_id = "anthropic"
     supports = frozenset({"temperature", "top_p", "stop"})
     temperature_range = (0.0, 1.0)
 
@@ -93,7 +99,8 @@ class AnthropicProvider(Provider):
         return params
 
     def complete(self, request: Request) -> Response:
-        reply = self._client(request).messages.create(**self.params(request))
+        with self._client(request) as client:
+            reply = client.messages.create(**self.params(request))
         text = "".join(block.text for block in reply.content if block.type == "text")
         return Response(
             text=text,
@@ -106,9 +113,11 @@ class AnthropicProvider(Provider):
         )
 
     def stream(self, request: Request) -> Iterator[Chunk]:
-        events = self._client(request).messages.create(stream=True, **self.params(request))
         usage = Usage()
-        with events:
+        with (
+            self._client(request) as client,
+            client.messages.create(stream=True, **self.params(request)) as events,
+        ):
             for event in events:
                 kind = event.type
                 if kind == "content_block_delta":
@@ -125,6 +134,15 @@ class AnthropicProvider(Provider):
                         finish_reason=_finish(raw) if raw else None,
                         raw_finish_reason=raw,
                     )
+
+    def list_models(self, timeout: float) -> list[str]:
+        import anthropic
+
+        client = anthropic.Anthropic(
+            api_key=self.api_key, base_url=self.base_url, timeout=timeout, max_retries=0
+        )
+        # The largest page the API allows, so one request usually lists them all.
+        return [model.id for model in client.models.list(limit=1000)]
 
     def translate_error(self, exc: BaseException):
         import anthropic

@@ -32,6 +32,8 @@ class Provider:
     temperature_range: ClassVar[tuple[float, float]] = (0.0, 2.0)
     #: The most `--stop` sequences the API accepts (None = no documented limit).
     max_stop_sequences: ClassVar[int | None] = None
+    #: The provider id genai-prices knows it by; None = free (echo).
+    pricing_id: ClassVar[str | None] = None
     #: Whether it needs the network (echo does not).
     remote: ClassVar[bool] = True
 
@@ -49,6 +51,15 @@ class Provider:
 
     def stream(self, request: Request) -> Iterator[Chunk]:
         """One attempt at a streamed answer: yield text chunks, then usage and finish reason."""
+        raise NotImplementedError
+
+    def list_models(self, timeout: float) -> list[str]:
+        """The model names this key may use, from one request that costs no tokens.
+
+        `config validate --live` calls it to prove the key and endpoint work before anything
+        spends money. One attempt, no retries: a deploy check should fail fast. Exceptions are
+        the SDK's own; callers map them with `translate_error`.
+        """
         raise NotImplementedError
 
     def translate_error(self, exc: BaseException) -> errors.LlmcliError | None:

@@ -68,5 +68,8 @@ class EchoProvider(Provider):
             yield Chunk(text=word.lstrip() if index == 0 else word)
         yield Chunk(usage=self._usage(request, words), finish_reason=finish, raw_finish_reason=raw)
 
+    def list_models(self, timeout: float) -> list[str]:
+        return ["echo"]
+
 
 PROVIDER = EchoProvider

@@ -102,6 +102,7 @@ class GeminiProvider(Provider):
     key_env_vars = ("GOOGLE_API_KEY", "GEMINI_API_KEY")
     base_url_env = "GOOGLE_GEMINI_BASE_URL"
     default_model = "gemini-2.5-flash"
+    pricing_id = "google"
     temperature_range = (0.0, 2.0)
     max_stop_sequences = 5
 
@@ -138,8 +139,9 @@ class GeminiProvider(Provider):
         return {"model": request.model, "contents": contents, "config": config}
 
     def complete(self, request: Request) -> Response:
-        client = self._client(request)  # keep a reference: a dropped Client closes its transport
-        reply = client.models.generate_content(**self.params(request))
+        # Keep the client in a variable (a dropped Client closes its transport) and close it after.
+        with self._client(request) as client:
+            reply = client.models.generate_content(**self.params(request))
         text, raw, tool = _read(reply)
         return Response(
             text=text,
@@ -152,24 +154,34 @@ class GeminiProvider(Provider):
         )
 
     def stream(self, request: Request) -> Iterator[Chunk]:
-        client = self._client(request)
         usage: Usage | None = None
         raw: str | None = None
         tool = False
-        replies = client.models.generate_content_stream(**self.params(request))
-        for reply in replies:
-            text, chunk_raw, chunk_tool = _read(reply)
-            raw = chunk_raw or raw
-            tool = tool or chunk_tool
-            usage = _usage(reply.usage_metadata) or usage
-            if text:
-                yield Chunk(text=text, model=reply.model_version, request_id=reply.response_id)
+        with self._client(request) as client:
+            for reply in client.models.generate_content_stream(**self.params(request)):
+                text, chunk_raw, chunk_tool = _read(reply)
+                raw = chunk_raw or raw
+                tool = tool or chunk_tool
+                usage = _usage(reply.usage_metadata) or usage
+                if text:
+                    yield Chunk(text=text, model=reply.model_version, request_id=reply.response_id)
         # Usage and finish reason come with the last chunk; there is no end-of-stream event.
         yield Chunk(
             usage=usage,
             finish_reason=_normalize(raw, tool) if raw or tool else None,
             raw_finish_reason=raw,
         )
+
+    def list_models(self, timeout: float) -> list[str]:
+        from google import genai
+        from google.genai import types
+
+        options = types.HttpOptions(base_url=self.base_url, timeout=int(timeout * 1000))
+        # Keep `client` referenced while the pager runs: a dropped Client closes its transport.
+        client = genai.Client(api_key=self.api_key, vertexai=False, http_options=options)
+        pager = client.models.list(config={"page_size": 1000})
+        # Names come as `models/gemini-2.5-flash`; LLM_MODEL is usually written without the prefix.
+        return [(model.name or "").removeprefix("models/") for model in pager if model.name]
 
     def translate_error(self, exc: BaseException) -> errors.LlmcliError | None:
         from google.genai import errors as genai_errors

@@ -39,6 +39,7 @@ class OpenAIProvider(Provider):
     key_env_vars = ("OPENAI_API_KEY",)
     base_url_env = "OPENAI_BASE_URL"
     default_model = "gpt-4o-mini"
+    pricing_id = "openai"
     temperature_range = (0.0, 2.0)
     max_stop_sequences = 4
 
@@ -79,7 +80,8 @@ class OpenAIProvider(Provider):
     def complete(self, request: Request) -> Response:
         from llmcli import errors
 
-        reply = self._client(request).chat.completions.create(**self.params(request))
+        with self._client(request) as client:
+            reply = client.chat.completions.create(**self.params(request))
         if not reply.choices:
             raise errors.ProviderError("openai sent a reply with no choices", provider=self.name)
         choice = reply.choices[0]
@@ -102,8 +104,10 @@ class OpenAIProvider(Provider):
         params = self.params(request)
         # Without include_usage no chunk carries token counts (wire.md §5).
         params["stream_options"] = {"include_usage": True}
-        events = self._client(request).chat.completions.create(stream=True, **params)
-        with events:
+        with (
+            self._client(request) as client,
+            client.chat.completions.create(stream=True, **params) as events,
+        ):
             for event in events:
                 for choice in event.choices:
                     content = getattr(choice.delta, "content", None)
@@ -116,6 +120,14 @@ class OpenAIProvider(Provider):
                         )
                 if event.usage is not None:
                     yield Chunk(usage=_usage(event.usage), model=event.model)
+
+    def list_models(self, timeout: float) -> list[str]:
+        import openai
+
+        client = openai.OpenAI(
+            api_key=self.api_key, base_url=self.base_url, timeout=timeout, max_retries=0
+        )
+        return [model.id for model in client.models.list()]
 
     def translate_error(self, exc: BaseException):
         import openai

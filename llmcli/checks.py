@@ -1,0 +1,760 @@
+"""`llmcli config validate` and `config show` as a library: every check, every problem, no Click.
+
+`ask` fails fast on the first bad setting; a deploy check must instead report every problem at
+once, each with where its value came from and how to fix it, so CI can be fixed in one round.
+The checks reuse `config`'s parsers, lookups and error wording, so `validate` can never accept
+what `ask` would refuse, nor word a problem differently.
+
+Without `live=True` nothing here imports a provider SDK or touches the network: the provider
+modules are light, and their SDKs are imported only inside `list_models`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from llmcli import config, errors, paths, providers, redact
+
+# Statuses. Only `ok`, `warning` and `skipped` pass; every other one carries a non-zero exit code.
+OK = "ok"
+MISSING = "missing"
+INVALID = "invalid"
+REJECTED = "rejected"  # --live: the provider refused the key (exit 4)
+UNREACHABLE = "unreachable"  # --live: no answer from the endpoint (exit 7)
+FAILED = "failed"  # --live: any other provider failure (its own exit code)
+WARNING = "warning"  # worth knowing, not a failure (e.g. LLM_MODEL not in the provider's list)
+SKIPPED = "skipped"  # --live not attempted because a check it depends on failed
+
+#: Seconds a live check waits when LLM_TIMEOUT is not set: long enough for a slow proxy, short
+#: enough that a container start-up script does not hang a minute on a black-holed address.
+LIVE_TIMEOUT = 10.0
+
+# The longest setting value shown in a table cell; a long system prompt is cut, not wrapped.
+_VALUE_WIDTH = 40
+
+# Placeholders people paste from examples (ours included) instead of a real key.
+_PLACEHOLDERS = frozenset({"your-key-here", "your_api_key", "changeme", "xxx", "..."})
+
+_ERROR_CLASSES: dict[int, type[errors.LlmcliError]] = {
+    int(cls.exit_code): cls
+    for cls in (
+        errors.ConfigError,
+        errors.AuthError,
+        errors.RateLimitError,
+        errors.ProviderError,
+        errors.NetworkError,
+        errors.RequestRejected,
+    )
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the report: what was checked, its status, and what to do about a problem.
+
+    `value` is always safe to print: keys are masked, URLs lose credentials and query strings.
+    `problem` is the short reason for the table; `message` is the full sentence `ask` would print
+    for the same problem; `fix` says what to do. `exit_code` is 0 for a passing check.
+    """
+
+    check: str
+    variable: str
+    status: str
+    source: str | None = None
+    value: str | None = None
+    problem: str | None = None
+    message: str | None = None
+    fix: str | None = None
+    provider: str | None = None
+    exit_code: int = 0
+
+    @property
+    def failed(self) -> bool:
+        return self.exit_code != 0
+
+    def advice(self) -> str:
+        """The reason and the fix in one cell: `must be ... Set it with: export ...`."""
+        fix = self.fix[:1].upper() + self.fix[1:] if self.fix else ""
+        if self.problem and fix:
+            return f"{self.problem.rstrip('.')}. {fix}"
+        return self.problem or fix
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Report:
+    """The result of `validate`: the checks in order, and what they add up to."""
+
+    checks: tuple[Check, ...]
+    providers: tuple[str, ...]
+    live: bool
+    env_file: str | None
+
+    @property
+    def failures(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if c.failed)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    @property
+    def exit_code(self) -> int:
+        """0 when everything passed; else the most fundamental failure's code.
+
+        A configuration problem (3) wins over a rejected key (4) over a network failure (7): the
+        smaller code names the problem to fix first, and the result does not depend on the order
+        in which providers were checked.
+        """
+        return min((c.exit_code for c in self.failures), default=0)
+
+    @property
+    def decisive(self) -> Check | None:
+        """The first failure with the reported exit code: the one the `Error:` line describes."""
+        return next((c for c in self.failures if c.exit_code == self.exit_code), None)
+
+    def error(self, where: str = "in the table above") -> errors.LlmcliError | None:
+        """The failure as our typed error (right exit code, message and fix), or None if ok."""
+        check = self.decisive
+        if check is None:
+            return None
+        cls = _ERROR_CLASSES.get(check.exit_code, errors.LlmcliError)
+        hint = check.fix
+        others = len(self.failures) - 1
+        if others:
+            more = f"{others} more problem{'s' if others > 1 else ''} listed {where}"
+            hint = f"{hint}\n{more}" if hint else more
+        return cls(check.message or check.problem or check.status, hint, provider=check.provider)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document `config validate --json` prints."""
+        return {
+            "ok": self.ok,
+            "exit_code": self.exit_code,
+            "live": self.live,
+            "providers": list(self.providers),
+            "env_file": self.env_file,
+            "checks": [c.to_dict() for c in self.checks],
+        }
+
+
+@dataclass(frozen=True)
+class Shown:
+    """One line of `config show`: an effective setting, its printable value and its source."""
+
+    setting: str
+    variable: str
+    value: str
+    source: str
+    note: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _dotenv_log_silenced() -> Iterator[None]:
+    """Mute python-dotenv's "could not parse" log line: the checks report it, with the fix."""
+    logger = logging.getLogger("dotenv.main")
+    previous = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = previous
+
+
+def load_environment(
+    env_file: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None
+) -> config.Environment:
+    """The process environment plus `.env` (or `env_file`), as every command reads them."""
+    with _dotenv_log_silenced():
+        return config.Environment(environ, env_file=env_file)
+
+
+# --- small helpers ------------------------------------------------------------------------------
+
+
+def _short(text: str, width: int = _VALUE_WIDTH) -> str:
+    """A value on one line, cut to `width` characters (a system prompt can be pages long)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def display_url(url: str) -> str:
+    """A base URL without user:password and query string, which may carry credentials."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url.strip())
+    netloc = parts.netloc.rpartition("@")[2]
+    shown = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return shown + ("?..." if parts.query else "")
+
+
+def _key_problem(key: str) -> str | None:
+    """What makes a key unusable before it is even sent (copy-paste accidents, placeholders)."""
+    if key.lower() in _PLACEHOLDERS or (key.startswith("<") and key.endswith(">")):
+        return "is a placeholder, not a real key"
+    if any(c.isspace() for c in key):
+        return "contains spaces or line breaks"
+    if any(c in "\"'`" for c in key):
+        return "contains quote characters"
+    if not key.isascii() or not key.isprintable():
+        return "contains non-ASCII or control characters"
+    return None
+
+
+def _config_error(call: Any) -> errors.LlmcliError | None:
+    """The ConfigError a `config` function raises, so its exact wording is reused."""
+    try:
+        call()
+    except errors.LlmcliError as exc:
+        return exc
+    return None
+
+
+def _secrets(env: config.Environment) -> list[str]:
+    """Every key value in either layer, so no printed text can carry one by accident."""
+    names = {
+        var for name in providers.names() for var in providers.provider_class(name).key_env_vars
+    }
+    found = []
+    for layer in (env.environ, env.dotenv):
+        for var in names:
+            value = layer.get(var)
+            if value and value.strip():
+                found += [value, value.strip()]
+    return found
+
+
+def _scrubbed(item: Any, secrets: list[str]) -> Any:
+    """A copy of a Check or Shown whose every text field is scrubbed of the keys in use."""
+    changes = {
+        f.name: redact.scrub(value, secrets)
+        for f in dataclasses.fields(item)
+        if isinstance(value := getattr(item, f.name), str)
+    }
+    return dataclasses.replace(item, **changes)
+
+
+def _source_of(found: tuple[str, config.Source, str] | None) -> str | None:
+    return str(found[1]) if found else None
+
+
+# --- validate -----------------------------------------------------------------------------------
+
+
+def validate(
+    *,
+    env_file: str | os.PathLike | None = None,
+    environ: Mapping[str, str] | None = None,
+    provider_names: Sequence[str] = (),
+    all_providers: bool = False,
+    live: bool = False,
+) -> Report:
+    """Check the `.env` file, every LLM_* setting that is set, and each selected provider.
+
+    Providers: every one with `all_providers`, else `provider_names`, else LLM_PROVIDER (or
+    openai). `live` adds one free request per provider (list models) through its SDK; without it
+    no SDK is imported and nothing touches the network. Never raises for a configuration problem:
+    each one becomes a failing `Check`.
+    """
+    unknown = [n for n in provider_names if n.strip().lower() not in providers.REGISTRY]
+    if unknown:
+        raise errors.UsageError(
+            f"unknown provider: {', '.join(unknown)}",
+            f"choose from: {', '.join(providers.names())}",
+        )
+    try:
+        env = load_environment(env_file, environ)
+    except errors.LlmcliError as exc:
+        # A missing or unreadable --env-file: nothing else can be judged without it.
+        check = Check(
+            ".env",
+            str(env_file) if env_file is not None else ".env",
+            MISSING if "not found" in exc.message else INVALID,
+            source=str(config.FLAG) if env_file is not None else None,
+            problem=exc.message,
+            message=exc.message,
+            fix=exc.hint or "check the file's path and that it is UTF-8 text",
+            exit_code=int(errors.ExitCode.CONFIG),
+        )
+        return Report((check,), (), live, str(env_file) if env_file else None)
+
+    problems = config.dotenv_problems(env.env_file) if env.env_file else ()
+    checks: list[Check] = _dotenv_checks(env, problems)
+    names, selection = _selection(env, provider_names, all_providers)
+    checks += selection
+    checks += _setting_checks(env, names)
+    # A key on a line python-dotenv skipped looks "not set"; the fix should point at that line.
+    unparsed = {p.name: p.line for p in problems if p.name}
+    usable: dict[str, config.Credentials] = {}
+    for name in names:
+        provider_checks, creds = _provider_checks(name, env, unparsed)
+        checks += provider_checks
+        if creds is not None:
+            usable[name] = creds
+    if live:
+        for name in names:
+            checks += _live_checks(name, env, usable.get(name))
+    secrets = _secrets(env)
+    return Report(
+        tuple(_scrubbed(c, secrets) for c in checks),
+        tuple(names),
+        live,
+        str(env.env_file) if env.env_file else None,
+    )
+
+
+def _dotenv_checks(
+    env: config.Environment, problems: Sequence[config.DotenvProblem]
+) -> list[Check]:
+    """One row for the `.env` file in use, or one per line python-dotenv could not parse."""
+    if env.env_file is None:
+        return []
+    path = str(env.env_file)
+    source = str(config.Source(".env", path))
+    if not problems:
+        return [Check(".env", path, OK, source=source)]
+    rows = []
+    for problem in problems:
+        what = f" ({problem.name})" if problem.name else ""
+        rows.append(
+            Check(
+                ".env",
+                f"line {problem.line}{what}",
+                INVALID,
+                source=source,
+                problem="python-dotenv cannot parse this line, so it is ignored",
+                message=f"cannot parse line {problem.line}{what} of {path}; it is ignored",
+                fix="Write it as NAME=value; quote a value that has spaces or #, and close every quote",
+                exit_code=int(errors.ExitCode.CONFIG),
+            )
+        )
+    return rows
+
+
+def _selection(
+    env: config.Environment, requested: Sequence[str], all_providers: bool
+) -> tuple[list[str], list[Check]]:
+    """Which providers to check, and a row saying so when a flag chose them."""
+    if all_providers:
+        names = providers.names()
+        return names, [Check("providers", "--all", OK, str(config.FLAG), ", ".join(names))]
+    if requested:
+        names = list(dict.fromkeys(n.strip().lower() for n in requested))
+        return names, [Check("providers", "--provider", OK, str(config.FLAG), ", ".join(names))]
+    found = env.lookup("LLM_PROVIDER")
+    if found is None:
+        default = config.DEFAULT_PROVIDER
+        row = Check("settings", "LLM_PROVIDER", OK, str(config.DEFAULT), default)
+        return [default], [row]
+    try:
+        return [config.parse_provider(found[0])], []
+    except ValueError:
+        return [], []  # the settings rows report the unknown provider
+
+
+def _setting_checks(env: config.Environment, names: list[str]) -> list[Check]:
+    """Every LLM_* (and LLMCLI_*) setting that is set: parsed as `ask` would parse it."""
+    rows = []
+    for setting in config.SETTINGS:
+        if setting.env is None:
+            continue
+        found = env.lookup(setting.env)
+        if found is None:
+            continue
+        raw, source = found[0], found[1]
+        try:
+            value = setting.parse(raw)
+            problem = None
+            if setting.name == "temperature":
+                problem = _temperature_problem(value, names)
+        except ValueError as exc:
+            problem = str(exc)
+        if problem is None:
+            rows.append(Check("settings", setting.env, OK, str(source), _short(raw.strip())))
+            continue
+        error = config.invalid_setting(setting, raw.strip(), source, problem)
+        rows.append(
+            Check(
+                "settings",
+                setting.env,
+                INVALID,
+                str(source),
+                _short(raw.strip()),
+                problem=problem,
+                message=error.message,
+                fix=error.hint,
+                exit_code=int(errors.ExitCode.CONFIG),
+            )
+        )
+    return rows
+
+
+def _temperature_problem(value: float, names: list[str]) -> str | None:
+    """LLM_TEMPERATURE applies to whichever provider is used, so it must suit each one checked."""
+    for name in names:
+        low, high = providers.provider_class(name).temperature_range
+        if not low <= value <= high:
+            return f"is out of range for {name}: must be from {low:g} to {high:g}"
+    return None
+
+
+def _provider_checks(
+    name: str, env: config.Environment, unparsed: Mapping[str, int]
+) -> tuple[list[Check], config.Credentials | None]:
+    """The provider's key and endpoint; the credentials too when both are usable."""
+    cls = providers.provider_class(name)
+    rows: list[Check] = []
+    usable = True
+    if not cls.key_env_vars:
+        rows.append(Check(name, "-", OK, value="no key needed", provider=name))
+    elif (found := env.lookup(*cls.key_env_vars)) is None:
+        usable = False
+        error = _config_error(lambda: config.credentials(name, env))
+        fix = error.hint if error else env.where_to_set(cls.key_env_vars[-1])
+        lines = [f"{v} is on line {unparsed[v]}" for v in cls.key_env_vars if v in unparsed]
+        if lines:
+            fix = f"{'; '.join(lines)} of {env.env_file}, which cannot be parsed: fix that line"
+        rows.append(
+            Check(
+                name,
+                cls.key_env_vars[-1],
+                MISSING,
+                problem="not set",
+                message=error.message if error else f"{cls.key_env_vars[-1]} is not set",
+                fix=fix,
+                provider=name,
+                exit_code=int(errors.ExitCode.CONFIG),
+            )
+        )
+    else:
+        raw, source, var = found
+        key = raw.strip()
+        problem = _key_problem(key)
+        if problem:
+            usable = False
+            rows.append(
+                Check(
+                    name,
+                    var,
+                    INVALID,
+                    str(source),
+                    redact.mask(key),
+                    problem=problem,
+                    message=f"{var} {problem}",
+                    fix=f"Copy the key again from {name}'s console and set {var} to exactly that",
+                    provider=name,
+                    exit_code=int(errors.ExitCode.CONFIG),
+                )
+            )
+        else:
+            rows.append(Check(name, var, OK, str(source), redact.mask(key), provider=name))
+            rows += _other_key_name(name, env, var, key)
+    if cls.base_url_env and (found := env.lookup(cls.base_url_env)) is not None:
+        raw, source = found[0], found[1]
+        try:
+            config.parse_url(raw)
+            rows.append(
+                Check(name, cls.base_url_env, OK, str(source), display_url(raw), provider=name)
+            )
+        except ValueError as exc:
+            usable = False
+            error = _config_error(lambda: config.credentials(name, env, required=False))
+            rows.append(
+                Check(
+                    name,
+                    cls.base_url_env,
+                    INVALID,
+                    str(source),
+                    _short(raw.strip()),
+                    problem=str(exc),
+                    message=error.message if error else f"invalid {cls.base_url_env}: {exc}",
+                    fix=error.hint if error else None,
+                    provider=name,
+                    exit_code=int(errors.ExitCode.CONFIG),
+                )
+            )
+    if not usable:
+        return rows, None
+    return rows, config.credentials(name, env, required=bool(cls.key_env_vars))
+
+
+def _other_key_name(name: str, env: config.Environment, used: str, key: str) -> list[Check]:
+    """Gemini reads two names; a different key under the one not used is a trap worth a warning."""
+    cls = providers.provider_class(name)
+    rows = []
+    for other in cls.key_env_vars:
+        found = env.lookup(other) if other != used else None
+        if found is not None and found[0].strip() != key:
+            rows.append(
+                Check(
+                    name,
+                    other,
+                    WARNING,
+                    str(found[1]),
+                    redact.mask(found[0].strip()),
+                    problem=f"also set, to a different key, and ignored: {used} is used",
+                    fix=f"Unset {other}, or set it to the same key as {used}",
+                    provider=name,
+                )
+            )
+    return rows
+
+
+def _live_checks(
+    name: str, env: config.Environment, creds: config.Credentials | None
+) -> list[Check]:
+    """One request that costs no tokens (list models) through the provider's own SDK."""
+    check = f"{name} live"
+    cls = providers.provider_class(name)
+    if creds is None:
+        return [
+            Check(
+                check,
+                "-",
+                SKIPPED,
+                problem="not tried: fix the problems above first",
+                provider=name,
+            )
+        ]
+    variable = creds.key_var or "-"
+    source = str(creds.key_source) if creds.key_source else None
+    shown_key = redact.mask(creds.api_key) if creds.api_key else None
+    endpoint = f"{cls.base_url_env}={display_url(creds.base_url)}" if creds.base_url else None
+    model, model_source, timeout = _model_and_timeout(name, env)
+    provider = cls(api_key=creds.api_key, base_url=creds.base_url)
+    try:
+        listed = provider.list_models(timeout)
+    except Exception as exc:  # every SDK failure becomes a row; translate_error names it
+        error = provider.translate_error(exc) or errors.LlmcliError(
+            f"{name}: unexpected {type(exc).__name__}: {exc}",
+            "run again with --debug, and please report it",
+            provider=name,
+        )
+        secrets = [creds.api_key]
+        message = redact.scrub(error.message, secrets)
+        if isinstance(error, errors.AuthError):
+            status = REJECTED
+            fix = f"Check that {variable} (from {source}) is a current key for {name}" + (
+                f" and for the endpoint {endpoint}" if endpoint else ""
+            )
+        else:
+            status = UNREACHABLE if isinstance(error, errors.NetworkError) else FAILED
+            fix = error.hint or "try again later"
+            if endpoint:
+                fix += f" (in use: {endpoint})"
+        return [
+            Check(
+                check,
+                variable,
+                status,
+                source,
+                shown_key,
+                problem=message,
+                message=message,
+                fix=redact.scrub(fix, secrets),
+                provider=name,
+                exit_code=int(error.exit_code),
+            )
+        ]
+    rows = [
+        Check(
+            check,
+            variable,
+            OK,
+            source,
+            shown_key,
+            problem=f"{len(listed)} model{'s' if len(listed) != 1 else ''} listed",
+            provider=name,
+        )
+    ]
+    if model is not None and model.removeprefix("models/") not in listed:
+        sample = ", ".join(listed[:5]) + (", ..." if len(listed) > 5 else "")
+        rows.append(
+            Check(
+                check,
+                "LLM_MODEL",
+                WARNING,
+                model_source,
+                _short(model),
+                problem=f"{name} does not list this model for this key",
+                message=f"{name} does not list the model {model!r} (LLM_MODEL)",
+                fix=f"Check the name; {name} lists: {sample or 'no models'}",
+                provider=name,
+            )
+        )
+    return rows
+
+
+def _model_and_timeout(name: str, env: config.Environment) -> tuple[str | None, str | None, float]:
+    """LLM_MODEL when it applies to this provider (as `ask -p name` decides), and the timeout."""
+    try:
+        settings = config.resolve({"provider": name}, env)
+    except errors.LlmcliError:
+        return None, None, LIVE_TIMEOUT  # already reported as a setting problem
+    model_source = settings.sources["model"]
+    model = settings.model if model_source.kind in ("environment", ".env") else None
+    timeout = settings.timeout
+    if settings.sources["timeout"] is config.DEFAULT:
+        timeout = LIVE_TIMEOUT
+    return model, str(model_source) if model else None, timeout
+
+
+# --- show ---------------------------------------------------------------------------------------
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return "(none)"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return _short(str(value))
+
+
+def show(
+    *, env_file: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[Shown, ...]:
+    """Every effective setting with its printable value and source, plus llmcli's own paths.
+
+    It reports rather than judges: a malformed value is shown as written, with a note, and
+    `validate` is the command that fails on it. A missing `--env-file` raises ConfigError.
+    """
+    env = load_environment(env_file, environ)
+    rows: list[Shown] = []
+    provider = config.DEFAULT_PROVIDER
+    for setting in config.SETTINGS:
+        if setting.env is None:
+            continue
+        found = env.lookup(setting.env)
+        if found is None:
+            rows.append(_shown_default(setting, provider))
+            continue
+        raw, source = found[0], found[1]
+        try:
+            value = setting.parse(raw)
+        except ValueError as exc:
+            rows.append(
+                Shown(
+                    setting.name,
+                    setting.env,
+                    _short(raw.strip()),
+                    str(source),
+                    f"invalid: {exc} (see llmcli config validate)",
+                )
+            )
+            continue
+        if setting.name == "provider":
+            provider = value
+        rows.append(Shown(setting.name, setting.env, _format(value), str(source)))
+    rows += _shown_providers(env)
+    rows += _shown_paths(env, env_file)
+    secrets = _secrets(env)
+    return tuple(_scrubbed(r, secrets) for r in rows)
+
+
+def _shown_default(setting: config.Setting, provider: str) -> Shown:
+    default = str(config.DEFAULT)
+    if setting.name == "model":
+        model = providers.provider_class(provider).default_model
+        return Shown(setting.name, "LLM_MODEL", model, default, f"{provider}'s default")
+    if setting.name == "temperature":
+        return Shown(setting.name, "LLM_TEMPERATURE", "(the provider's)", default)
+    return Shown(setting.name, setting.env or "", _format(setting.default), default)
+
+
+def _shown_providers(env: config.Environment) -> list[Shown]:
+    rows = []
+    for name in providers.names():
+        cls = providers.provider_class(name)
+        if cls.key_env_vars:
+            found = env.lookup(*cls.key_env_vars)
+            if found is None:
+                variable = " or ".join(reversed(cls.key_env_vars))
+                rows.append(Shown(f"{name} key", variable, "(not set)", "-"))
+            else:
+                note = (
+                    _key_name_note(env, cls.key_env_vars, found)
+                    if len(cls.key_env_vars) > 1
+                    else ""
+                )
+                rows.append(
+                    Shown(
+                        f"{name} key", found[2], redact.mask(found[0].strip()), str(found[1]), note
+                    )
+                )
+        if cls.base_url_env:
+            found = env.lookup(cls.base_url_env)
+            if found is None:
+                rows.append(
+                    Shown(f"{name} endpoint", cls.base_url_env, "(the provider's)", "default")
+                )
+            else:
+                rows.append(
+                    Shown(
+                        f"{name} endpoint", cls.base_url_env, display_url(found[0]), str(found[1])
+                    )
+                )
+    return rows
+
+
+def _key_name_note(
+    env: config.Environment, names: tuple[str, ...], used: tuple[str, config.Source, str]
+) -> str:
+    """Which of several key variables is used, and why (Gemini: GOOGLE_API_KEY or GEMINI_API_KEY)."""
+    note = f"{used[2]} is used"
+    for other in names:
+        found = env.lookup(other) if other != used[2] else None
+        if found is None:
+            continue
+        if found[1].kind == used[1].kind:
+            # Same layer: the order of names decides, as google-genai decides (wire.md §2).
+            why = f"{used[2]} wins, as in google-genai"
+        else:
+            why = "the environment wins over .env"
+        note += f"; {other} ({found[1]}) is also set and ignored: {why}"
+    return note
+
+
+def _shown_paths(env: config.Environment, env_file: str | os.PathLike | None) -> list[Shown]:
+    if env.env_file is None:
+        dotenv = Shown(".env file", "--env-file", "(none)", "-", f"no .env in {os.getcwd()}")
+    elif env_file is not None:
+        dotenv = Shown(".env file", "--env-file", str(env.env_file), str(config.FLAG))
+    else:
+        dotenv = Shown(".env file", "--env-file", str(env.env_file), "current directory")
+    home_found = env.lookup("LLMCLI_HOME")
+    home_source = _source_of(home_found) or str(config.DEFAULT)
+    home = paths.home(env)
+    log_db = paths.log_db(env)
+    return [
+        dotenv,
+        Shown(
+            "config folder",
+            "LLMCLI_HOME",
+            str(home),
+            home_source,
+            "" if home.is_dir() else "not created yet",
+        ),
+        Shown(
+            "log database",
+            "-",
+            str(log_db),
+            home_source,
+            "" if log_db.is_file() else "not created yet",
+        ),
+    ]

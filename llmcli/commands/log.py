@@ -1,0 +1,214 @@
+"""`llmcli cost` and `llmcli logs`: what the log says was spent, and on what."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from typing import Any
+
+import click
+
+from llmcli import providers, render
+from llmcli.cli import CONTEXT, environment
+
+TABLE_HEADERS = ["calls", "input tokens", "output tokens", "total tokens", "cost (USD)"]
+
+
+def _cost_cell(cost: float | None, unpriced: int) -> str:
+    if cost is None:
+        return "n/a"
+    text = render.cost_text(cost)
+    return f"{text} + n/a ({unpriced} calls)" if unpriced else text
+
+
+def _tabulate_formats() -> list[str]:
+    # tabulate's own list, read lazily so `--help` does not import it.
+    return ["simple", "plain", "github", "grid", "pipe", "orgtbl", "rst", "html", "latex", "tsv",
+            "simple_grid", "rounded_grid", "heavy_grid", "mixed_grid", "double_grid", "fancy_grid",
+            "outline", "simple_outline", "rounded_outline", "heavy_outline", "mixed_outline",
+            "double_outline", "fancy_outline", "psql", "jira", "presto", "pretty", "mediawiki",
+            "moinmoin", "youtrack", "textile", "unsafehtml", "asciidoc", "latex_raw", "latex_booktabs",
+            "latex_longtable"]  # fmt: skip
+
+
+@click.command(context_settings=CONTEXT)
+@click.option(
+    "--by",
+    type=click.Choice(["provider", "model", "day", "tag"]),
+    help="Group by this (default: provider and model).",
+)
+@click.option(
+    "--since", help="From this time: a date (2026-11-01), a date and time, or an age (24h, 7d, 2w)."
+)
+@click.option("--until", help="Up to (not including) this time, in the same forms as --since.")
+@click.option("-p", "--provider", type=click.Choice(providers.names()), help="Only this provider.")
+@click.option("-m", "--model", help="Only this model.")
+@click.option("--tag", help="Only calls with this tag.")
+@click.option(
+    "--format",
+    "fmt",
+    default="simple",
+    show_default=True,
+    type=click.Choice(["csv", "json", *_tabulate_formats()]),
+    help="Any tabulate table format, or csv or json.",
+)
+def cost(by: str | None, since: str | None, until: str | None, provider: str | None, model: str | None,
+         tag: str | None, fmt: str) -> None:  # fmt: skip
+    """Show what the logged calls cost: calls, tokens and USD per group, with a TOTAL.
+
+    A call whose price is unknown (a model genai-prices does not know, and no entry in
+    prices.toml) is shown as n/a and left out of the sums, never counted as $0.
+
+    \b
+    Examples:
+      llmcli cost
+      llmcli cost --by day --since 7d
+      llmcli cost --by tag --format csv > spend.csv
+      llmcli cost -p anthropic --since 2026-11-01 --format json | jq .total.cost_usd
+    """
+    from llmcli import paths, report
+
+    env = environment()
+    path = paths.log_db(env)
+    since_at = report.parse_when(since, "--since") if since else None
+    until_at = report.parse_when(until, "--until") if until else None
+    group = report.GROUPINGS[by] if by else report.DEFAULT_GROUPING
+    filters = {"provider": provider, "model": model, "tag": tag}
+    rows, total = report.cost_summary(path, group, since=since_at, until=until_at, filters=filters)
+    if fmt == "json":
+        render.as_json_out(
+            {
+                "rows": [r.to_dict() for r in rows],
+                "total": total.to_dict() if total else None,
+                "log": str(path),
+            }
+        )
+        return
+    if fmt == "csv":
+        totals = [{group[0]: "TOTAL", **total.to_dict()}] if total else []
+        sys.stdout.write(_csv([r.to_dict() for r in rows] + totals, group))
+        return
+    if total is None:
+        render.diag(
+            f"No calls logged{' in that range' if since or until else ' yet'} (log: {path})."
+        )
+        return
+    from tabulate import tabulate
+
+    def line(row: Any) -> list[Any]:
+        cells = (
+            [row.group[g] if row.group[g] is not None else "-" for g in group]
+            if row.group
+            else [""] * len(group)
+        )
+        return [*cells, row.calls, row.input_tokens, row.output_tokens, row.total_tokens,
+                _cost_cell(row.cost_usd, row.unpriced)]  # fmt: skip
+
+    table = [line(r) for r in rows] + [["TOTAL", *line(total)[1:]]]
+    print(
+        tabulate(
+            table,
+            headers=[*group, *TABLE_HEADERS],
+            tablefmt=fmt,
+            intfmt=",",
+            disable_numparse=False,
+        )
+    )
+    if total.unpriced:
+        render.diag(
+            f"note: {total.unpriced} calls have no known price and are not in the cost total"
+        )
+
+
+def _csv(rows: list[dict[str, Any]], group: tuple[str, ...]) -> str:
+    buffer = io.StringIO()
+    columns = [
+        *group,
+        "calls",
+        "input_tokens",
+        "output_tokens",
+        "total_tokens",
+        "cost_usd",
+        "unpriced_calls",
+    ]
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def _preview(messages: list[dict[str, str]] | None, width: int = 40) -> str:
+    text = next((m["content"] for m in reversed(messages or []) if m["role"] == "user"), "")
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@click.command(context_settings=CONTEXT)
+@click.option(
+    "-n",
+    "--count",
+    "count",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1),
+    help="How many calls.",
+)
+@click.option("--cid", help="Only this conversation.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the calls as a JSON list, with everything logged.",
+)
+def logs(count: int, cid: str | None, as_json: bool) -> None:
+    """Show the most recent calls from the log, oldest first.
+
+    \b
+    Examples:
+      llmcli logs
+      llmcli logs -n 50 --json | jq '.[] | select(.status != "ok")'
+      llmcli logs --cid 3f2a9c01b7de
+    """
+    from llmcli import paths, report
+
+    env = environment()
+    path = paths.log_db(env)
+    calls = report.recent_calls(path, count, cid)
+    if as_json:
+        render.as_json_out(calls)
+        return
+    if not calls:
+        render.diag(f"No calls logged yet (log: {path}).")
+        return
+    from tabulate import tabulate
+
+    table = [
+        [
+            c["id"],
+            c["ts"][:19].replace("T", " "),
+            c["conversation_id"],
+            c["provider"],
+            c["model"] or c["requested_model"],
+            c["status"] if c["status"] == "ok" else f"{c['status']} ({c['exit_code']})",
+            c["input_tokens"] if c["input_tokens"] is not None else "?",
+            c["output_tokens"] if c["output_tokens"] is not None else "?",
+            render.cost_text(c["cost_usd"]),
+            _preview(c["messages"]),
+        ]
+        for c in calls
+    ]
+    headers = [
+        "id",
+        "time (UTC)",
+        "conversation",
+        "provider",
+        "model",
+        "status",
+        "in",
+        "out",
+        "cost",
+        "prompt",
+    ]
+    print(tabulate(table, headers=headers, disable_numparse=True))

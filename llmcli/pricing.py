@@ -1,0 +1,146 @@
+"""What a call cost, in USD, from the provider's reported usage.
+
+Prices come from `genai-prices` (offline, from its bundled data, at the time of the call), or
+from the user's own `$LLMCLI_HOME/prices.toml` for custom or private models. A model neither
+knows has an unknown cost (`None`, shown `n/a`): never $0 and never a guess. The offline `echo`
+provider is free.
+
+`genai-prices` is imported only when a remote provider's call is priced: by then the SDK has
+loaded pydantic, which it shares, so pricing adds tens of milliseconds, not hundreds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmcli import errors, providers
+from llmcli.types import Usage
+
+# A rough, offline token estimate for `--dry-run`: about four characters per token in English.
+CHARS_PER_TOKEN = 4
+
+
+@dataclass(frozen=True)
+class Price:
+    """A cost and where its price came from (`genai-prices 0.2.3`, `prices.toml`, `free`)."""
+
+    usd: float | None
+    source: str | None
+
+
+@dataclass(frozen=True)
+class Override:
+    """A user's price for one model, USD per million tokens."""
+
+    input: float
+    output: float
+    cached_input: float | None = None
+    cache_write: float | None = None
+
+    def cost(self, usage: Usage) -> float:
+        cached = usage.cached_input_tokens or 0
+        written = usage.cache_write_tokens or 0
+        fresh = (usage.input_tokens or 0) - cached - written
+        total = fresh * self.input + (usage.output_tokens or 0) * self.output
+        total += cached * (self.cached_input if self.cached_input is not None else self.input)
+        total += written * (self.cache_write if self.cache_write is not None else self.input)
+        return total / 1_000_000
+
+
+def load_overrides(path: Path) -> dict[tuple[str, str], Override]:
+    """Read `prices.toml`: one table per provider, one sub-table per model (docs/cost.md)."""
+    if not path.is_file():
+        return {}
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise errors.ConfigError(f"cannot read price overrides {path}: {exc}") from None
+    overrides: dict[tuple[str, str], Override] = {}
+    for provider, models in data.items():
+        if provider not in providers.REGISTRY or not isinstance(models, dict):
+            raise errors.ConfigError(
+                f"{path}: [{provider}] is not a provider; use one of: {', '.join(providers.names())}"
+            )
+        for model, table in models.items():
+            try:
+                overrides[(provider, model)] = Override(**{k: float(v) for k, v in table.items()})
+            except (TypeError, ValueError, AttributeError):
+                raise errors.ConfigError(
+                    f'{path}: [{provider}."{model}"] needs numbers for input and output '
+                    "(USD per million tokens), optionally cached_input and cache_write"
+                ) from None
+    return overrides
+
+
+def genai_prices_version() -> str:
+    from importlib.metadata import version
+
+    return f"genai-prices {version('genai-prices')}"
+
+
+def _calc(provider_id: str, model: str, usage: Usage, when: dt.datetime) -> float | None:
+    from genai_prices import Usage as PriceUsage
+    from genai_prices import calc_price
+
+    tokens = PriceUsage(
+        input_tokens=usage.input_tokens or 0,
+        output_tokens=usage.output_tokens or 0,
+        cache_read_tokens=usage.cached_input_tokens or None,
+        cache_write_tokens=usage.cache_write_tokens or None,
+    )
+    try:
+        result = calc_price(tokens, model, provider_id=provider_id, genai_request_timestamp=when)
+    except LookupError:
+        return None
+    return float(result.total_price)
+
+
+def cost(
+    provider: str,
+    models: list[str | None],
+    usage: Usage,
+    *,
+    overrides: dict[tuple[str, str], Override] | None = None,
+    when: dt.datetime | None = None,
+) -> Price:
+    """The cost of one call; `models` in order of preference (reported, then requested)."""
+    cls = providers.provider_class(provider)
+    if not cls.remote:
+        return Price(0.0, "free")
+    if usage.input_tokens is None and usage.output_tokens is None:
+        return Price(None, None)
+    names = [m for m in dict.fromkeys(models) if m]
+    for name in names:
+        override = (overrides or {}).get((provider, name))
+        if override is not None:
+            return Price(override.cost(usage), "prices.toml")
+    if cls.pricing_id is None:
+        return Price(None, None)
+    when = when or dt.datetime.now(dt.timezone.utc)
+    for name in names:
+        usd = _calc(cls.pricing_id, name, usage, when)
+        if usd is not None:
+            return Price(usd, genai_prices_version())
+    return Price(None, None)
+
+
+def estimate_tokens(text: str) -> int:
+    """An offline estimate of a text's token count (labelled as an estimate wherever shown)."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN) if text else 0
+
+
+def worst_case(
+    provider: str, model: str, prompt_text: str, max_tokens: int, **kwargs: Any
+) -> tuple[int, Price]:
+    """Estimated input tokens and the cost if the answer used every one of `max_tokens`."""
+    estimated = estimate_tokens(prompt_text)
+    usage = Usage(input_tokens=estimated, output_tokens=max_tokens)
+    return estimated, cost(provider, [model], usage, **kwargs)

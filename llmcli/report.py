@@ -1,0 +1,121 @@
+"""Reading the call log back: cost summaries and recent calls, as plain data.
+
+The commands format these (table, CSV, JSON); nothing here prints. A log that does not exist yet
+is simply empty, and is not created by reading it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmcli import errors
+
+GROUPINGS = {"provider": ("provider",), "model": ("model",), "day": ("day",), "tag": ("tag",)}
+DEFAULT_GROUPING = ("provider", "model")
+_RELATIVE = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_when(text: str, option: str, now: dt.datetime | None = None) -> str:
+    """`7d`, `24h`, `30m`, `2w` ago, or an ISO date/time (UTC unless it says otherwise)."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    match = _RELATIVE.match(text)
+    if match:
+        when = now - dt.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    else:
+        try:
+            when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise errors.UsageError(
+                f"invalid value for {option}: {text!r}",
+                "use a date (2026-11-01), a date and time (2026-11-01T09:30), or an age (24h, 7d, 2w, 30m)",
+            ) from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.timezone.utc)
+    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class CostRow:
+    """One group of calls. `cost_usd` sums the known costs; `unpriced` counts the unknown ones."""
+
+    group: dict[str, str | None]
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    unpriced: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.group,
+            "calls": self.calls,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "total_tokens": self.total_tokens,
+            "cost_usd": self.cost_usd,
+            "unpriced_calls": self.unpriced,
+        }
+
+
+def _row(group: dict[str, str | None], row: Any) -> CostRow:
+    known, unpriced = row["cost_usd"], row["unpriced"]
+    if known is None and not unpriced:
+        known = 0.0  # only requests that failed before producing anything: providers bill nothing
+    return CostRow(
+        group=group,
+        calls=row["calls"],
+        input_tokens=row["input_tokens"] or 0,
+        output_tokens=row["output_tokens"] or 0,
+        cost_usd=known,
+        unpriced=unpriced,
+    )
+
+
+def cost_summary(
+    path: Path,
+    by: tuple[str, ...] = DEFAULT_GROUPING,
+    *,
+    since: str | None = None,
+    until: str | None = None,
+    filters: dict[str, str | None] | None = None,
+) -> tuple[list[CostRow], CostRow | None]:
+    """Rows per group and the total; ([], None) when nothing was logged in the range."""
+    if not path.is_file():
+        return [], None
+    from llmcli.store import Store
+
+    with Store(path) as store:
+        grouped = store.aggregate(by, since=since, until=until, filters=filters)
+        total = store.aggregate((), since=since, until=until, filters=filters)[0]
+    if not total["calls"]:
+        return [], None
+    rows = [_row({g: r[g] for g in by}, r) for r in grouped]
+    return rows, _row({}, total)
+
+
+def recent_calls(
+    path: Path, limit: int, conversation_id: str | None = None
+) -> list[dict[str, Any]]:
+    """The last `limit` calls, oldest first, as dictionaries (messages decoded)."""
+    if not path.is_file():
+        return []
+    from llmcli.store import Store
+
+    with Store(path) as store:
+        rows = store.recent(limit, conversation_id)
+    calls = []
+    for row in rows:
+        data = dict(row)
+        data["messages"] = json.loads(data["messages"]) if data["messages"] else None
+        calls.append(data)
+    return calls
