@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,9 +33,6 @@ SKIPPED = "skipped"  # --live not attempted because a check it depends on failed
 #: Seconds a live check waits when LLM_TIMEOUT is not set: long enough for a slow proxy, short
 #: enough that a container start-up script does not hang a minute on a black-holed address.
 LIVE_TIMEOUT = 10.0
-
-# The longest setting value shown in a table cell; a long system prompt is cut, not wrapped.
-_VALUE_WIDTH = 40
 
 # Placeholders people paste from examples (ours included) instead of a real key.
 _PLACEHOLDERS = frozenset({"your-key-here", "your_api_key", "changeme", "xxx", "..."})
@@ -166,6 +162,8 @@ class Shown:
 @contextlib.contextmanager
 def _dotenv_log_silenced() -> Iterator[None]:
     """Mute python-dotenv's "could not parse" log line: the checks report it, with the fix."""
+    import logging  # only when a .env file is read: python-dotenv imports it then anyway
+
     logger = logging.getLogger("dotenv.main")
     previous = logger.disabled
     logger.disabled = True
@@ -179,6 +177,8 @@ def load_environment(
     env_file: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None
 ) -> config.Environment:
     """The process environment plus `.env` (or `env_file`), as every command reads them."""
+    if env_file is None and not os.path.isfile(".env"):
+        return config.Environment(environ)  # no file to parse: skip importing logging
     with _dotenv_log_silenced():
         return config.Environment(environ, env_file=env_file)
 
@@ -186,9 +186,13 @@ def load_environment(
 # --- small helpers ------------------------------------------------------------------------------
 
 
-def _short(text: str, width: int = _VALUE_WIDTH) -> str:
-    """A value on one line, cut to `width` characters (a system prompt can be pages long)."""
-    text = " ".join(str(text).split())
+def cell(text: str | None, width: int = 40) -> str:
+    """A value for a table cell: one line, cut to `width` characters (a prompt can be pages long).
+
+    Only for display, and only after `_scrubbed`: cutting first could leave a key's first
+    characters unrecognised by the scrub.
+    """
+    text = " ".join(str(text or "").split())
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
@@ -215,7 +219,7 @@ def _key_problem(key: str) -> str | None:
     return None
 
 
-def _config_error(call: Any) -> errors.LlmcliError | None:
+def _config_error(call: Callable[[], object]) -> errors.LlmcliError | None:
     """The ConfigError a `config` function raises, so its exact wording is reused."""
     try:
         call()
@@ -283,7 +287,7 @@ def validate(
         check = Check(
             ".env",
             str(env_file) if env_file is not None else ".env",
-            MISSING if "not found" in exc.message else INVALID,
+            MISSING if env_file is not None and not os.path.isfile(env_file) else INVALID,
             source=str(config.FLAG) if env_file is not None else None,
             problem=exc.message,
             message=exc.message,
@@ -384,16 +388,16 @@ def _setting_checks(env: config.Environment, names: list[str]) -> list[Check]:
         except ValueError as exc:
             problem = str(exc)
         if problem is None:
-            rows.append(Check("settings", setting.env, OK, str(source), _short(raw.strip())))
+            rows.append(Check("settings", setting.env, OK, str(source), raw.strip()))
             continue
-        error = config.invalid_setting(setting, raw.strip(), source, problem)
+        error = config.invalid_setting(setting, raw, source, problem)
         rows.append(
             Check(
                 "settings",
                 setting.env,
                 INVALID,
                 str(source),
-                _short(raw.strip()),
+                raw.strip(),
                 problem=problem,
                 message=error.message,
                 fix=error.hint,
@@ -479,7 +483,7 @@ def _provider_checks(
                     cls.base_url_env,
                     INVALID,
                     str(source),
-                    _short(raw.strip()),
+                    raw.strip(),
                     problem=str(exc),
                     message=error.message if error else f"invalid {cls.base_url_env}: {exc}",
                     fix=error.hint if error else None,
@@ -589,7 +593,7 @@ def _live_checks(
                 "LLM_MODEL",
                 WARNING,
                 model_source,
-                _short(model),
+                model,
                 problem=f"{name} does not list this model for this key",
                 message=f"{name} does not list the model {model!r} (LLM_MODEL)",
                 fix=f"Check the name; {name} lists: {sample or 'no models'}",
@@ -623,7 +627,7 @@ def _format(value: Any) -> str:
         return "on" if value else "off"
     if isinstance(value, float):
         return f"{value:g}"
-    return _short(str(value))
+    return str(value)
 
 
 def show(
@@ -652,7 +656,7 @@ def show(
                 Shown(
                     setting.name,
                     setting.env,
-                    _short(raw.strip()),
+                    raw.strip(),
                     str(source),
                     f"invalid: {exc} (see llmcli config validate)",
                 )

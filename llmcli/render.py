@@ -68,7 +68,7 @@ def cost_text(cost: float | None) -> str:
     """A cost for people: `$0.000031`; `n/a` when the price is unknown (never $0)."""
     if cost is None:
         return "n/a"
-    return f"${cost:.6f}" if cost < 0.01 else f"${cost:.4f}"
+    return f"${cost:,.6f}"
 
 
 def usage_line(response: Response) -> str:

@@ -85,7 +85,7 @@ def run_cli(
     *args: str,
     env: dict[str, str] | None = None,
     stdin: bytes | str | None = None,
-    timeout: float = 30,
+    timeout: float = 60,
     cwd: str | Path | None = None,
 ) -> Result:
     """Run the installed `llmcli` with pipes; stdin closed (empty) unless given."""

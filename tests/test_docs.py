@@ -26,13 +26,13 @@ def test_cli_reference_is_current():
     assert proc.returncode == 0, proc.stderr
 
 
-def _commands(group: click.Group):
+def _commands(group: click.Group, prefix: str = ""):
     ctx = click.Context(group)
     for name in group.list_commands(ctx):
         command = group.get_command(ctx, name)
-        yield name, command
+        yield f"{prefix}{name}", command
         if isinstance(command, click.Group):
-            yield from _commands(command)
+            yield from _commands(command, f"{prefix}{name} ")
 
 
 @pytest.mark.parametrize(

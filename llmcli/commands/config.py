@@ -95,7 +95,7 @@ def validate(
     else:
         _table(
             [
-                [c.check, c.variable, c.status, c.source or "", c.value or "", c.advice()]
+                [c.check, c.variable, c.status, c.source or "", checks.cell(c.value), c.advice()]
                 for c in report.checks
             ],
             VALIDATE_HEADERS,
@@ -130,4 +130,7 @@ def show(as_json: bool) -> None:
     if as_json:
         render.as_json_out({"settings": [r.to_dict() for r in rows]})
         return
-    _table([[r.setting, r.variable, r.value, r.source, r.note] for r in rows], SHOW_HEADERS)
+    _table(
+        [[r.setting, r.variable, checks.cell(r.value, 60), r.source, r.note] for r in rows],
+        SHOW_HEADERS,
+    )
