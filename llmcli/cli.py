@@ -41,6 +41,7 @@ class PipeClosed(Exception):
 COMMANDS: dict[str, str] = {
     "ask": "llmcli.commands.answer:ask",
     "stream": "llmcli.commands.answer:stream",
+    "chat": "llmcli.commands.chat:chat",
     "config": "llmcli.commands.config:config",
     "cost": "llmcli.commands.log:cost",
     "logs": "llmcli.commands.log:logs",

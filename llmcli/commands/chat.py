@@ -1,0 +1,232 @@
+"""`llmcli chat`: an interactive conversation on a terminal, one message per line from a pipe.
+
+Line editing and the persistent input history come from the standard `readline` module: it is
+always there on the platforms we target, costs nothing to import, and gives the arrow keys,
+Ctrl-R search and emacs/vi bindings that people already know from their shell.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import click
+
+from llmcli import errors, render
+from llmcli.cli import CONTEXT, environment
+from llmcli.commands.answer import FLAG_NAMES, model_options
+
+BLOCK = '"""'
+HELP = """\
+Commands:
+  /help              this list
+  /exit, /quit       leave (so do Ctrl-D, and Ctrl-C at an empty prompt)
+  /clear             start a new conversation (settings and totals stay)
+  /system [TEXT]     show or set the system prompt (/system - removes it)
+  /model [NAME]      show or switch the model
+  /provider [NAME]   show or switch the provider; the conversation carries over
+  /usage             tokens and cost of this session so far
+  /retry             send the last message again
+A line with only \"\"\" starts a multi-line message; another \"\"\" line sends it.
+Ctrl-C while a reply streams cancels that reply (it is not kept in the conversation)."""
+
+
+def messages(lines: Iterable[str]) -> Iterator[str]:
+    """Messages from input lines: blank lines skipped, a \"\"\" line opens and closes a block."""
+    source = iter(lines)
+    for line in source:
+        text = line.rstrip("\n")
+        if text.strip() == BLOCK:
+            block = []
+            for inner in source:
+                if inner.rstrip("\n").strip() == BLOCK:
+                    break
+                block.append(inner.rstrip("\n"))
+            text = "\n".join(block)
+        if text.strip():
+            yield text
+
+
+class Terminal:
+    """Input lines from a person at a terminal, with readline's editing and saved history."""
+
+    def __init__(self, history_path: Any) -> None:
+        self.history_path = history_path
+        self.prompt = "> "
+        try:
+            import readline
+        except ImportError:  # pragma: no cover - platforms without readline still get a prompt
+            self.readline = None
+            return
+        self.readline = readline
+        readline.set_history_length(2000)
+        with contextlib.suppress(OSError):
+            readline.read_history_file(history_path)
+
+    def save(self) -> None:
+        if self.readline is not None:
+            with contextlib.suppress(OSError):
+                self.history_path.parent.mkdir(parents=True, exist_ok=True)
+                self.readline.write_history_file(self.history_path)
+
+    def __iter__(self) -> Iterator[str]:
+        while True:
+            try:
+                line = input(self.prompt)
+            except EOFError:
+                render.diag("")
+                return
+            except KeyboardInterrupt:
+                typed = self.readline.get_line_buffer() if self.readline is not None else ""
+                render.diag("")
+                if not typed:
+                    return  # Ctrl-C at an empty prompt leaves, as Ctrl-D does
+                continue
+            if line.strip() == BLOCK:  # inside a multi-line block, the prompt says so
+                self.prompt = "... " if self.prompt == "> " else "> "
+            yield line
+
+
+def _show(session: Any) -> None:
+    call = session.check()
+    render.diag(
+        f"provider {call.request.provider}, model {call.request.model}, system prompt: {call.request.system!r}"
+    )
+
+
+def _command(session: Any, line: str) -> str | None:
+    """Run a slash command. Returns "exit" to leave, a message to send (for /retry), or None."""
+    name, _, arg = line[1:].partition(" ")
+    arg = arg.strip()
+    if name in ("exit", "quit"):
+        return "exit"
+    if name == "help":
+        render.diag(HELP)
+    elif name == "clear":
+        session.clear()
+        render.diag(f"new conversation {session.conversation_id}")
+    elif name == "usage":
+        render.diag(str(session.totals))
+    elif name == "retry":
+        prompt = session.retry_prompt()
+        if prompt is None:
+            render.diag("nothing to retry yet")
+        return prompt
+    elif name in ("system", "model", "provider"):
+        if arg:
+            value = None if (name == "system" and arg == "-") else arg
+            session.set(name, value.lower() if name == "provider" and value else value)
+        _show(session)
+    else:
+        render.diag(f"unknown command /{name}; /help lists them")
+    return None
+
+
+def _reply(session: Any, text: str) -> errors.LlmcliError | None:
+    """Send one message and stream its reply; a failure is shown and returned, never raised."""
+    stream = None
+    try:
+        stream = session.turn(text)
+        render.stream_answer(stream)
+        session.finish(stream)
+    except errors.LlmcliError as exc:
+        session.abandon(stream, exc)
+        render.error(exc)
+        return exc
+    except KeyboardInterrupt:
+        session.abandon(stream, errors.Interrupted("reply cancelled"), interrupted=True)
+        render.diag("(reply cancelled)")
+    return None
+
+
+def _interactive(session: Any, terminal: Terminal) -> None:
+    render.diag(
+        f"llmcli chat · {session.provider} {session.model} · /help for commands, Ctrl-D to leave"
+    )
+    if session.history:
+        render.diag(f"continuing conversation {session.conversation_id}:")
+        for message in session.history[-6:]:
+            who = "you" if message.role == "user" else "assistant"
+            render.diag(f"  {who}: {' '.join(message.content.split())[:200]}")
+    for text in messages(terminal):
+        if text.startswith("/"):
+            try:
+                outcome = _command(session, text.strip())
+            except errors.LlmcliError as exc:
+                render.error(exc)
+                continue
+            if outcome == "exit":
+                break
+            if outcome is None:
+                continue
+            text = outcome
+        _reply(session, text)
+    render.diag(f"session: {session.totals}")
+    render.diag(f"continue with: llmcli chat --cid {session.conversation_id}")
+
+
+def _piped_lines() -> Iterator[str]:
+    """Standard input as UTF-8 lines; bad bytes are a usage error naming the line."""
+    for number, raw in enumerate(sys.stdin.buffer, start=1):
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise errors.UsageError(
+                f"line {number} of standard input is not valid UTF-8 (byte 0x{raw[exc.start]:02x})",
+                "convert it first, e.g. with iconv -f latin1 -t utf-8",
+            ) from None
+
+
+@click.command(context_settings=CONTEXT)
+@model_options
+def chat(**params: Any) -> None:
+    """Talk with a model, turn after turn; every reply streams as it arrives.
+
+    On a terminal: line editing and history (arrow keys, Ctrl-R), slash commands (/help),
+    and \"\"\" on a line of its own to start and end a multi-line message. Ctrl-C cancels a
+    reply; Ctrl-D (or Ctrl-C at an empty prompt) leaves and shows the session's totals.
+
+    From a pipe, each non-blank line is one message and each reply is printed followed by a
+    newline; the exit status is that of the first failed turn, or 0.
+
+    \b
+    Examples:
+      llmcli chat -p anthropic -s "You are a patient tutor"
+      llmcli chat -c                      # continue the latest conversation
+      printf 'hi\\nand again\\n' | llmcli chat -p echo
+    """
+    from llmcli import paths
+    from llmcli.chat import ChatSession
+    from llmcli.journal import Journal
+
+    if params["continue_"] and params["cid"]:
+        raise errors.UsageError("use -c/--continue or --cid, not both")
+    env = environment()
+    flags = {name: params.get(name) for name in FLAG_NAMES}
+    flags["stop"] = flags["stop"] or None
+    journal = Journal(env)
+    try:
+        session = ChatSession.start(
+            env, flags, journal, resume=params["continue_"], conversation_id=params["cid"]
+        )
+        journal.enabled = session.check().settings.log and not params["no_log"]
+        session.on_retry = lambda notice: render.diag(str(notice))
+        if sys.stdin is not None and sys.stdin.isatty():
+            terminal = Terminal(paths.home(env) / "chat_history")
+            try:
+                _interactive(session, terminal)
+            finally:
+                terminal.save()
+            return
+        first_failure = None
+        for text in messages(_piped_lines()):
+            failure = _reply(session, text)
+            first_failure = first_failure or failure
+        if first_failure is not None:
+            raise click.exceptions.Exit(int(first_failure.exit_code))
+    finally:
+        journal.close()
+        if journal.problem:
+            render.warn(journal.problem)
