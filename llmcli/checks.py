@@ -35,8 +35,6 @@ SKIPPED = "skipped"  # --live not attempted because a check it depends on failed
 LIVE_TIMEOUT = 10.0
 
 # Placeholders people paste from examples (ours included) instead of a real key.
-_PLACEHOLDERS = frozenset({"your-key-here", "your_api_key", "changeme", "xxx", "..."})
-
 _ERROR_CLASSES: dict[int, type[errors.LlmcliError]] = {
     int(cls.exit_code): cls
     for cls in (
@@ -204,19 +202,6 @@ def display_url(url: str) -> str:
     netloc = parts.netloc.rpartition("@")[2]
     shown = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
     return shown + ("?..." if parts.query else "")
-
-
-def _key_problem(key: str) -> str | None:
-    """What makes a key unusable before it is even sent (copy-paste accidents, placeholders)."""
-    if key.lower() in _PLACEHOLDERS or (key.startswith("<") and key.endswith(">")):
-        return "is a placeholder, not a real key"
-    if any(c.isspace() for c in key):
-        return "contains spaces or line breaks"
-    if any(c in "\"'`" for c in key):
-        return "contains quote characters"
-    if not key.isascii() or not key.isprintable():
-        return "contains non-ASCII or control characters"
-    return None
 
 
 def _config_error(call: Callable[[], object]) -> errors.LlmcliError | None:
@@ -447,7 +432,7 @@ def _provider_checks(
     else:
         raw, source, var = found
         key = raw.strip()
-        problem = _key_problem(key)
+        problem = config.key_problem(key)
         if problem:
             usable = False
             rows.append(

@@ -281,6 +281,26 @@ def resolve(flags: Mapping[str, Any], env: Environment) -> Settings:
     return Settings(**values, sources=sources)
 
 
+_PLACEHOLDERS = frozenset({"your-key-here", "your_api_key", "changeme", "xxx", "..."})
+
+
+def key_problem(key: str) -> str | None:
+    """What makes a key unusable before it is even sent (copy-paste accidents, placeholders).
+
+    A key with a line break or a non-ASCII character cannot travel in an HTTP header: the SDKs
+    fail on it with messages that echo it, so it is refused here, before any network call.
+    """
+    if key.lower() in _PLACEHOLDERS or (key.startswith("<") and key.endswith(">")):
+        return "is a placeholder, not a real key"
+    if any(c.isspace() for c in key):
+        return "contains spaces or line breaks"
+    if any(c in "\"'`" for c in key):
+        return "contains quote characters"
+    if not key.isascii() or not key.isprintable():
+        return "contains non-ASCII or control characters"
+    return None
+
+
 @dataclass(frozen=True)
 class Credentials:
     """The key and endpoint for one provider. The key is never printed: see `redact.mask`."""
@@ -304,6 +324,13 @@ def credentials(provider: str, env: Environment, *, required: bool = True) -> Cr
         raise errors.ConfigError(
             f"Missing required environment variable: {var}{also}",
             env.where_to_set(var),
+            provider=provider,
+        )
+    problem = key_problem(key) if key is not None else None
+    if problem:
+        raise errors.ConfigError(
+            f"{key_var} {problem} (from {key_source})",
+            f"copy the key again from {provider}'s console and set {key_var} to exactly that",
             provider=provider,
         )
     base_url = base_source = None

@@ -10,6 +10,7 @@ and beyond that the call fails at once, saying when to try again.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import random
 import time
 from collections.abc import Callable
@@ -48,8 +49,10 @@ def reason(error: errors.LlmcliError) -> str:
         )
     if "overloaded" in error.message:
         return f"overloaded{status}"
-    if "mid-stream" in error.message or "broken off" in error.message:
+    if "mid-stream" in error.message:
         return "stream failed"
+    if "broken off" in error.message:
+        return "connection broken off"
     if error.status == 409:
         return "conflict (409)"
     return f"server error{status}" if error.status else "provider error"
@@ -63,8 +66,10 @@ class RetryPolicy:
 
     def delay(self, error: errors.LlmcliError, retry_number: int) -> float:
         """Seconds to wait before retry number `retry_number` (1 = the first retry)."""
-        if error.retry_after is not None:
-            return error.retry_after
+        wait = error.retry_after
+        # A server's wait wins, unless it is nonsense (negative, NaN): then our own backoff.
+        if wait is not None and 0 <= wait < math.inf:
+            return wait
         return self.jitter() * min(MAX_BACKOFF, BASE_DELAY * 2 ** (retry_number - 1))
 
 

@@ -164,7 +164,9 @@ def _dry_run(call: Any) -> None:
 
     data = call.describe()
     request = call.request
-    text = "\n".join(part for part in [request.system, *(m.content for m in request.messages)] if part)
+    text = "\n".join(
+        part for part in [request.system, *(m.content for m in request.messages)] if part
+    )
     estimated, price = pricing.worst_case(
         request.provider, request.model, text, request.max_tokens, overrides=call.prices
     )

@@ -8,6 +8,7 @@ SDKs are imported inside the methods, never at module level.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -72,9 +73,17 @@ class Provider:
         return f"check {self.key_env_vars[0]} (run `llmcli config validate --live`)"
 
 
-def _short(text: str, limit: int = 300) -> str:
+def short(text: str, limit: int = 300) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# How the providers say "the input does not fit the context window" in a 400 (no 413 for that).
+_TOO_LONG = re.compile(
+    r"context_length_exceeded|context length|context window|prompt is too long|too many tokens"
+    r"|input token count|exceeds the maximum",
+    re.IGNORECASE,
+)
 
 
 def error_for_status(
@@ -87,9 +96,10 @@ def error_for_status(
     kind: str | None = None,
 ) -> errors.LlmcliError:
     """The one table from an HTTP status (and provider error type) to our error classes."""
-    detail = _short(detail) or "no details given"
+    detail = short(detail) or "no details given"
     where = f"{provider} ({status})"
-    if status in (401, 403):
+    # Gemini answers a wrong key with 400 INVALID_ARGUMENT + reason API_KEY_INVALID (wire.md §0.6).
+    if status in (401, 403) or kind == "API_KEY_INVALID":
         return errors.AuthError(
             f"authentication failed for {where}: {detail}",
             key_hint,
@@ -129,11 +139,14 @@ def error_for_status(
             status=status,
             retry_after=retry_after,
         )
-    hint = None
     if status == 404:
         hint = "check the model name (-m/--model or LLM_MODEL) and the base URL"
-    elif status == 413:
-        hint = "the input is too large: shorten it, or use a model with a larger context window"
+    elif status == 413 or _TOO_LONG.search(f"{detail} {kind or ''}"):
+        hint = "the input is too large for the model: shorten it, or use a model with a larger context window"
+    else:
+        hint = (
+            "the provider refused the request as sent: check the options (see them with --dry-run)"
+        )
     return errors.RequestRejected(
         f"{provider} rejected the request ({status}): {detail}",
         hint,
@@ -192,20 +205,27 @@ def translate_common(provider: str, exc: BaseException, key_hint: str) -> errors
                 "try again, or raise --timeout / LLM_TIMEOUT",
                 provider=provider,
             )
+        if "without sending a response" in str(exc):
+            # Dropped before any byte of a reply: a connection failure, like a reset (exit 7).
+            return errors.NetworkError(
+                f"{provider} closed the connection without answering",
+                "try again; check your network connection and the provider's base URL",
+                provider=provider,
+            )
         if name in ("RemoteProtocolError", "ReadError") or "Protocol" in name:
             return errors.ProviderError(
-                f"connection to {provider} broken off: {_short(str(exc)) or name}",
+                f"connection to {provider} broken off: {short(str(exc)) or name}",
                 "try again",
                 provider=provider,
             )
         return errors.NetworkError(
-            f"could not reach {provider}: {_short(str(exc)) or name}",
+            f"could not reach {provider}: {short(str(exc)) or name}",
             "check your network connection and the provider's base URL",
             provider=provider,
         )
     if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
         return errors.ProviderError(
-            f"{provider} sent a reply that is not valid JSON: {_short(str(exc))}",
+            f"{provider} sent a reply that is not valid JSON: {short(str(exc))}",
             "try again; if it persists, check the base URL points at the real API",
             provider=provider,
         )
@@ -219,7 +239,10 @@ def _error_detail(body: object, fallback: str) -> tuple[str, str | None]:
     if isinstance(body, dict):
         inner = body.get("error") if isinstance(body.get("error"), dict) else body
         message = inner.get("message") or fallback
-        kind = inner.get("type") or inner.get("status") or inner.get("code")
+        # `code` says most (context_length_exceeded); type/status are the coarser fallbacks.
+        kind = inner.get("code") or inner.get("type") or inner.get("status")
+        if kind == "overloaded_error" or inner.get("type") == "overloaded_error":
+            kind = "overloaded_error"
         return str(message), (str(kind) if kind else None)
     return fallback, None
 
@@ -241,7 +264,7 @@ def translate_stainless(
                 kind=kind,
             )
             mapped.message = (
-                f"{provider} reported an error mid-stream ({kind or 'error'}): {_short(detail)}"
+                f"{provider} reported an error mid-stream ({kind or 'error'}): {short(detail)}"
             )
             return mapped
         return error_for_status(
@@ -262,7 +285,7 @@ def translate_stainless(
         cause = exc.__cause__
         if cause is not None and type(cause).__name__ in ("RemoteProtocolError", "ReadError"):
             return translate_common(provider, cause, key_hint)
-        reason = _short(str(cause)) if cause is not None and str(cause) else "connection error"
+        reason = short(str(cause)) if cause is not None and str(cause) else "connection error"
         return errors.NetworkError(
             f"could not reach {provider}: {reason}",
             "check your network connection and the provider's base URL",
@@ -272,7 +295,7 @@ def translate_stainless(
         # An `{"error": ...}` payload inside an OpenAI stream.
         detail, kind = _error_detail(exc.body, exc.message)
         return errors.ProviderError(
-            f"{provider} reported an error mid-stream ({kind or 'error'}): {_short(detail)}",
+            f"{provider} reported an error mid-stream ({kind or 'error'}): {short(detail)}",
             "try again",
             provider=provider,
         )

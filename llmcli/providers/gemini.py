@@ -12,7 +12,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from llmcli import errors
-from llmcli.providers.base import Provider, error_for_status, parse_retry_after, translate_common
+from llmcli.providers.base import (
+    Provider,
+    error_for_status,
+    parse_retry_after,
+    short,
+    translate_common,
+)
 from llmcli.types import Chunk, FinishReason, Request, Response, Usage
 
 FILTERED = {
@@ -192,8 +198,8 @@ class GeminiProvider(Provider):
             details = exc.details if isinstance(exc.details, dict) else {}
             infos = (details.get("error") or {}).get("details") or []
             reasons = {d.get("reason") for d in infos if isinstance(d, dict)}
-            if "API_KEY_INVALID" in reasons:
-                status = 401  # Gemini says 400 INVALID_ARGUMENT for a wrong key (wire.md §0.6)
+            # Gemini says 400 INVALID_ARGUMENT for a wrong key (wire.md §0.6): the reason tells.
+            kind = "API_KEY_INVALID" if "API_KEY_INVALID" in reasons else exc.status
             retry_after = parse_retry_after(getattr(exc.response, "headers", None))
             if retry_after is None:
                 retry_after = _retry_delay(infos)
@@ -203,7 +209,7 @@ class GeminiProvider(Provider):
                 detail,
                 key_hint=self.key_hint(),
                 retry_after=retry_after,
-                kind=exc.status,
+                kind=kind,
             )
             if exc.response is not None and getattr(exc.response, "status_code", status) == 200:
                 mapped.message = (
@@ -212,7 +218,9 @@ class GeminiProvider(Provider):
             return mapped
         if isinstance(exc, genai_errors.UnknownApiResponseError):
             return errors.ProviderError(
-                f"gemini sent a reply that could not be read: {exc}", provider=self.name
+                f"gemini sent a reply that could not be read: {short(str(exc))}",
+                "try again; if it persists, check the base URL points at the real API",
+                provider=self.name,
             )
         return translate_common(self.name, exc, self.key_hint())
 
