@@ -23,12 +23,17 @@ def read_stdin() -> str | None:
         data = stream.buffer.read() if hasattr(stream, "buffer") else stream.read().encode()
     except (OSError, ValueError):
         return None
+    return decode_input(data, "standard input")
+
+
+def decode_input(data: bytes, where: str) -> str:
+    """Piped bytes as UTF-8 text; anything else is a usage error saying where the bad byte is."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise errors.UsageError(
-            f"standard input is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})",
-            "convert it first, e.g. iconv -f latin1 -t utf-8 file.txt | llmcli ask ...",
+            f"{where} is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+            "convert it first, e.g. iconv -f latin1 -t utf-8 file.txt | llmcli ...",
         ) from None
 
 

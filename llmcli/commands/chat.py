@@ -16,7 +16,7 @@ import click
 
 from llmcli import errors, render
 from llmcli.cli import CONTEXT, environment
-from llmcli.commands.answer import FLAG_NAMES, model_options
+from llmcli.commands.answer import FLAG_NAMES, decode_input, model_options
 
 BLOCK = '"""'
 HELP = """\
@@ -170,13 +170,7 @@ def _interactive(session: Any, terminal: Terminal) -> None:
 def _piped_lines() -> Iterator[str]:
     """Standard input as UTF-8 lines; bad bytes are a usage error naming the line."""
     for number, raw in enumerate(sys.stdin.buffer, start=1):
-        try:
-            yield raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise errors.UsageError(
-                f"line {number} of standard input is not valid UTF-8 (byte 0x{raw[exc.start]:02x})",
-                "convert it first, e.g. with iconv -f latin1 -t utf-8",
-            ) from None
+        yield decode_input(raw, f"line {number} of standard input")
 
 
 @click.command(context_settings=CONTEXT)
