@@ -3,10 +3,20 @@
 What one run measures (`run_once`):
 
 * wall time: from just before the spawn to the moment `os.wait4` has reaped the process;
-* CPU time: user + system of that process (and of any children it waited for), from `os.wait4`;
-* peak RSS: `ru_maxrss` from `os.wait4`;
+* CPU time: user + system of that process and of the children it waited for, from `os.wait4`
+  (so it includes the GNU time wrapper below, well under a millisecond);
+* peak RSS: `ru_maxrss` as GNU time (`/usr/bin/time -f %M`) reports it for the command it
+  starts. Read straight from our own `os.wait4` it would be wrong for small commands: Linux
+  carries the RSS of the process that forked a child into the child's `ru_maxrss` at `execve`,
+  so every figure would be at least this benchmark's own RSS (25 MiB and more). GNU time is a
+  small process, so its child starts from a small floor. The wrapper's own cost (an extra
+  `execve`, about a millisecond) falls on both sides of every comparison alike. Without
+  /usr/bin/time (Debian package `time`), RSS falls back to `os.wait4`, marked with `≥`;
 * time to first byte: when the first non-empty read of its stdout returned, relative to the
-  spawn (stdout is a pipe drained with `select`, never a terminal).
+  spawn (stdout is a pipe drained with `select`, never a terminal); and, read from
+  /proc/PID/task/*/schedstat at that moment, the CPU time the process had used by then and the
+  time it had spent waiting for a CPU (a busy machine shows here, not in the CPU figure);
+* tail: from the last non-empty stdout read to the exit (work done after the answer is out).
 
 Every process gets the same clean environment (`Sandbox`): a temporary HOME, LLMCLI_HOME and
 working directory, `LLMCLI_LOG=0`, test keys, the fake server's base URLs and none of the
@@ -30,6 +40,7 @@ import platform
 import resource
 import select
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -47,6 +58,7 @@ if str(REPO) not in sys.path:
 from tests.fakeserver import FakeServer, Reply  # noqa: E402
 
 PYTHON = sys.executable
+GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 LLMCLI = str(Path(sys.executable).with_name("llmcli"))
 PROVIDERS = ("openai", "anthropic", "gemini")
 KEYS = {
@@ -83,6 +95,9 @@ class Run:
     sys: float
     max_rss: int
     ttfb: float | None  # first non-empty stdout read, relative to `started`
+    ttfb_cpu: float | None  # CPU time used by then (schedstat; None where unavailable)
+    ttfb_wait: float | None  # time spent runnable but waiting for a CPU by then
+    last_out: float | None  # the last non-empty stdout read, relative to `started`
     code: int
     out: bytes
     err: bytes
@@ -93,14 +108,49 @@ class Run:
     def cpu(self) -> float:
         return self.user + self.sys
 
+    @property
+    def tail(self) -> float | None:
+        """From the last output to the exit: work done after the answer was out."""
+        return None if self.last_out is None else self.wall - self.last_out
+
     def check(self, expect_code: int = 0) -> Run:
         """Raise unless the process exited with `expect_code`; returns self."""
         if self.code != expect_code:
             lines = self.err.decode(errors="replace").strip().splitlines() or ["(no stderr)"]
             raise RuntimeError(
-                f"`{' '.join(self.argv)}` exited {self.code}: {lines[-1]}\n" + "\n".join(lines[-20:])
+                f"`{' '.join(self.argv)}` exited {self.code}: {lines[-1]}\n"
+                + "\n".join(lines[-20:])
             )
         return self
+
+
+def schedstat(pid: int) -> tuple[float | None, float | None]:
+    """Seconds on a CPU and seconds runnable-but-waiting so far, summed over the threads of `pid`
+    and of its live descendants (the command under the GNU time wrapper is its child)."""
+    on_cpu = waiting = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except FileNotFoundError:
+            continue  # it has just exited
+        except OSError:
+            return None, None
+        for task in tasks:
+            base = f"/proc/{current}/task/{task}"
+            try:
+                with open(f"{base}/schedstat") as f:
+                    fields = f.read().split()
+                on_cpu += int(fields[0])
+                waiting += int(fields[1])
+                with open(f"{base}/children") as f:
+                    pending.extend(int(child) for child in f.read().split())
+            except FileNotFoundError:
+                continue  # that thread has just ended
+            except (OSError, ValueError, IndexError):
+                return None, None
+    return on_cpu / 1e9, waiting / 1e9
 
 
 def run_once(
@@ -111,21 +161,43 @@ def run_once(
     timeout: float = 120.0,
 ) -> Run:
     """Spawn `argv` (stdin /dev/null), drain stdout and stderr, reap with `os.wait4`, time it."""
+    if GNU_TIME is None:
+        return _run(list(argv), list(argv), env, cwd, timeout, None)
+    handle, rss_file = tempfile.mkstemp(prefix="llmcli-bench-rss-")
+    os.close(handle)
+    try:
+        command = [GNU_TIME, "-f", "%M", "-o", rss_file, *argv]
+        return _run(list(argv), command, env, cwd, timeout, Path(rss_file))
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(rss_file)
+
+
+def _run(
+    argv: list[str],
+    command: list[str],
+    env: dict[str, str],
+    cwd: str | os.PathLike[str] | None,
+    timeout: float,
+    rss_file: Path | None,
+) -> Run:
     started = time.monotonic()
     proc = subprocess.Popen(
-        list(argv),
+        command,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
         cwd=cwd,
         bufsize=0,
+        start_new_session=True,  # one process group: a timeout kills the command under the wrapper
     )
     assert proc.stdout is not None and proc.stderr is not None
     out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
     buffers = {out_fd: bytearray(), err_fd: bytearray()}
     open_fds = [out_fd, err_fd]
     ttfb: float | None = None
+    ttfb_cpu = ttfb_wait = last_out = None
     deadline = started + timeout
     try:
         while open_fds:
@@ -140,25 +212,36 @@ def run_once(
                     continue
                 if fd == out_fd and ttfb is None:
                     ttfb = time.monotonic() - started
+                    ttfb_cpu, ttfb_wait = schedstat(proc.pid)
+                if fd == out_fd:
+                    last_out = time.monotonic() - started
                 buffers[fd] += data
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.monotonic() - started
     except BaseException:
-        proc.kill()
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         raise
     finally:
         proc.stdout.close()
         proc.stderr.close()
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped: Popen must not wait again
+    max_rss = usage.ru_maxrss * 1024  # KiB on Linux; a floor, see the module docstring
+    if rss_file is not None:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            max_rss = int(rss_file.read_text().split()[-1]) * 1024
     return Run(
-        argv=list(argv),
+        argv=argv,
         started=started,
         wall=wall,
         user=usage.ru_utime,
         sys=usage.ru_stime,
-        max_rss=usage.ru_maxrss * 1024,  # KiB on Linux
+        max_rss=max_rss,
         ttfb=ttfb,
+        ttfb_cpu=ttfb_cpu,
+        ttfb_wait=ttfb_wait,
+        last_out=last_out,
         code=proc.returncode,
         out=bytes(buffers[out_fd]),
         err=bytes(buffers[err_fd]),
@@ -184,7 +267,7 @@ class Summary:
 
 
 def summary(runs: Sequence[Run], figure: str) -> Summary | None:
-    """`figure`: a Run attribute (wall, cpu, user, sys, max_rss, ttfb) or a key of `Run.extra`."""
+    """`figure`: a Run attribute (wall, cpu, max_rss, ttfb, ttfb_cpu, tail...) or a `Run.extra` key."""
     values = [r.extra.get(figure) if figure in r.extra else getattr(r, figure, None) for r in runs]
     if not values or any(v is None for v in values):
         return None
@@ -455,7 +538,8 @@ def ms(seconds: float) -> str:
 
 
 def mib(size: float) -> str:
-    return f"{size / 2**20:.0f}"
+    """Bytes as MiB; `≥` marks the floor `os.wait4` gives without GNU time (module docstring)."""
+    return f"{'' if GNU_TIME else '≥'}{size / 2**20:.0f}"
 
 
 def spread(s: Summary | None, unit: Callable[[float], str]) -> str:
@@ -492,11 +576,38 @@ def machine() -> str:
     for dist in ("llmcli", "openai", "anthropic", "google-genai", "httpx2"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions.append(f"{dist} {metadata.version(dist)}")
+    try:
+        git = ["git", "-C", str(REPO)]
+        head = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--untracked-files=no", "--", "llmcli"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        if head:
+            versions.append(f"llmcli at {head}" + (" with uncommitted changes" if dirty else ""))
+    except (OSError, subprocess.SubprocessError):
+        pass
     return (
         f"{datetime.date.today().isoformat()}, {os.cpu_count()} cores ({cpu}), "
         f"{platform.system()} {platform.release().split('-')[0]}, "
         f"Python {platform.python_version()}; " + ", ".join(versions)
     )
+
+
+def warn_if_busy(say: Callable[[str], None]) -> float:
+    """The 1-minute load average; warns through `say` when other work competes for the CPUs."""
+    load = os.getloadavg()[0]
+    cores = os.cpu_count() or 1
+    if load > cores / 2:
+        say(
+            f"warning: load average {load:.1f} on {cores} cores: other processes compete for the "
+            "CPUs, so wall times will be noisy (CPU times are steadier); best run on a quiet machine"
+        )
+    return load
 
 
 def replace_block(path: Path, name: str, text: str) -> None:

@@ -94,12 +94,12 @@ class ChatSession:
         """Start a turn: a stream to iterate; call `finish` with it, or `abandon` on failure."""
         self.last_prompt = text
         call = core.prepare([*self.history, Message("user", text)], self.flags, self.env)
-        return core.Stream(call, on_retry=self.on_retry)
+        return core.Stream(call, on_retry=self.on_retry, price=False)
 
     def finish(self, stream: core.Stream) -> Response:
         """The turn succeeded: it joins the history, the totals and the log."""
-        response = stream.response
-        assert response is not None
+        assert stream.response is not None
+        response = core.priced(stream.call, stream.response)  # after the reply is on screen
         request = stream.call.request
         self.history = [*request.messages, Message("assistant", response.text)]
         self.totals.add(response)

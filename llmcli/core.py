@@ -168,8 +168,13 @@ def complete(
     *,
     on_retry: Callable[[RetryNotice], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    price: bool = True,
 ) -> Response:
-    """Send the call, retrying by the one policy, and return the complete answer."""
+    """Send the call, retrying by the one policy, and return the complete answer.
+
+    `price=False` leaves `cost_usd` unset, for a caller that prints the answer first and prices
+    it afterwards (pricing loads genai-prices: tens of milliseconds the user need not wait for).
+    """
     retrier = Retrier(RetryPolicy(call.request.retries, sleep=sleep), _translator(call), on_retry)
     started = time.monotonic()
     reply, attempts = retrier.run(lambda: call.provider.complete(call.request))
@@ -180,7 +185,7 @@ def complete(
         duration_ms=_ms(time.monotonic() - started),
         attempts=attempts,
     )
-    return priced(call, reply)
+    return priced(call, reply) if price else reply
 
 
 class Stream:
@@ -196,8 +201,10 @@ class Stream:
         *,
         on_retry: Callable[[RetryNotice], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        price: bool = True,
     ) -> None:
         self.call = call
+        self.price = price
         self.retrier = Retrier(
             RetryPolicy(call.request.retries, sleep=sleep), _translator(call), on_retry
         )
@@ -243,22 +250,20 @@ class Stream:
                         )
                     raise
         now = time.monotonic()
-        self.response = priced(
-            self.call,
-            Response(
-                text=self.text,
-                provider=self.call.request.provider,
-                model=model or self.call.request.model,
-                requested_model=self.call.request.model,
-                usage=usage or Usage(),
-                finish_reason=finish[0] or FinishReason.OTHER,
-                raw_finish_reason=finish[1],
-                duration_ms=_ms(now - self.started),
-                ttft_ms=_ms(self.first_token_at - self.started) if self.first_token_at else None,
-                attempts=self.attempts,
-                request_id=request_id,
-            ),
+        response = Response(
+            text=self.text,
+            provider=self.call.request.provider,
+            model=model or self.call.request.model,
+            requested_model=self.call.request.model,
+            usage=usage or Usage(),
+            finish_reason=finish[0] or FinishReason.OTHER,
+            raw_finish_reason=finish[1],
+            duration_ms=_ms(now - self.started),
+            ttft_ms=_ms(self.first_token_at - self.started) if self.first_token_at else None,
+            attempts=self.attempts,
+            request_id=request_id,
         )
+        self.response = priced(self.call, response) if self.price else response
 
 
 def incomplete(response: Response, *, strict: bool) -> errors.IncompleteAnswer | None:

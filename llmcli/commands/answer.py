@@ -208,10 +208,10 @@ def _run_answer(prompt: tuple[str, ...], params: dict[str, Any], *, stream: bool
     try:
         try:
             if stream:
-                streamer = core.Stream(call, on_retry=_retry_line)
+                streamer = core.Stream(call, on_retry=_retry_line, price=False)
                 response = render.stream_answer(streamer, quiet=params["as_json"])
             else:
-                response = core.complete(call, on_retry=_retry_line)
+                response = core.complete(call, on_retry=_retry_line, price=False)
                 if not params["as_json"]:
                     render.answer(response.text)
         except errors.LlmcliError as exc:
@@ -227,6 +227,9 @@ def _run_answer(prompt: tuple[str, ...], params: dict[str, Any], *, stream: bool
                 call, conversation_id=cid, error=stopped, status="interrupted", partial_text=partial
             )
             raise
+        # Priced once the answer is out, and only if the cost is shown or logged.
+        if journal.enabled or params["usage"] or params["as_json"]:
+            response = core.priced(call, response)
         problem = core.incomplete(response, strict=params["strict"])
         log_id = journal.record(call, conversation_id=cid, response=response, error=problem)
         if params["as_json"]:

@@ -1,0 +1,185 @@
+"""Whole-process benchmark of llmcli's commands, each beside a reference measured in the same run.
+
+    python bench/run.py                  # 1 warm-up + 5 runs of everything, one table
+    python bench/run.py --runs 9
+    python bench/run.py --write-docs     # also replace the numbers in docs/performance.md
+
+Rows (reference in brackets):
+  llmcli --help, llmcli ask --help, llmcli config validate, llmcli cost on an empty log,
+  llmcli ask -p echo                                   [python -c pass]
+  llmcli ask -p openai|anthropic|gemini against the loopback fake server
+                                                       [bench/bare_PROVIDER.py: that SDK, one call]
+`config validate` and `cost` are measured only where `llmcli config validate --help` and
+`llmcli cost --help` exit 0 at run time; otherwise their rows say "not available".
+The streaming comparison is bench/stream.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _measure as m
+
+PROMPT = "Say hello"
+ANSWER = "Hello from the fake server."
+
+
+def available(sandbox: m.Sandbox, *command: str) -> bool:
+    """Whether `llmcli COMMAND --help` exits 0 (the command exists in this build)."""
+    proc = subprocess.run(
+        m.llmcli(*command, "--help"),
+        env=sandbox.env,
+        cwd=sandbox.cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=60,
+    )
+    return proc.returncode == 0
+
+
+def printed(text: str):
+    """An `after` check: the run must print exactly `text` and a newline."""
+    expected = (text + "\n").encode()
+
+    def check(run: m.Run, warmup: bool) -> None:
+        if run.out != expected:
+            raise RuntimeError(f"`{' '.join(run.argv)}` printed {run.out[:200]!r}")
+
+    return check
+
+
+def scripted(srv: m.ServerProcess, provider: str):
+    def before(warmup: bool) -> None:
+        srv.reset()
+        srv.script(provider, text=ANSWER)
+
+    return before
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="measured runs per command (5)")
+    parser.add_argument("--warmup", type=int, default=1, help="warm-up runs (1)")
+    parser.add_argument(
+        "--write-docs", action="store_true", help="replace the numbers in docs/performance.md"
+    )
+    args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    if args.warmup < 1:
+        parser.error("--warmup must be at least 1: the first run fills the byte-code cache")
+    started = time.monotonic()
+
+    def progress(text: str) -> None:
+        print(f"  [{time.monotonic() - started:5.0f} s] {text}", file=sys.stderr, flush=True)
+
+    load_before = m.warn_if_busy(progress)
+
+    with m.ServerProcess() as srv, m.Sandbox(srv.env) as sandbox:
+        python_pass = m.Case("python -c pass", [m.PYTHON, "-c", "pass"])
+        # (row label, case or None when not available, reference case)
+        rows: list[tuple[str, m.Case | None, m.Case]] = []
+
+        def add(label: str, argv: list[str] | None, ref: m.Case, **checks) -> None:
+            rows.append((label, m.Case(label, argv, **checks) if argv else None, ref))
+
+        add("llmcli --help", m.llmcli("--help"), python_pass)
+        add("llmcli ask --help", m.llmcli("ask", "--help"), python_pass)
+        config_ok = available(sandbox, "config", "validate")
+        add(
+            "llmcli config validate",
+            m.llmcli("config", "validate") if config_ok else None,
+            python_pass,
+        )
+        cost_ok = available(sandbox, "cost")
+        # LLMCLI_HOME is a fresh folder and LLMCLI_LOG=0: the log is empty.
+        add("llmcli cost (empty log)", m.llmcli("cost") if cost_ok else None, python_pass)
+        add(
+            "llmcli ask -p echo",
+            m.llmcli("ask", "-p", "echo", PROMPT),
+            python_pass,
+            after=printed(PROMPT),
+        )
+        for provider in m.PROVIDERS:
+            ref = m.Case(
+                f"bare {provider} SDK",
+                m.bare(provider, "ask", PROMPT),
+                before=scripted(srv, provider),
+                after=printed(ANSWER),
+            )
+            add(
+                f"llmcli ask -p {provider}",
+                m.llmcli("ask", "-p", provider, PROMPT),
+                ref,
+                before=scripted(srv, provider),
+                after=printed(ANSWER),
+            )
+        cases: list[m.Case] = []
+        for _, case, ref in rows:
+            for c in (case, ref):
+                if c is not None and c not in cases:
+                    cases.append(c)
+        m.measure(cases, sandbox, runs=args.runs, warmup=args.warmup, progress=progress)
+    elapsed = time.monotonic() - started
+
+    def ms(s: float) -> str:
+        return m.ms(s)
+
+    table_rows = []
+    for label, case, ref in rows:
+        if case is None:
+            table_rows.append([label, "not available", "", "", "", "", "", "", "", "", ""])
+            continue
+        if case.error or ref.error:
+            table_rows.append(
+                [label, f"failed: {case.error or ref.error}", "", "", "", "", "", "", "", "", ""]
+            )
+            continue
+        cells = [label, ref.name]
+        for figure, unit in (("wall", ms), ("cpu", ms), ("max_rss", m.mib)):
+            a, b = case.figure(figure), ref.figure(figure)
+            cells += [m.spread(a, unit), m.spread(b, unit), f"{m.ratio(a, b):.2f}"]
+        table_rows.append(cells)
+    table = m.table(
+        table_rows,
+        [
+            "command",
+            "reference",
+            "wall ms",
+            "ref wall ms",
+            "×",
+            "CPU ms",
+            "ref CPU ms",
+            "×",
+            "peak RSS MiB",
+            "ref RSS MiB",
+            "×",
+        ],
+    )
+    load_after = os.getloadavg()[0]
+    text = "\n".join(
+        [
+            f"Median (min–max) of {args.runs} runs after {args.warmup} warm-up; × = llmcli "
+            f"median / reference median; {m.machine()}; load average {load_before:.1f} before, "
+            f"{load_after:.1f} after; {elapsed:.0f} s in all.",
+            "",
+            table,
+        ]
+    )
+    print(text)
+    if args.write_docs:
+        m.replace_block(m.REPO / "docs" / "performance.md", "run", text)
+        print("docs/performance.md updated", file=sys.stderr)
+    failed = any(case is not None and (case.error or ref.error) for _, case, ref in rows)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
