@@ -13,6 +13,7 @@ from typing import Any
 
 from llmcli import config, core, errors
 from llmcli.journal import Journal, new_conversation_id
+from llmcli.journal import resume as continue_conversation
 from llmcli.retry import RetryNotice
 from llmcli.types import Message, Response
 
@@ -70,11 +71,9 @@ class ChatSession:
         flags = dict(flags)
         session = cls(env, flags, journal)
         if resume or conversation_id:
-            cid, system, past = journal.history(conversation_id)
-            session.conversation_id = cid
-            session.history = [Message(m["role"], m["content"]) for m in past]
-            if flags.get("system") is None and env.lookup("LLM_SYSTEM_PROMPT") is None:
-                flags["system"] = system
+            session.conversation_id, session.history = continue_conversation(
+                journal, conversation_id, session.flags, env
+            )
         session.check()
         return session
 
@@ -101,7 +100,8 @@ class ChatSession:
         assert stream.response is not None
         response = core.priced(stream.call, stream.response)  # after the reply is on screen
         request = stream.call.request
-        self.history = [*request.messages, Message("assistant", response.text)]
+        if response.text:  # an empty (e.g. filtered) reply would be an empty turn providers reject
+            self.history = [*request.messages, Message("assistant", response.text)]
         self.totals.add(response)
         self.journal.record(stream.call, conversation_id=self.conversation_id, response=response)
         return response

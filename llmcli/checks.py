@@ -194,16 +194,6 @@ def cell(text: str | None, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def display_url(url: str) -> str:
-    """A base URL without user:password and query string, which may carry credentials."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url.strip())
-    netloc = parts.netloc.rpartition("@")[2]
-    shown = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-    return shown + ("?..." if parts.query else "")
-
-
 def _config_error(call: Callable[[], object]) -> errors.LlmcliError | None:
     """The ConfigError a `config` function raises, so its exact wording is reused."""
     try:
@@ -286,6 +276,7 @@ def validate(
     names, selection = _selection(env, provider_names, all_providers)
     checks += selection
     checks += _setting_checks(env, names)
+    checks += _prices_checks(env)
     # A key on a line python-dotenv skipped looks "not set"; the fix should point at that line.
     unparsed = {p.name: p.line for p in problems if p.name}
     usable: dict[str, config.Credentials] = {}
@@ -304,6 +295,30 @@ def validate(
         live,
         str(env.env_file) if env.env_file else None,
     )
+
+
+def _prices_checks(env: config.Environment) -> list[Check]:
+    """`prices.toml`, if there is one: every remote call refuses to start when it is malformed."""
+    from llmcli import pricing
+
+    path = paths.prices_file(env)
+    if not path.is_file():
+        return []
+    problem = _config_error(lambda: pricing.load_overrides(path))
+    if problem is None:
+        return [Check("prices", str(path), OK, "file")]
+    return [
+        Check(
+            "prices",
+            str(path),
+            INVALID,
+            "file",
+            problem=problem.message,
+            message=problem.message,
+            fix="see docs/cost.md for the format",
+            exit_code=int(errors.ExitCode.CONFIG),
+        )
+    ]
 
 
 def _dotenv_checks(
@@ -457,7 +472,9 @@ def _provider_checks(
         try:
             config.parse_url(raw)
             rows.append(
-                Check(name, cls.base_url_env, OK, str(source), display_url(raw), provider=name)
+                Check(
+                    name, cls.base_url_env, OK, str(source), redact.display_url(raw), provider=name
+                )
             )
         except ValueError as exc:
             usable = False
@@ -522,7 +539,9 @@ def _live_checks(
     variable = creds.key_var or "-"
     source = str(creds.key_source) if creds.key_source else None
     shown_key = redact.mask(creds.api_key) if creds.api_key else None
-    endpoint = f"{cls.base_url_env}={display_url(creds.base_url)}" if creds.base_url else None
+    endpoint = (
+        f"{cls.base_url_env}={redact.display_url(creds.base_url)}" if creds.base_url else None
+    )
     model, model_source, timeout = _model_and_timeout(name, env)
     provider = cls(api_key=creds.api_key, base_url=creds.base_url)
     try:
@@ -695,7 +714,10 @@ def _shown_providers(env: config.Environment) -> list[Shown]:
             else:
                 rows.append(
                     Shown(
-                        f"{name} endpoint", cls.base_url_env, display_url(found[0]), str(found[1])
+                        f"{name} endpoint",
+                        cls.base_url_env,
+                        redact.display_url(found[0]),
+                        str(found[1]),
                     )
                 )
     return rows

@@ -120,6 +120,8 @@ def run(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except (BrokenPipeError, PipeClosed):
         return _broken_pipe()
+    except OSError as exc:  # e.g. stdout on a full disk: the system's words, not "internal error"
+        return _fail(errors.LlmcliError(f"input/output error: {exc.strerror or exc}"))
     except Exception as exc:  # the one place an unexpected failure becomes exit 1
         if STATE.debug:
             import traceback
@@ -143,9 +145,8 @@ def _broken_pipe() -> int:
     """The reader went away (`| head`): stop quietly, as `cat` does."""
     import os
 
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
+    # Point stdout at /dev/null so the interpreter's final flush cannot fail loudly.
+    if sys.stdout is not None:
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0

@@ -98,7 +98,12 @@ def parse_provider(raw: Any) -> str:
 
 
 def parse_text(raw: Any) -> str:
-    return str(raw)
+    value = str(raw)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes from argv or the environment
+        raise ValueError("is not valid UTF-8; check your terminal's encoding") from None
+    return value
 
 
 def parse_url(raw: Any) -> str:
@@ -267,6 +272,10 @@ def resolve(flags: Mapping[str, Any], env: Environment) -> Settings:
     if values["model"] is None or model_for_other_provider:
         values["model"], sources["model"] = provider_cls.default_model, DEFAULT
     values["model"] = values["model"].strip()
+    if (
+        values["system"] == ""
+    ):  # `-s ""` (or chat's `/system -`): no system prompt, whatever the env says
+        values["system"] = None
 
     temperature = values["temperature"]
     low, high = provider_cls.temperature_range

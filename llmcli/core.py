@@ -41,6 +41,13 @@ def compose_prompt(words: Sequence[str], stdin_text: str | None) -> str:
             "no prompt given",
             'pass it as arguments (llmcli ask "Why is the sky blue?") or pipe it in (cat notes.txt | llmcli ask "Summarize")',
         )
+    try:
+        message.encode("utf-8")
+    except UnicodeEncodeError as exc:  # undecodable bytes in argv arrive as lone surrogates
+        raise errors.UsageError(
+            f"the prompt is not valid UTF-8 (at character {exc.start})",
+            "check your terminal's encoding (LANG / LC_ALL should name UTF-8)",
+        ) from None
     if "\x00" in message:
         raise errors.UsageError(
             "the prompt contains NUL bytes; is that a binary file?",
@@ -65,7 +72,9 @@ class Call:
         return {
             "provider": self.request.provider,
             "model": self.request.model,
-            "endpoint": creds.base_url or "(the provider's default)",
+            "endpoint": redact.display_url(creds.base_url)
+            if creds.base_url
+            else "(the provider's default)",
             "api_key": redact.mask(creds.api_key) if creds.api_key else None,
             "api_key_variable": creds.key_var,
             "timeout_s": self.request.timeout,

@@ -78,6 +78,12 @@ class RateLimitError(LlmcliError):
     retryable = True
 
 
+class QuotaExhausted(RateLimitError):
+    """Out of credit or quota (402, OpenAI's `insufficient_quota`): waiting will not help."""
+
+    retryable = False
+
+
 class ProviderError(LlmcliError):
     """The provider failed: 5xx, overloaded, a malformed reply, or a stream broken off."""
 

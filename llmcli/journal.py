@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmcli import config, errors, paths
-from llmcli.types import Response
+from llmcli.types import Message, Response
 
 if TYPE_CHECKING:
     from llmcli.core import Call
@@ -59,7 +59,6 @@ class Journal:
         """Write one row for `call`; its id, or None if not logged."""
         if not self.enabled:
             return None
-        import sqlite3
 
         from llmcli.store import CallRecord
 
@@ -100,7 +99,7 @@ class Journal:
             record.attempts = record.attempts or error.attempts
         try:
             return self._open().add(record)
-        except (sqlite3.Error, OSError) as exc:
+        except Exception as exc:  # the log must never cost the user an answer or its exit code
             self.problem = f"could not write the call log at {self.path}: {exc}"
             return None
 
@@ -108,6 +107,10 @@ class Journal:
         """(id, system prompt, messages) of a conversation; None = the latest one."""
         import sqlite3
 
+        if not self.path.is_file():  # nothing logged yet; reading must not create the log
+            raise errors.UsageError(
+                "there is no conversation to continue yet", "start one without -c/--continue"
+            )
         try:
             store = self._open()
             cid = conversation_id or store.latest_conversation()
@@ -123,3 +126,17 @@ class Journal:
                 f"no conversation with id {cid!r} in the log", "see the ids with: llmcli logs"
             )
         return cid, found[0], found[1]
+
+
+def resume(
+    journal: Journal, conversation_id: str | None, flags: dict[str, object], env: config.Environment
+) -> tuple[str, list[Message]]:
+    """A conversation to continue (None = the latest): its id and messages so far.
+
+    It keeps its system prompt unless one is given now (a flag or LLM_SYSTEM_PROMPT): `flags`
+    is updated in place.
+    """
+    cid, system, past = journal.history(conversation_id)
+    if flags.get("system") is None and env.lookup("LLM_SYSTEM_PROMPT") is None:
+        flags["system"] = system
+    return cid, [Message(m["role"], m["content"]) for m in past]

@@ -29,3 +29,13 @@ def scrub(text: str, secrets: Iterable[str | None]) -> str:
         if secret and len(secret) >= 4 and secret in text:
             text = text.replace(secret, mask(secret))
     return text
+
+
+def display_url(url: str) -> str:
+    """A base URL without user:password and query string, which may carry credentials."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url.strip())
+    netloc = parts.netloc.rpartition("@")[2]
+    shown = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return shown + ("?..." if parts.query else "")

@@ -6,6 +6,7 @@ usage lines and errors go to stderr. Colour only on a terminal, never with NO_CO
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -47,17 +48,26 @@ def error(exc: errors.LlmcliError) -> None:
         diag(exc.hint)
 
 
+def stdout() -> IO[str]:
+    """sys.stdout, or BrokenPipeError when the shell closed it (`>&-`): handled as a closed pipe."""
+    if sys.stdout is None:
+        raise BrokenPipeError("standard output is closed")
+    return sys.stdout
+
+
 def answer(text: str) -> None:
     """The answer on stdout, ending with exactly one newline (nothing at all if empty)."""
     if not text:
         return
-    sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    sys.stdout.flush()
+    out = stdout()
+    out.write(text if text.endswith("\n") else text + "\n")
+    out.flush()
 
 
 def as_json_out(data: Any, indent: int | None = None) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=indent) + "\n")
-    sys.stdout.flush()
+    out = stdout()
+    out.write(json.dumps(data, ensure_ascii=False, indent=indent) + "\n")
+    out.flush()
 
 
 def _count(value: int | None) -> str:
@@ -139,14 +149,15 @@ class Waiting:
         self.done()
 
 
-def stream_answer(stream: Any, *, quiet: bool = False) -> Response:
+def stream_answer(stream: Any, *, quiet: bool = False, end_line: bool = False) -> Response:
     """Write each delta of a `core.Stream` to stdout the moment it arrives, flushed.
 
     On any failure or Ctrl-C, what was printed stays and the line is ended, so the shell prompt
-    does not land mid-answer. `quiet` consumes the stream without printing (for `--json`).
+    does not land mid-answer. `quiet` consumes the stream without printing (for `--json`);
+    `end_line` writes the newline even after an empty answer (one line per reply, for chat).
     """
-    out = sys.stdout
-    last = "\n"
+    out = stdout()
+    last = ""
     request = stream.call.request
     try:
         with Waiting(f"waiting for {request.provider} {request.model}") as waiting:
@@ -156,11 +167,11 @@ def stream_answer(stream: Any, *, quiet: bool = False) -> Response:
                     out.write(text)
                     out.flush()
                     last = text[-1]
+        if end_line and not quiet and not last:
+            last = " "  # an empty reply still gets its line
     finally:
-        if not quiet and last != "\n":
-            try:
+        if not quiet and last and last != "\n":
+            with contextlib.suppress(BrokenPipeError, ValueError):
                 out.write("\n")
                 out.flush()
-            except (BrokenPipeError, ValueError):
-                pass
     return stream.response

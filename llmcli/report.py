@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,12 @@ def parse_when(text: str, option: str, now: dt.datetime | None = None) -> str:
     now = now or dt.datetime.now(dt.timezone.utc)
     match = _RELATIVE.match(text)
     if match:
-        when = now - dt.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        try:
+            when = now - dt.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        except OverflowError:
+            raise errors.UsageError(
+                f"invalid value for {option}: {text!r} reaches before year 1"
+            ) from None
     else:
         try:
             when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
@@ -38,6 +45,23 @@ def parse_when(text: str, option: str, now: dt.datetime | None = None) -> str:
         if when.tzinfo is None:
             when = when.replace(tzinfo=dt.timezone.utc)
     return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[Any]:
+    """The log opened for a report; a damaged file is a configuration error, not a crash."""
+    import sqlite3
+
+    from llmcli.store import Store
+
+    try:
+        with Store(path) as store:
+            yield store
+    except (sqlite3.Error, OSError) as exc:
+        raise errors.ConfigError(
+            f"cannot read the call log at {path}: {exc}",
+            "move the damaged file aside; llmcli starts a new log on the next call",
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -92,9 +116,7 @@ def cost_summary(
     """Rows per group and the total; ([], None) when nothing was logged in the range."""
     if not path.is_file():
         return [], None
-    from llmcli.store import Store
-
-    with Store(path) as store:
+    with _reading(path) as store:
         grouped = store.aggregate(by, since=since, until=until, filters=filters)
         total = store.aggregate((), since=since, until=until, filters=filters)[0]
     if not total["calls"]:
@@ -109,9 +131,7 @@ def recent_calls(
     """The last `limit` calls, oldest first, as dictionaries (messages decoded)."""
     if not path.is_file():
         return []
-    from llmcli.store import Store
-
-    with Store(path) as store:
+    with _reading(path) as store:
         rows = store.recent(limit, conversation_id)
     calls = []
     for row in rows:

@@ -200,8 +200,10 @@ class Store:
         whole history; failed turns leave nothing dangling. None if the id is unknown.
         """
         row = self.db.execute(
+            # Only complete answers: a filtered (exit 8) or empty reply would send an empty
+            # assistant turn, which providers reject.
             "SELECT system_prompt, messages, answer FROM calls WHERE conversation_id = ? AND status = 'ok' "
-            "ORDER BY id DESC LIMIT 1",
+            "AND exit_code = 0 AND answer <> '' ORDER BY id DESC LIMIT 1",
             (conversation_id,),
         ).fetchone()
         if row is None:
@@ -237,7 +239,12 @@ class Store:
             where.append("ts < ?")
             params.append(until)
         for column, value in (filters or {}).items():
-            if value is not None:
+            if value is None:
+                continue
+            if column == "model":  # the name asked for, or the (often dated) one reported
+                where.append("(model = ? OR requested_model = ?)")
+                params += [value, value]
+            else:
                 where.append(f"{keys[column]} = ?")
                 params.append(value)
         columns = ", ".join([*select, ""])
@@ -249,5 +256,7 @@ class Store:
         if where:
             sql += " WHERE " + " AND ".join(where)
         if group_by:
-            sql += f" GROUP BY {', '.join(group_by)} ORDER BY {', '.join(group_by)}"
+            # By position: in GROUP BY, SQLite binds a bare name to the table's column, not the alias.
+            positions = ", ".join(str(i + 1) for i in range(len(group_by)))
+            sql += f" GROUP BY {positions} ORDER BY {positions}"
         return self.db.execute(sql, params).fetchall()

@@ -146,22 +146,26 @@ FLAG_NAMES = (
 )
 
 
+def command_flags(params: dict[str, Any]) -> dict[str, Any]:
+    """The shared model options as `core.prepare` flags (None = not given)."""
+    if params["continue_"] and params["cid"]:
+        raise errors.UsageError("use -c/--continue or --cid, not both")
+    flags = {name: params.get(name) for name in FLAG_NAMES}
+    flags["stop"] = flags["stop"] or None
+    return flags
+
+
 def _conversation(params: dict[str, Any], env: Any, flags: dict[str, Any]) -> tuple[str, list[Any]]:
     """The conversation id and earlier messages: a new conversation unless -c or --cid is given."""
-    from llmcli.journal import Journal, new_conversation_id
-    from llmcli.types import Message
+    from llmcli.journal import Journal, new_conversation_id, resume
 
     if not (params["continue_"] or params["cid"]):
         return new_conversation_id(), []
     journal = Journal(env)
     try:
-        cid, system, past = journal.history(params["cid"])
+        return resume(journal, params["cid"], flags, env)
     finally:
         journal.close()
-    # The conversation keeps its system prompt unless one is given now.
-    if flags["system"] is None and env.lookup("LLM_SYSTEM_PROMPT") is None:
-        flags["system"] = system
-    return cid, [Message(m["role"], m["content"]) for m in past]
 
 
 def _dry_run(call: Any) -> None:
@@ -190,13 +194,10 @@ def _run_answer(prompt: tuple[str, ...], params: dict[str, Any], *, stream: bool
     from llmcli.journal import Journal
     from llmcli.types import Message
 
-    if params["continue_"] and params["cid"]:
-        raise errors.UsageError("use -c/--continue or --cid, not both")
+    flags = command_flags(params)
     env = environment()
     stdin_text = None if params["no_stdin"] else read_stdin()
     message = core.compose_prompt(prompt, stdin_text)
-    flags = {name: params.get(name) for name in FLAG_NAMES}
-    flags["stop"] = flags["stop"] or None
     cid, history = _conversation(params, env, flags)
     messages = [*history, Message("user", message)]
     call = core.prepare(messages, flags, env, require_key=not params["dry_run"])
@@ -204,7 +205,7 @@ def _run_answer(prompt: tuple[str, ...], params: dict[str, Any], *, stream: bool
         _dry_run(call)
         return
     journal = Journal(env, enabled=call.settings.log and not params["no_log"])
-    streamer = None
+    streamer = response = None
     try:
         try:
             if stream:
@@ -226,6 +227,16 @@ def _run_answer(prompt: tuple[str, ...], params: dict[str, Any], *, stream: bool
             journal.record(
                 call, conversation_id=cid, error=stopped, status="interrupted", partial_text=partial
             )
+            raise
+        except OSError:
+            # stdout closed (`| head`) or full while the answer was written: still a call made.
+            if response is not None:
+                journal.record(call, conversation_id=cid, response=core.priced(call, response))
+            else:
+                partial = streamer.text if streamer else None
+                journal.record(
+                    call, conversation_id=cid, status="interrupted", partial_text=partial
+                )
             raise
         # Priced once the answer is out, and only if the cost is shown or logged.
         if journal.enabled or params["usage"] or params["as_json"]:

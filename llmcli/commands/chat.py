@@ -16,7 +16,7 @@ import click
 
 from llmcli import errors, render
 from llmcli.cli import CONTEXT, environment
-from llmcli.commands.answer import FLAG_NAMES, decode_input, model_options
+from llmcli.commands.answer import command_flags, decode_input, model_options
 
 BLOCK = '"""'
 HELP = """\
@@ -116,7 +116,7 @@ def _command(session: Any, line: str) -> str | None:
         return prompt
     elif name in ("system", "model", "provider"):
         if arg:
-            value = None if (name == "system" and arg == "-") else arg
+            value = "" if (name == "system" and arg == "-") else arg  # "" = no system prompt
             session.set(name, value.lower() if name == "provider" and value else value)
         _show(session)
     else:
@@ -124,20 +124,28 @@ def _command(session: Any, line: str) -> str | None:
     return None
 
 
-def _reply(session: Any, text: str) -> errors.LlmcliError | None:
-    """Send one message and stream its reply; a failure is shown and returned, never raised."""
+def _reply(session: Any, text: str, *, interactive: bool = True) -> errors.LlmcliError | None:
+    """Send one message and stream its reply; a failure is shown and returned, never raised.
+
+    Ctrl-C cancels the reply and, at a terminal, returns to the prompt; from a pipe it stops
+    the whole run (exit 130), as it would any other command.
+    """
     stream = None
     try:
         stream = session.turn(text)
-        render.stream_answer(stream)
-        session.finish(stream)
+        render.stream_answer(stream, end_line=True)
+        response = session.finish(stream)
     except errors.LlmcliError as exc:
         session.abandon(stream, exc)
         render.error(exc)
         return exc
     except KeyboardInterrupt:
         session.abandon(stream, errors.Interrupted("reply cancelled"), interrupted=True)
+        if not interactive:
+            raise
         render.diag("(reply cancelled)")
+        return None
+    render.finish_warnings(response, stream.call.request.max_tokens)
     return None
 
 
@@ -195,11 +203,8 @@ def chat(**params: Any) -> None:
     from llmcli.chat import ChatSession
     from llmcli.journal import Journal
 
-    if params["continue_"] and params["cid"]:
-        raise errors.UsageError("use -c/--continue or --cid, not both")
+    flags = command_flags(params)
     env = environment()
-    flags = {name: params.get(name) for name in FLAG_NAMES}
-    flags["stop"] = flags["stop"] or None
     journal = Journal(env)
     try:
         session = ChatSession.start(
@@ -216,7 +221,7 @@ def chat(**params: Any) -> None:
             return
         first_failure = None
         for text in messages(_piped_lines()):
-            failure = _reply(session, text)
+            failure = _reply(session, text, interactive=False)
             first_failure = first_failure or failure
         if first_failure is not None:
             raise click.exceptions.Exit(int(first_failure.exit_code))

@@ -91,7 +91,7 @@ def cost(by: str | None, since: str | None, until: str | None, provider: str | N
         return
     if total is None:
         render.diag(
-            f"No calls logged{' in that range' if since or until else ' yet'} (log: {path})."
+            f"No calls {'match' if since or until or provider or model or tag else 'logged yet'} (log: {path})."
         )
         return
     from tabulate import tabulate
@@ -191,7 +191,7 @@ def logs(count: int, cid: str | None, as_json: bool) -> None:
             c["conversation_id"],
             c["provider"],
             c["model"] or c["requested_model"],
-            c["status"] if c["status"] == "ok" else f"{c['status']} ({c['exit_code']})",
+            c["status"] if not c["exit_code"] else f"{c['status']} ({c['exit_code']})",
             c["input_tokens"] if c["input_tokens"] is not None else "?",
             c["output_tokens"] if c["output_tokens"] is not None else "?",
             render.cost_text(c["cost_usd"]),

@@ -67,14 +67,14 @@ class AnthropicProvider(Provider):
     supports = frozenset({"temperature", "top_p", "stop"})
     temperature_range = (0.0, 1.0)
 
-    def _client(self, request: Request) -> Any:
+    def _client(self, timeout: float) -> Any:
         import anthropic
 
         # An explicit timeout also skips the SDK's "streaming is required" guard for big max_tokens.
         return anthropic.Anthropic(
             api_key=self.api_key,
             base_url=self.base_url,
-            timeout=request.timeout,
+            timeout=timeout,
             max_retries=0,
         )
 
@@ -99,7 +99,7 @@ class AnthropicProvider(Provider):
         return params
 
     def complete(self, request: Request) -> Response:
-        with self._client(request) as client:
+        with self._client(request.timeout) as client:
             reply = client.messages.create(**self.params(request))
         text = "".join(block.text for block in reply.content if block.type == "text")
         return Response(
@@ -115,7 +115,7 @@ class AnthropicProvider(Provider):
     def stream(self, request: Request) -> Iterator[Chunk]:
         usage = Usage()
         with (
-            self._client(request) as client,
+            self._client(request.timeout) as client,
             client.messages.create(stream=True, **self.params(request)) as events,
         ):
             for event in events:
@@ -136,13 +136,10 @@ class AnthropicProvider(Provider):
                     )
 
     def list_models(self, timeout: float) -> list[str]:
-        import anthropic
 
-        client = anthropic.Anthropic(
-            api_key=self.api_key, base_url=self.base_url, timeout=timeout, max_retries=0
-        )
         # The largest page the API allows, so one request usually lists them all.
-        return [model.id for model in client.models.list(limit=1000)]
+        with self._client(timeout) as client:
+            return [model.id for model in client.models.list(limit=1000)]
 
     def translate_error(self, exc: BaseException):
         import anthropic

@@ -106,7 +106,14 @@ def error_for_status(
             provider=provider,
             status=status,
         )
-    if status == 429 or status == 402:
+    if status == 402 or kind in ("insufficient_quota", "billing_error"):
+        return errors.QuotaExhausted(
+            f"{provider} says the account is out of credit or quota ({status}): {detail}",
+            "add credit or raise the quota in the provider's console; retrying will not help",
+            provider=provider,
+            status=status,
+        )
+    if status == 429:
         hint = "wait and try again, or check your plan's rate limits and quota"
         return errors.RateLimitError(
             f"rate limited by {where}: {detail}",

@@ -115,12 +115,12 @@ class GeminiProvider(Provider):
     def key_hint(self) -> str:
         return "check GEMINI_API_KEY or GOOGLE_API_KEY (run `llmcli config validate --live`)"
 
-    def _client(self, request: Request) -> Any:
+    def _client(self, timeout: float) -> Any:
         from google import genai
         from google.genai import types
 
         # No retry_options: google-genai then makes exactly one attempt; retries are ours.
-        options = types.HttpOptions(base_url=self.base_url, timeout=int(request.timeout * 1000))
+        options = types.HttpOptions(base_url=self.base_url, timeout=int(timeout * 1000))
         return genai.Client(api_key=self.api_key, vertexai=False, http_options=options)
 
     def params(self, request: Request) -> dict[str, Any]:
@@ -146,7 +146,7 @@ class GeminiProvider(Provider):
 
     def complete(self, request: Request) -> Response:
         # Keep the client in a variable (a dropped Client closes its transport) and close it after.
-        with self._client(request) as client:
+        with self._client(request.timeout) as client:
             reply = client.models.generate_content(**self.params(request))
         text, raw, tool = _read(reply)
         return Response(
@@ -163,7 +163,7 @@ class GeminiProvider(Provider):
         usage: Usage | None = None
         raw: str | None = None
         tool = False
-        with self._client(request) as client:
+        with self._client(request.timeout) as client:
             for reply in client.models.generate_content_stream(**self.params(request)):
                 text, chunk_raw, chunk_tool = _read(reply)
                 raw = chunk_raw or raw
@@ -179,15 +179,10 @@ class GeminiProvider(Provider):
         )
 
     def list_models(self, timeout: float) -> list[str]:
-        from google import genai
-        from google.genai import types
-
-        options = types.HttpOptions(base_url=self.base_url, timeout=int(timeout * 1000))
-        # Keep `client` referenced while the pager runs: a dropped Client closes its transport.
-        client = genai.Client(api_key=self.api_key, vertexai=False, http_options=options)
-        pager = client.models.list(config={"page_size": 1000})
         # Names come as `models/gemini-2.5-flash`; LLM_MODEL is usually written without the prefix.
-        return [(model.name or "").removeprefix("models/") for model in pager if model.name]
+        with self._client(timeout) as client:
+            pager = client.models.list(config={"page_size": 1000})
+            return [(model.name or "").removeprefix("models/") for model in pager if model.name]
 
     def translate_error(self, exc: BaseException) -> errors.LlmcliError | None:
         from google.genai import errors as genai_errors

@@ -43,14 +43,14 @@ class OpenAIProvider(Provider):
     temperature_range = (0.0, 2.0)
     max_stop_sequences = 4
 
-    def _client(self, request: Request) -> Any:
+    def _client(self, timeout: float) -> Any:
         import openai
 
         # Retries are ours (one policy for every provider), so the SDK's are off.
         return openai.OpenAI(
             api_key=self.api_key,
             base_url=self.base_url,
-            timeout=request.timeout,
+            timeout=timeout,
             max_retries=0,
         )
 
@@ -80,23 +80,24 @@ class OpenAIProvider(Provider):
     def complete(self, request: Request) -> Response:
         from llmcli import errors
 
-        with self._client(request) as client:
+        with self._client(request.timeout) as client:
             reply = client.chat.completions.create(**self.params(request))
         if not reply.choices:
             raise errors.ProviderError("openai sent a reply with no choices", provider=self.name)
         choice = reply.choices[0]
         message = choice.message
         text = message.content or ""
-        finish = _finish(choice.finish_reason)
+        finish, raw = _finish(choice.finish_reason), choice.finish_reason
         if not text and getattr(message, "refusal", None):
-            text, finish = "", FinishReason.CONTENT_FILTER
+            # The model declined (a `refusal` instead of content): a filtered answer.
+            finish, raw = FinishReason.CONTENT_FILTER, "refusal"
         return Response(
             text=text,
             provider=self.name,
             model=reply.model or request.model,
             usage=_usage(reply.usage),
             finish_reason=finish,
-            raw_finish_reason=choice.finish_reason,
+            raw_finish_reason=raw,
             request_id=reply.id,
         )
 
@@ -105,29 +106,31 @@ class OpenAIProvider(Provider):
         # Without include_usage no chunk carries token counts (wire.md §5).
         params["stream_options"] = {"include_usage": True}
         with (
-            self._client(request) as client,
+            self._client(request.timeout) as client,
             client.chat.completions.create(stream=True, **params) as events,
         ):
+            refused = False
             for event in events:
                 for choice in event.choices:
                     content = getattr(choice.delta, "content", None)
+                    refused = refused or bool(getattr(choice.delta, "refusal", None))
                     if content:
                         yield Chunk(text=content, model=event.model, request_id=event.id)
                     if choice.finish_reason:
+                        filtered = refused and choice.finish_reason == "stop"
                         yield Chunk(
-                            finish_reason=_finish(choice.finish_reason),
-                            raw_finish_reason=choice.finish_reason,
+                            finish_reason=FinishReason.CONTENT_FILTER
+                            if filtered
+                            else _finish(choice.finish_reason),
+                            raw_finish_reason="refusal" if filtered else choice.finish_reason,
                         )
                 if event.usage is not None:
                     yield Chunk(usage=_usage(event.usage), model=event.model)
 
     def list_models(self, timeout: float) -> list[str]:
-        import openai
 
-        client = openai.OpenAI(
-            api_key=self.api_key, base_url=self.base_url, timeout=timeout, max_retries=0
-        )
-        return [model.id for model in client.models.list()]
+        with self._client(timeout) as client:
+            return [model.id for model in client.models.list()]
 
     def translate_error(self, exc: BaseException):
         import openai
