@@ -118,10 +118,18 @@ def cost_summary(
         return [], None
     with _reading(path) as store:
         grouped = store.aggregate(by, since=since, until=until, filters=filters)
-        total = store.aggregate((), since=since, until=until, filters=filters)[0]
-    if not total["calls"]:
+    if not grouped:
         return [], None
     rows = [_row({g: r[g] for g in by}, r) for r in grouped]
+    # The total is the sum of the groups: one scan of the log, not two.
+    known = [r["cost_usd"] for r in grouped if r["cost_usd"] is not None]
+    total = {
+        "calls": sum(r["calls"] for r in grouped),
+        "input_tokens": sum(r["input_tokens"] or 0 for r in grouped),
+        "output_tokens": sum(r["output_tokens"] or 0 for r in grouped),
+        "cost_usd": sum(known) if known else None,
+        "unpriced": sum(r["unpriced"] for r in grouped),
+    }
     return rows, _row({}, total)
 
 

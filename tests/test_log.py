@@ -16,7 +16,7 @@ from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price
 
 from llmcli import pricing, report
-from llmcli.store import MIGRATIONS, CallRecord, Store
+from llmcli.store import COLUMNS, MIGRATIONS, CallRecord, Store
 from llmcli.types import Usage
 from tests.conftest import LLMCLI, base_env, run_cli
 from tests.fakeserver import Reply
@@ -357,16 +357,33 @@ def test_a_migration_1_database_upgrades_in_place(tmp_path):
     old.db = sqlite3.connect(path, isolation_level=None)
     old.db.row_factory = sqlite3.Row
     old.migrate(upto=1)
-    old.add(CallRecord("openai", "ok", model="gpt-4o-mini", input_tokens=5))
+    # Rows written the way release 1 wrote them: only the columns migration 1 created.
+    for record in (
+        CallRecord("openai", "ok", model="gpt-4o-mini", input_tokens=5, cost_usd=0.1),
+        CallRecord("openai", "ok", model="private", input_tokens=7, cost_usd=None),
+    ):
+        values = dict(zip(COLUMNS, record.values(), strict=True))
+        del values["unpriced"]
+        old.db.execute(
+            f"INSERT INTO calls ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+            list(values.values()),
+        )
     assert old.version == 1
     old.close()
     with Store(path) as store:
         assert store.version == len(MIGRATIONS)
-        assert [r["input_tokens"] for r in store.recent()] == [5]
+        assert [r["input_tokens"] for r in store.recent()] == [5, 7]
+        # Migration 3 worked out which old calls have an unknown price.
+        assert [r["unpriced"] for r in store.recent()] == [0, 1]
         indexes = {
             r[0] for r in store.db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
         }
-        assert {"calls_ts", "calls_provider_model"} <= indexes
+        assert {
+            "calls_ts",
+            "calls_provider_model",
+            "calls_cost_by_model",
+            "calls_cost_by_day",
+        } <= indexes
 
 
 def test_database_is_in_wal_mode(tmp_path):
