@@ -32,7 +32,12 @@ def _style(text: str, stream: IO[str], **style: Any) -> str:
 
 
 def diag(message: str) -> None:
-    """One line on stderr, flushed (it may interleave with a streaming answer)."""
+    """One line on stderr, flushed (it may interleave with a streaming answer).
+
+    A waiting indicator on the terminal is erased first, so a retry line does not land on it.
+    """
+    if Waiting.showing:
+        sys.stderr.write("\r\033[K")
     sys.stderr.write(message + "\n")
     sys.stderr.flush()
 
@@ -113,6 +118,7 @@ class Waiting:
     """A small indicator on a terminal's stderr until the first token arrives; nothing otherwise."""
 
     FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+    showing = False  # one is on screen now (class-wide: there is one terminal)
 
     def __init__(self, label: str) -> None:
         self.label = label
@@ -126,6 +132,7 @@ class Waiting:
 
             self._stop = threading.Event()
             self._thread = threading.Thread(target=self._spin, daemon=True)
+            Waiting.showing = True
             self._thread.start()
         return self
 
@@ -142,6 +149,7 @@ class Waiting:
             self._stop.set()
             self._thread.join()
             self._thread = None
+            Waiting.showing = False
             sys.stderr.write("\r\033[K")
             sys.stderr.flush()
 

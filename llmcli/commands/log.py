@@ -22,14 +22,15 @@ def _cost_cell(cost: float | None, unpriced: int) -> str:
     return f"{text} + n/a ({unpriced} calls)" if unpriced else text
 
 
-def _tabulate_formats() -> list[str]:
-    # tabulate's own list, read lazily so `--help` does not import it.
-    return ["simple", "plain", "github", "grid", "pipe", "orgtbl", "rst", "html", "latex", "tsv",
-            "simple_grid", "rounded_grid", "heavy_grid", "mixed_grid", "double_grid", "fancy_grid",
-            "outline", "simple_outline", "rounded_outline", "heavy_outline", "mixed_outline",
-            "double_outline", "fancy_outline", "psql", "jira", "presto", "pretty", "mediawiki",
-            "moinmoin", "youtrack", "textile", "unsafehtml", "asciidoc", "latex_raw", "latex_booktabs",
-            "latex_longtable"]  # fmt: skip
+def _check_format(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """`csv`, `json`, or one of tabulate's own formats (its list read only when needed)."""
+    if value in ("csv", "json", "simple"):
+        return value
+    from tabulate import tabulate_formats
+
+    if value not in tabulate_formats:
+        raise click.BadParameter(f"{value!r}: use csv, json or one of: {', '.join(tabulate_formats)}")
+    return value
 
 
 @click.command(context_settings=CONTEXT)
@@ -50,8 +51,8 @@ def _tabulate_formats() -> list[str]:
     "fmt",
     default="simple",
     show_default=True,
-    type=click.Choice(["csv", "json", *_tabulate_formats()]),
-    help="Any tabulate table format, or csv or json.",
+    callback=_check_format,
+    help="csv, json, or any tabulate table format (github, grid, psql, pipe, ...).",
 )
 def cost(by: str | None, since: str | None, until: str | None, provider: str | None, model: str | None,
          tag: str | None, fmt: str) -> None:  # fmt: skip
