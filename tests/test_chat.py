@@ -168,3 +168,51 @@ def test_ctrl_c_at_an_empty_prompt_leaves_with_totals():
     assert chat.exitstatus == 0
     # Input history persists in LLMCLI_HOME for the next session's arrow keys.
     assert "hello" in (Path(os.environ["LLMCLI_HOME"]) / "chat_history").read_text()
+
+
+def test_provider_switch_retry_system_and_resume_at_a_terminal(fake):
+    fake.script("anthropic", Reply(text="Bonjour."), Reply(text="Salut."))
+    chat = Session("-p", "echo", env=base_env(fake))
+    try:
+        chat.expect_exact("> ")
+        chat.sendline("hello from echo")
+        chat.expect_exact("> ")
+        chat.sendline("/system Answer in French.")
+        chat.expect_exact("system prompt: 'Answer in French.'")
+        chat.expect_exact("> ")
+        chat.sendline("/provider anthropic")
+        chat.expect_exact("provider anthropic, model claude-haiku-4-5")
+        chat.expect_exact("> ")
+        chat.sendline("and now?")
+        chat.expect_exact("Bonjour.")
+        chat.expect_exact("> ")
+        chat.sendline("/retry")
+        chat.expect_exact("Salut.")
+        chat.expect_exact("> ")
+        chat.sendline("/provider nosuch")
+        chat.expect_exact("Error: ")
+        chat.expect_exact("> ")
+        chat.sendeof()
+        chat.expect(pexpect.EOF)
+    finally:
+        chat.close()
+    first, retried = fake.requests_for("anthropic")
+    # The echo turn carried over to the new provider; /retry sent the same history again.
+    assert first.body["system"] == "Answer in French."
+    assert [m["content"] for m in first.body["messages"]] == [
+        "hello from echo",
+        "hello from echo",
+        "and now?",
+    ]
+    assert retried.body["messages"] == first.body["messages"]
+
+    resumed = Session("-p", "echo", "-c", env=base_env(fake))
+    try:
+        resumed.expect_exact("continuing conversation")
+        resumed.expect_exact("you: and now?")
+        resumed.expect_exact("assistant: Salut.")
+        resumed.expect_exact("> ")
+        resumed.sendeof()
+        resumed.expect(pexpect.EOF)
+    finally:
+        resumed.close()
