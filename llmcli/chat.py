@@ -55,6 +55,7 @@ class ChatSession:
     history: list[Message] = field(default_factory=list)
     totals: Totals = field(default_factory=Totals)
     last_prompt: str | None = None
+    last_joined: bool = False  # whether the last turn's exchange is the end of `history`
     on_retry: Callable[[RetryNotice], None] | None = None
 
     @classmethod
@@ -92,25 +93,33 @@ class ChatSession:
     def turn(self, text: str) -> core.Stream:
         """Start a turn: a stream to iterate; call `finish` with it, or `abandon` on failure."""
         self.last_prompt = text
+        self.last_joined = False
         call = core.prepare([*self.history, Message("user", text)], self.flags, self.env)
         return core.Stream(call, on_retry=self.on_retry, price=False)
 
-    def finish(self, stream: core.Stream) -> Response:
-        """The turn succeeded: it joins the history, the totals and the log."""
+    def finish(self, stream: core.Stream) -> tuple[Response, errors.IncompleteAnswer | None]:
+        """The reply arrived: it joins the totals and the log, and the history if it is whole.
+
+        A filtered reply is returned with its error (exit 8), as `ask` would; it stays out of the
+        history, as would an empty reply, which providers reject as an assistant turn.
+        """
         assert stream.response is not None
         response = core.priced(stream.call, stream.response)  # after the reply is on screen
-        request = stream.call.request
-        if response.text:  # an empty (e.g. filtered) reply would be an empty turn providers reject
-            self.history = [*request.messages, Message("assistant", response.text)]
+        problem = core.incomplete(response, strict=False)
+        if response.text and problem is None:
+            self.history = [*stream.call.request.messages, Message("assistant", response.text)]
+            self.last_joined = True
         self.totals.add(response)
-        self.journal.record(stream.call, conversation_id=self.conversation_id, response=response)
-        return response
+        self.journal.record(
+            stream.call, conversation_id=self.conversation_id, response=response, error=problem
+        )
+        return response, problem
 
     def abandon(
         self, stream: core.Stream | None, error: errors.LlmcliError, *, interrupted: bool = False
     ) -> None:
         """The turn failed or was cancelled: log it, and leave the history as it was."""
-        if stream is None:
+        if stream is None or stream.started is None:  # never sent: nothing to log
             return
         self.journal.record(
             stream.call,
@@ -124,8 +133,9 @@ class ChatSession:
         """The message `/retry` sends again; drops its earlier answer from the history."""
         if self.last_prompt is None:
             return None
-        if len(self.history) >= 2 and self.history[-2].content == self.last_prompt:
+        if self.last_joined:  # only the last turn's own exchange, never an earlier look-alike
             self.history = self.history[:-2]
+            self.last_joined = False
         return self.last_prompt
 
     def clear(self) -> None:
@@ -133,6 +143,7 @@ class ChatSession:
         self.history = []
         self.conversation_id = new_conversation_id()
         self.last_prompt = None
+        self.last_joined = False
 
     def set(self, name: str, value: Any) -> None:
         """Change a setting for the next turns (checked now; the old value stays on error)."""

@@ -105,8 +105,21 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code)
 
 
+def _check_arguments(argv: list[str]) -> None:
+    """Every argument must be text: undecodable bytes arrive as lone surrogates and crash later."""
+    for number, arg in enumerate(argv, start=1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            raise errors.UsageError(
+                f"argument {number} is not valid UTF-8",
+                "check your terminal's encoding (LANG / LC_ALL should name UTF-8)",
+            ) from None
+
+
 def run(argv: list[str] | None = None) -> int:
     try:
+        _check_arguments(sys.argv[1:] if argv is None else argv)
         result = cli.main(args=argv, prog_name="llmcli", standalone_mode=False)
         return result if isinstance(result, int) else 0
     except errors.LlmcliError as exc:

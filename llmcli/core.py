@@ -41,13 +41,6 @@ def compose_prompt(words: Sequence[str], stdin_text: str | None) -> str:
             "no prompt given",
             'pass it as arguments (llmcli ask "Why is the sky blue?") or pipe it in (cat notes.txt | llmcli ask "Summarize")',
         )
-    try:
-        message.encode("utf-8")
-    except UnicodeEncodeError as exc:  # undecodable bytes in argv arrive as lone surrogates
-        raise errors.UsageError(
-            f"the prompt is not valid UTF-8 (at character {exc.start})",
-            "check your terminal's encoding (LANG / LC_ALL should name UTF-8)",
-        ) from None
     if "\x00" in message:
         raise errors.UsageError(
             "the prompt contains NUL bytes; is that a binary file?",

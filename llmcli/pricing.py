@@ -71,11 +71,14 @@ def load_overrides(path: Path) -> dict[tuple[str, str], Override]:
             )
         for model, table in models.items():
             try:
-                overrides[(provider, model)] = Override(**{k: float(v) for k, v in table.items()})
+                prices = {k: float(v) for k, v in table.items()}
+                if not all(math.isfinite(v) and v >= 0 for v in prices.values()):
+                    raise ValueError("prices must be finite and not negative")
+                overrides[(provider, model)] = Override(**prices)
             except (TypeError, ValueError, AttributeError):
                 raise errors.ConfigError(
                     f'{path}: [{provider}."{model}"] needs numbers for input and output '
-                    "(USD per million tokens), optionally cached_input and cache_write"
+                    "(USD per million tokens, finite and not negative), optionally cached_input and cache_write"
                 ) from None
     return overrides
 

@@ -36,9 +36,8 @@ def diag(message: str) -> None:
 
     A waiting indicator on the terminal is erased first, so a retry line does not land on it.
     """
-    if Waiting.showing:
-        sys.stderr.write("\r\033[K")
-    sys.stderr.write(message + "\n")
+    erase = "\r\033[K" if Waiting.showing else ""
+    sys.stderr.write(f"{erase}{message}\n")  # one write: the indicator's thread cannot cut in
     sys.stderr.flush()
 
 

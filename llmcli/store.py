@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -63,12 +64,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX calls_ts ON calls (ts);
     CREATE INDEX calls_provider_model ON calls (provider, model);
     """,
-    # 3: `cost` on a million rows in well under a second: whether a call is unpriced is stored,
-    # and covering indexes hold everything the default and per-day reports read, so they scan
-    # a narrow index instead of the wide rows (messages, answers).
+    # 3: `cost` on a million rows in well under a second: whether a call is unpriced becomes a
+    # generated column (one definition, no rows rewritten), and covering indexes hold everything
+    # the default and per-day reports read, so they scan a narrow index, not the wide rows.
     f"""
-    ALTER TABLE calls ADD COLUMN unpriced INTEGER NOT NULL DEFAULT 0;
-    UPDATE calls SET unpriced = ({UNPRICED});
+    ALTER TABLE calls ADD COLUMN unpriced INTEGER GENERATED ALWAYS AS ({UNPRICED}) VIRTUAL;
     CREATE INDEX calls_cost_by_model ON calls
         (provider, COALESCE(model, requested_model), ts, input_tokens, output_tokens, cost_usd, unpriced);
     CREATE INDEX calls_cost_by_day ON calls
@@ -111,13 +111,10 @@ class CallRecord:
     exit_code: int | None = None
     tag: str | None = None
     response_id: str | None = None
-    unpriced: int = 0  # derived in `values()`: see UNPRICED
 
     def values(self) -> list[Any]:
         """Column values in `COLUMNS` order, messages as JSON."""
         data = dict(self.__dict__)
-        billed_nothing = self.status == "error" and self.input_tokens is None and not self.answer
-        data["unpriced"] = int(self.cost_usd is None and not billed_nothing)
         data["messages"] = (
             json.dumps(self.messages, ensure_ascii=False) if self.messages is not None else None
         )
@@ -136,10 +133,26 @@ class Store:
         self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         self.db.row_factory = sqlite3.Row
         self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        if self.db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-            self.db.execute("PRAGMA journal_mode = WAL")
+        self._use_wal()
         self.db.execute("PRAGMA synchronous = NORMAL")
         self.migrate()
+
+    def _use_wal(self) -> None:
+        """Switch to WAL, waiting out other processes doing the same on a brand-new log.
+
+        Changing the journal mode does not honour the busy timeout: it fails at once with
+        "database is locked" while another connection holds the file, so it is retried here.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                if self.db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    self.db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def close(self) -> None:
         self.db.close()

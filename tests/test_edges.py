@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from llmcli import config
+from llmcli import config, errors
 from llmcli.chat import ChatSession
 from llmcli.journal import Journal
 from tests.conftest import LLMCLI, base_env, run_cli
@@ -191,3 +191,79 @@ def test_continue_with_logging_off_does_not_create_the_log():
     result = run_cli("ask", "-p", "echo", "-c", "hi", env={**base_env(), "LLMCLI_LOG": "0"})
     assert result.code == 2
     assert not (Path(os.environ["LLMCLI_HOME"]) / "logs.db").exists()
+
+
+def test_many_processes_creating_the_log_at_once_all_land_their_rows(tmp_path):
+    env = {**base_env(), "LLMCLI_HOME": str(tmp_path / "fresh")}
+    procs = [
+        subprocess.Popen([LLMCLI, "ask", "-p", "echo", f"call {n}"], env=env, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for n in range(16)
+    ]  # fmt: skip
+    errors = [p.communicate(timeout=60)[1].decode() for p in procs]
+    assert all(not e for e in errors), errors
+    db = sqlite3.connect(tmp_path / "fresh" / "logs.db")
+    try:
+        assert db.execute("SELECT COUNT(*) FROM calls").fetchone()[0] == 16
+    finally:
+        db.close()
+
+
+def test_filtered_chat_reply_is_an_error_line_and_exit_8(cli, fake):
+    fake.script("openai", Reply(text="", finish="content_filter"), Reply(text="Fine."))
+    result = cli("chat", "-p", "openai", stdin="bad\ngood\n")
+    assert result.code == 8
+    assert result.out == "\nFine.\n"
+    assert "content filtered" in result.err
+    assert [r["exit_code"] for r in log_rows()] == [8, 0]
+
+
+def test_retry_after_a_failed_turn_keeps_the_earlier_exchange(fake):
+    fake.script("openai", Reply(text="First answer."), Reply(status=400), Reply(text="Retried."))
+    environ = {**base_env(fake), "LLMCLI_LOG": "0"}
+    env = config.Environment(environ)
+    session = ChatSession.start(
+        env, {"provider": "openai", "retries": 0}, Journal(env, enabled=False)
+    )
+    stream = session.turn("continue")
+    list(stream)
+    session.finish(stream)
+    with pytest.raises(errors.RequestRejected):
+        list(session.turn("continue"))
+    prompt = session.retry_prompt()
+    stream = session.turn(prompt)
+    list(stream)
+    session.finish(stream)
+    sent = [m["content"] for m in fake.requests_for("openai")[-1].body["messages"]]
+    assert sent == ["continue", "First answer.", "continue"]
+
+
+def test_stream_with_stdout_already_closed_logs_nothing():
+    proc = shell(f'"{LLMCLI}" stream -p echo hi >&-; echo "rc=$?" >&2', base_env())
+    assert proc.stderr.decode().strip() == "rc=0"
+    assert not (Path(os.environ["LLMCLI_HOME"]) / "logs.db").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["ask", "-p", "echo", "--stop", b"\xff", "hi"],
+        ["logs", "--cid", b"\xff"],
+        ["cost", "-m", b"\xff"],
+    ],
+)
+def test_undecodable_bytes_in_any_argument_are_a_usage_error(args):
+    proc = subprocess.run([LLMCLI, *args], capture_output=True, env=base_env(), timeout=30)
+    assert (
+        proc.returncode == 2
+        and b"not valid UTF-8" in proc.stderr
+        and b"internal" not in proc.stderr
+    )
+
+
+def test_prices_must_be_finite():
+    home = Path(os.environ["LLMCLI_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "prices.toml").write_text("[openai.x]\ninput = nan\noutput = 1.0\n")
+    result = run_cli("config", "validate", "-p", "echo")
+    assert result.code == 3 and "finite" in result.err

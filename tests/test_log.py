@@ -363,7 +363,6 @@ def test_a_migration_1_database_upgrades_in_place(tmp_path):
         CallRecord("openai", "ok", model="private", input_tokens=7, cost_usd=None),
     ):
         values = dict(zip(COLUMNS, record.values(), strict=True))
-        del values["unpriced"]
         old.db.execute(
             f"INSERT INTO calls ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
             list(values.values()),

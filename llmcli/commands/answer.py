@@ -206,12 +206,14 @@ def _run_answer(prompt: tuple[str, ...], params: dict[str, Any], *, stream: bool
         return
     journal = Journal(env, enabled=call.settings.log and not params["no_log"])
     streamer = response = None
+    sent = False  # a request went out (for a stream: once it has started)
     try:
         try:
             if stream:
                 streamer = core.Stream(call, on_retry=_retry_line, price=False)
                 response = render.stream_answer(streamer, quiet=params["as_json"])
             else:
+                sent = True
                 response = core.complete(call, on_retry=_retry_line, price=False)
                 if not params["as_json"]:
                     render.answer(response.text)
@@ -221,21 +223,20 @@ def _run_answer(prompt: tuple[str, ...], params: dict[str, Any], *, stream: bool
                 call, conversation_id=cid, error=exc, status="error", partial_text=partial
             )
             raise
-        except KeyboardInterrupt:
-            partial = streamer.text if streamer else None
-            stopped = errors.Interrupted("interrupted")
-            journal.record(
-                call, conversation_id=cid, error=stopped, status="interrupted", partial_text=partial
-            )
-            raise
-        except OSError:
-            # stdout closed (`| head`) or full while the answer was written: still a call made.
+        except (KeyboardInterrupt, OSError) as exc:
+            # Ctrl-C, or stdout closed (`| head`) or full while the answer was written. A call
+            # that was answered is logged as answered (it was paid for); one cut short, with what
+            # came; one never sent (stdout already closed), not at all.
             if response is not None:
                 journal.record(call, conversation_id=cid, response=core.priced(call, response))
-            else:
-                partial = streamer.text if streamer else None
+            elif sent or (streamer is not None and streamer.started is not None):
+                stopped = errors.Interrupted("interrupted")
                 journal.record(
-                    call, conversation_id=cid, status="interrupted", partial_text=partial
+                    call,
+                    conversation_id=cid,
+                    error=stopped if isinstance(exc, KeyboardInterrupt) else None,
+                    status="interrupted",
+                    partial_text=streamer.text if streamer else None,
                 )
             raise
         # Priced once the answer is out, and only if the cost is shown or logged.

@@ -134,7 +134,7 @@ def _reply(session: Any, text: str, *, interactive: bool = True) -> errors.Llmcl
     try:
         stream = session.turn(text)
         render.stream_answer(stream, end_line=True)
-        response = session.finish(stream)
+        response, problem = session.finish(stream)
     except errors.LlmcliError as exc:
         session.abandon(stream, exc)
         render.error(exc)
@@ -145,8 +145,13 @@ def _reply(session: Any, text: str, *, interactive: bool = True) -> errors.Llmcl
             raise
         render.diag("(reply cancelled)")
         return None
+    except OSError:  # stdout closed or full mid-reply: the turn was still made, so log it
+        session.abandon(stream, errors.Interrupted("output closed"), interrupted=True)
+        raise
     render.finish_warnings(response, stream.call.request.max_tokens)
-    return None
+    if problem is not None:
+        render.error(problem)
+    return problem
 
 
 def _interactive(session: Any, terminal: Terminal) -> None:
