@@ -74,6 +74,38 @@ def as_json_out(data: Any, indent: int | None = None) -> None:
     out.flush()
 
 
+def table(
+    rows: list[list[Any]], headers: list[str] | tuple[str, ...], *, numeric: tuple[int, ...] = ()
+) -> str:
+    """A plain aligned table (tabulate's `simple` look) without importing tabulate.
+
+    `config validate` runs at every deploy and `cost`/`logs` in shell loops: tabulate's import
+    (it loads importlib.metadata to read its own version) costs more than all of llmcli's own
+    start-up, so the default format is drawn here and tabulate is loaded only for the others.
+    Columns listed in `numeric` are right-aligned and their integers get thousands separators.
+    """
+
+    def text(value: Any, column: int) -> str:
+        if value is None:
+            return ""
+        if column in numeric and isinstance(value, int):
+            return f"{value:,}"
+        return str(value)
+
+    cells = [list(map(str, headers))] + [[text(v, i) for i, v in enumerate(row)] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+
+    def line(row: list[str]) -> str:
+        parts = (
+            c.rjust(w) if i in numeric else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
+        return "  ".join(parts).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(cells[0]), rule, *(line(row) for row in cells[1:])])
+
+
 def _count(value: int | None) -> str:
     return "?" if value is None else f"{value:,}"
 

@@ -76,6 +76,7 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
+
 def utc_now() -> str:
     """A sortable UTC timestamp: `2026-11-25T10:40:52.123456Z`."""
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -14,10 +14,8 @@ SHOW_HEADERS = ("setting", "variable", "value", "source", "note")
 
 
 def _table(rows: list[list[Any]], headers: tuple[str, ...]) -> None:
-    from tabulate import tabulate
-
-    # disable_numparse: "1.50" or "007" must be shown as written, not reformatted as numbers.
-    render.answer(tabulate(rows, headers=headers, disable_numparse=True))
+    # Every cell as written ("1.50" or "007" are not reformatted as numbers).
+    render.answer(render.table(rows, headers))
 
 
 @click.group(context_settings=CONTEXT)

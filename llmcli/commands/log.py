@@ -29,7 +29,9 @@ def _check_format(ctx: click.Context, param: click.Parameter, value: str) -> str
     from tabulate import tabulate_formats
 
     if value not in tabulate_formats:
-        raise click.BadParameter(f"{value!r}: use csv, json or one of: {', '.join(tabulate_formats)}")
+        raise click.BadParameter(
+            f"{value!r}: use csv, json or one of: {', '.join(tabulate_formats)}"
+        )
     return value
 
 
@@ -95,7 +97,6 @@ def cost(by: str | None, since: str | None, until: str | None, provider: str | N
             f"No calls {'match' if since or until or provider or model or tag else 'logged yet'} (log: {path})."
         )
         return
-    from tabulate import tabulate
 
     def line(row: Any) -> list[Any]:
         cells = (
@@ -107,15 +108,16 @@ def cost(by: str | None, since: str | None, until: str | None, provider: str | N
                 _cost_cell(row.cost_usd, row.unpriced)]  # fmt: skip
 
     table = [line(r) for r in rows] + [["TOTAL", *line(total)[1:]]]
-    print(
-        tabulate(
-            table,
-            headers=[*group, *TABLE_HEADERS],
-            tablefmt=fmt,
-            intfmt=",",
-            disable_numparse=False,
+    headers = [*group, *TABLE_HEADERS]
+    if fmt == "simple":
+        numbers = tuple(range(len(group), len(group) + 4))
+        render.answer(render.table(table, headers, numeric=numbers))
+    else:
+        from tabulate import tabulate
+
+        render.answer(
+            tabulate(table, headers=headers, tablefmt=fmt, intfmt=",", disable_numparse=False)
         )
-    )
     if total.unpriced:
         render.diag(
             f"note: {total.unpriced} calls have no known price and are not in the cost total"
@@ -183,8 +185,6 @@ def logs(count: int, cid: str | None, as_json: bool) -> None:
     if not calls:
         render.diag(f"No calls logged yet (log: {path}).")
         return
-    from tabulate import tabulate
-
     table = [
         [
             c["id"],
@@ -212,4 +212,4 @@ def logs(count: int, cid: str | None, as_json: bool) -> None:
         "cost",
         "prompt",
     ]
-    print(tabulate(table, headers=headers, disable_numparse=True))
+    render.answer(render.table(table, headers))
