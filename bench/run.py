@@ -9,9 +9,14 @@ Rows (reference in brackets):
   llmcli ask -p echo                                   [python -c pass]
   llmcli ask -p openai|anthropic|gemini against the loopback fake server
                                                        [bench/bare_PROVIDER.py: that SDK, one call]
+  llmcli stream -p openai|anthropic|gemini, a 20,000-chunk answer (as bench/stream.py)
+                                                       [bench/bare_PROVIDER.py stream]
+  llmcli cost on a 1,000,000-row log (as bench/cost.py)
+                                                       [python + sqlite3: the same query alone]
 `config validate` and `cost` are measured only where `llmcli config validate --help` and
 `llmcli cost --help` exit 0 at run time; otherwise their rows say "not available".
-The streaming comparison is bench/stream.py.
+`--quick` leaves out the stream and big-log rows (about 1 minute instead of 4).
+bench/stream.py and bench/cost.py give those two in more detail (time to first token, goals).
 """
 
 from __future__ import annotations
@@ -29,6 +34,14 @@ import _measure as m
 
 PROMPT = "Say hello"
 ANSWER = "Hello from the fake server."
+STREAM_CHUNKS = [f" w{i}" for i in range(20_000)]
+BIG_LOG_ROWS = 1_000_000
+# What `llmcli cost` asks SQLite by default, for the bare reference (the floor of any design
+# that keeps the log in SQLite).
+COST_QUERY = (
+    "SELECT provider, COALESCE(model, requested_model) AS model, COUNT(*), SUM(input_tokens), "
+    "SUM(output_tokens), SUM(cost_usd), SUM(unpriced) FROM calls GROUP BY 1, 2 ORDER BY 1, 2"
+)
 
 
 def available(sandbox: m.Sandbox, *command: str) -> bool:
@@ -63,12 +76,28 @@ def scripted(srv: m.ServerProcess, provider: str):
     return before
 
 
+def streamed(srv: m.ServerProcess, provider: str):
+    def before(warmup: bool) -> None:
+        srv.reset()
+        srv.script(provider, chunks=STREAM_CHUNKS)
+
+    return before
+
+
+def whole_stream(run: m.Run, warmup: bool) -> None:
+    if not run.out.rstrip().endswith(STREAM_CHUNKS[-1].encode()):
+        raise RuntimeError(f"`{' '.join(run.argv)}` did not print the whole answer")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="measured runs per command (5)")
     parser.add_argument("--warmup", type=int, default=1, help="warm-up runs (1)")
     parser.add_argument(
         "--write-docs", action="store_true", help="replace the numbers in docs/performance.md"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="leave out the stream and big-log rows"
     )
     args = parser.parse_args()
     if args.runs < 1:
@@ -121,6 +150,39 @@ def main() -> int:
                 before=scripted(srv, provider),
                 after=printed(ANSWER),
             )
+        if not args.quick:
+            for provider in m.PROVIDERS:
+                ref = m.Case(
+                    f"bare {provider} SDK stream",
+                    m.bare(provider, "stream", PROMPT),
+                    before=streamed(srv, provider),
+                    after=whole_stream,
+                )
+                add(
+                    f"llmcli stream -p {provider} (20,000 chunks)",
+                    m.llmcli("stream", "-p", provider, PROMPT),
+                    ref,
+                    before=streamed(srv, provider),
+                    after=whole_stream,
+                )
+            if cost_ok:
+                from cost import fill
+
+                log = Path(sandbox.env["LLMCLI_HOME"]) / "big" / "logs.db"
+                progress(f"filling a {BIG_LOG_ROWS:,}-row log for the cost row")
+                fill(log, BIG_LOG_ROWS)
+                # Both sides go through /usr/bin/env (one extra exec each) so that only this
+                # row sees the big log.
+                home = f"LLMCLI_HOME={log.parent}"
+                query = f"import sqlite3; sqlite3.connect({str(log)!r}).execute({COST_QUERY!r}).fetchall()"
+                ref = m.Case(
+                    "python + sqlite3, same query", ["/usr/bin/env", home, m.PYTHON, "-c", query]
+                )
+                add(
+                    f"llmcli cost ({BIG_LOG_ROWS:,} rows)",
+                    ["/usr/bin/env", home, *m.llmcli("cost")],
+                    ref,
+                )
         cases: list[m.Case] = []
         for _, case, ref in rows:
             for c in (case, ref):
