@@ -69,7 +69,7 @@ class Journal:
             requested_model=request.model,
             conversation_id=conversation_id,
             system_prompt=request.system,
-            messages=[{"role": m.role, "content": m.content} for m in request.messages],
+            messages=[m.to_dict() for m in request.messages],
             tag=call.settings.tag,
         )
         if response is not None:

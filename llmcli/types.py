@@ -20,6 +20,10 @@ class Message:
     role: Role
     content: str
 
+    def to_dict(self) -> dict[str, str]:
+        """`{"role": ..., "content": ...}`: the shape OpenAI, Anthropic and the log all use."""
+        return {"role": self.role, "content": self.content}
+
 
 class FinishReason(str, enum.Enum):
     """Why the model stopped, normalized across providers (the raw value is kept beside it)."""

@@ -82,7 +82,7 @@ class AnthropicProvider(Provider):
         params: dict[str, Any] = {
             "model": request.model,
             "max_tokens": request.max_tokens,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": [m.to_dict() for m in request.messages],
         }
         if request.system is not None:
             params["system"] = request.system

@@ -30,7 +30,7 @@ class EchoProvider(Provider):
         return {
             "model": request.model,
             "system": request.system,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": [m.to_dict() for m in request.messages],
             "max_tokens": request.max_tokens,
             "stop": list(request.stop),
         }

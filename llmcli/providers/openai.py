@@ -58,7 +58,7 @@ class OpenAIProvider(Provider):
         messages: list[dict[str, str]] = []
         if request.system is not None:
             messages.append({"role": "system", "content": request.system})
-        messages.extend({"role": m.role, "content": m.content} for m in request.messages)
+        messages.extend(m.to_dict() for m in request.messages)
         # max_completion_tokens replaces the deprecated max_tokens, which o-series models reject.
         params: dict[str, Any] = {
             "model": request.model,
