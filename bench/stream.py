@@ -28,6 +28,7 @@ import _measure as m
 
 CPU_GOAL = 1.25
 TTFT_GOAL_MS = 5.0
+PAUSED = "bare SDK, GC paused"  # bench/paused.py: the same pause of the collector as llmcli's
 WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "seven"]
 
 
@@ -120,9 +121,13 @@ def cases_for(
         if run.ttfb is not None:
             run.extra["after_request"] = run.ttfb - run.extra["request_at"]
 
+    bare = m.bare(provider, "stream", prompt)
     return [
         m.Case("llmcli", m.llmcli("stream", "-p", provider, prompt), before=before, after=after),
-        m.Case("bare SDK", m.bare(provider, "stream", prompt), before=before, after=after),
+        m.Case("bare SDK", bare, before=before, after=after),
+        m.Case(
+            PAUSED, [bare[0], str(m.BENCH / "paused.py"), *bare[1:]], before=before, after=after
+        ),
     ]
 
 
@@ -138,8 +143,8 @@ def report(results: dict[str, list[m.Case]]) -> tuple[str, str, bool]:
     """The figures table, the goals table, and whether every goal was met."""
     rows, goals = [], []
     all_met = True
-    for provider, (tool, ref) in results.items():
-        for case in (tool, ref):
+    for provider, (tool, ref, paused) in results.items():
+        for case in (tool, ref, paused):
             if case.error:
                 rows.append([provider, case.name, f"failed: {case.error}", *[""] * 6])
                 continue
@@ -158,10 +163,12 @@ def report(results: dict[str, list[m.Case]]) -> tuple[str, str, bool]:
             )
         if tool.error or ref.error:
             all_met = False
-            goals.append([provider, "–", "–", "–", "–", "–", "–", "not measured"])
+            goals.append([provider, "–", "–", "–", "–", "–", "–", "not measured", "–", "–"])
             continue
 
         def diff_ms(figure: str, tool: m.Case = tool, ref: m.Case = ref) -> float | None:
+            if ref.error:
+                return None
             a, b = tool.figure(figure), ref.figure(figure)
             return None if a is None or b is None else (a.median - b.median) * 1000
 
@@ -193,6 +200,8 @@ def report(results: dict[str, list[m.Case]]) -> tuple[str, str, bool]:
                 signed(diff_ms("after_request")),
                 signed(diff_ms("ttfb_cpu")),
                 "met" if ttft_ok else "MISSED",
+                signed(diff_ms("request_at", ref=paused)),
+                signed(diff_ms("ttfb_cpu", ref=paused)),
             ]
         )
     figures = m.table(
@@ -220,6 +229,8 @@ def report(results: dict[str, list[m.Case]]) -> tuple[str, str, bool]:
             "first token after the request: llmcli − bare",
             "CPU by first token: llmcli − bare",
             f"≤ {TTFT_GOAL_MS:.0f} ms",
+            "own start-up: request sent, llmcli − bare with GC paused",
+            "own start-up: CPU by first token, llmcli − bare with GC paused",
         ],
     )
     return figures, goal_table, all_met
@@ -293,8 +304,8 @@ def main() -> int:
             "alone: first byte ms",
             "alone: last byte ms",
             "server CPU ms",
-            "last byte sent, s (llmcli / bare)",
-            "client exit, s (llmcli / bare)",
+            "last byte sent, s (llmcli / bare / paused)",
+            "client exit, s (llmcli / bare / paused)",
         ],
     )
     load_after = os.getloadavg()[0]

@@ -12,7 +12,7 @@ import os
 import sys
 from typing import IO, Any
 
-from llmcli import errors
+from llmcli import errors, startup
 from llmcli.types import FinishReason, Response
 
 
@@ -63,12 +63,14 @@ def answer(text: str) -> None:
     """The answer on stdout, ending with exactly one newline (nothing at all if empty)."""
     if not text:
         return
+    startup.settle()
     out = stdout()
     out.write(text if text.endswith("\n") else text + "\n")
     out.flush()
 
 
 def as_json_out(data: Any, indent: int | None = None) -> None:
+    startup.settle()
     out = stdout()
     out.write(json.dumps(data, ensure_ascii=False, indent=indent) + "\n")
     out.flush()
@@ -202,6 +204,7 @@ def stream_answer(stream: Any, *, quiet: bool = False, end_line: bool = False) -
         with Waiting(f"waiting for {request.provider} {request.model}") as waiting:
             for text in stream:
                 waiting.done()
+                startup.settle()
                 if not quiet:
                     out.write(text)
                     out.flush()

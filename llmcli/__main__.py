@@ -1,0 +1,5 @@
+"""`python -m llmcli` runs the command line, as the `llmcli` script does."""
+
+from llmcli.startup import main
+
+main()
