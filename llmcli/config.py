@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from llmcli import errors, providers
 
@@ -24,8 +24,7 @@ DEFAULT_RETRIES = 3
 MAX_RETRIES_LIMIT = 10
 
 
-@dataclass(frozen=True)
-class Source:
+class Source(NamedTuple):
     """Where a value came from: `flag`, `environment`, `.env` (with its path) or `default`."""
 
     kind: str
@@ -125,8 +124,7 @@ def parse_log_switch(raw: Any) -> bool:
     raise ValueError("must be 0 (off) or 1 (on)")
 
 
-@dataclass(frozen=True)
-class Setting:
+class Setting(NamedTuple):
     """One user-facing setting: its field name, environment variable, flag, parser and default."""
 
     name: str
@@ -211,8 +209,7 @@ class Environment:
         return f"Set it with: export {var}=your-key-here (or add it to {'.env' if self.env_file is None else self.env_file})"
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """Validated values for one call, and where each came from (for `config show` and errors)."""
 
     provider: str
@@ -225,7 +222,7 @@ class Settings:
     retries: int = DEFAULT_RETRIES
     tag: str | None = None
     log: bool = True
-    sources: Mapping[str, Source] = field(default_factory=dict)
+    sources: Mapping[str, Source] = MappingProxyType({})
 
 
 def _invalid(setting: Setting, raw: Any, source: Source, problem: str) -> errors.LlmcliError:
@@ -310,8 +307,7 @@ def key_problem(key: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class Credentials:
+class Credentials(NamedTuple):
     """The key and endpoint for one provider. The key is never printed: see `redact.mask`."""
 
     api_key: str | None
@@ -363,8 +359,7 @@ def invalid_setting(setting: Setting, raw: Any, source: Source, problem: str) ->
     return _invalid(setting, raw, source, problem)
 
 
-@dataclass(frozen=True)
-class DotenvProblem:
+class DotenvProblem(NamedTuple):
     """A statement in a `.env` file that python-dotenv could not parse (and therefore skipped).
 
     Only the line number and, when the line starts like `NAME=`, the variable's name are kept:

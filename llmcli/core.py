@@ -7,11 +7,9 @@ optional `on_retry` callback. `llmcli.ask()` and `llmcli.stream()` are the Pytho
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from llmcli import config, errors, paths, pricing, providers, redact
 from llmcli.providers.base import Provider
@@ -49,15 +47,14 @@ def compose_prompt(words: Sequence[str], stdin_text: str | None) -> str:
     return message
 
 
-@dataclass(frozen=True)
-class Call:
+class Call(NamedTuple):
     """A validated request, bound to its provider and credentials, ready to send."""
 
     request: Request
     provider: Provider
     credentials: config.Credentials
     settings: config.Settings
-    prices: dict[tuple[str, str], pricing.Override] = dataclasses.field(default_factory=dict)
+    prices: Mapping[tuple[str, str], pricing.Override]
 
     def describe(self) -> dict[str, Any]:
         """What `--dry-run` shows: everything that would be sent, the key masked."""
@@ -158,7 +155,7 @@ def priced(call: Call, response: Response) -> Response:
         )
     except Exception:  # a pricing-data bug must not lose a paid-for answer; the cost stays unknown
         return response
-    return dataclasses.replace(response, cost_usd=price.usd, price_source=price.source)
+    return response._replace(cost_usd=price.usd, price_source=price.source)
 
 
 def _ms(seconds: float) -> int:
@@ -181,8 +178,7 @@ def complete(
     started = time.monotonic()
     reply, attempts = retrier.run(lambda: call.provider.complete(call.request))
     assert isinstance(reply, Response)
-    reply = dataclasses.replace(
-        reply,
+    reply = reply._replace(
         requested_model=call.request.model,
         duration_ms=_ms(time.monotonic() - started),
         attempts=attempts,

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from llmcli import errors, providers
 from llmcli.types import Usage
@@ -24,16 +23,14 @@ from llmcli.types import Usage
 CHARS_PER_TOKEN = 4
 
 
-@dataclass(frozen=True)
-class Price:
+class Price(NamedTuple):
     """A cost and where its price came from (`genai-prices 0.2.3`, `prices.toml`, `free`)."""
 
     usd: float | None
     source: str | None
 
 
-@dataclass(frozen=True)
-class Override:
+class Override(NamedTuple):
     """A user's price for one model, USD per million tokens."""
 
     input: float

@@ -14,7 +14,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from llmcli import errors
 
@@ -23,8 +23,7 @@ MAX_BACKOFF = 30.0
 MAX_RETRY_AFTER = 60.0
 
 
-@dataclass(frozen=True)
-class RetryNotice:
+class RetryNotice(NamedTuple):
     """What the caller is told before each wait, to print one stderr line."""
 
     error: errors.LlmcliError
@@ -58,8 +57,7 @@ def reason(error: errors.LlmcliError) -> str:
     return f"server error{status}" if error.status else "provider error"
 
 
-@dataclass
-class RetryPolicy:
+class RetryPolicy(NamedTuple):
     retries: int
     sleep: Callable[[float], None] = time.sleep
     jitter: Callable[[], float] = random.random
