@@ -74,6 +74,11 @@ def bare(provider: str, mode: str, *prompt: str) -> list[str]:
     return [PYTHON, str(BENCH / f"bare_{provider}.py"), mode, *prompt]
 
 
+def paused(provider: str, mode: str, *prompt: str) -> list[str]:
+    """The same bare script with the collector paused as llmcli's start-up pauses it."""
+    return [PYTHON, str(BENCH / "paused.py"), *bare(provider, mode, *prompt)[1:]]
+
+
 def llmcli(*args: str) -> list[str]:
     """The installed `llmcli` script next to this interpreter."""
     return [LLMCLI, *args]

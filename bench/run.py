@@ -9,6 +9,8 @@ Rows (reference in brackets):
   llmcli ask -p echo                                   [python -c pass]
   llmcli ask -p openai|anthropic|gemini against the loopback fake server
                                                        [bench/bare_PROVIDER.py: that SDK, one call]
+                                                       [bench/paused.py bench/bare_PROVIDER.py: the same,
+                                                        the collector paused as llmcli pauses it]
   llmcli stream -p openai|anthropic|gemini, a 20,000-chunk answer (as bench/stream.py)
                                                        [bench/bare_PROVIDER.py stream]
   llmcli cost on a 1,000,000-row log (as bench/cost.py)
@@ -150,6 +152,15 @@ def main() -> int:
                 before=scripted(srv, provider),
                 after=printed(ANSWER),
             )
+            # The same llmcli runs beside the bare script with the collector paused as llmcli
+            # pauses it (bench/paused.py): what llmcli's own code costs.
+            like_for_like = m.Case(
+                f"bare {provider} SDK, GC paused",
+                m.paused(provider, "ask", PROMPT),
+                before=scripted(srv, provider),
+                after=printed(ANSWER),
+            )
+            rows.append((rows[-1][0], rows[-1][1], like_for_like))
         if not args.quick:
             for provider in m.PROVIDERS:
                 ref = m.Case(

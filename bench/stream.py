@@ -121,13 +121,10 @@ def cases_for(
         if run.ttfb is not None:
             run.extra["after_request"] = run.ttfb - run.extra["request_at"]
 
-    bare = m.bare(provider, "stream", prompt)
     return [
         m.Case("llmcli", m.llmcli("stream", "-p", provider, prompt), before=before, after=after),
-        m.Case("bare SDK", bare, before=before, after=after),
-        m.Case(
-            PAUSED, [bare[0], str(m.BENCH / "paused.py"), *bare[1:]], before=before, after=after
-        ),
+        m.Case("bare SDK", m.bare(provider, "stream", prompt), before=before, after=after),
+        m.Case(PAUSED, m.paused(provider, "stream", prompt), before=before, after=after),
     ]
 
 
