@@ -282,16 +282,20 @@ def main() -> int:
     figures, goals, met = report(results)
     server_rows = []
     for provider, cases in results.items():
-        done = [c.figure("server_done_at") for c in cases if not c.error]
-        exits = [c.figure("wall") for c in cases if not c.error]
+
+        def each(figure: str, cases: list[m.Case] = cases) -> str:
+            """One median per program, in the header's order; `–` for a program that failed."""
+            values = [None if c.error else c.figure(figure) for c in cases]
+            return " / ".join("–" if v is None else s(v.median) for v in values)
+
         server_rows.append(
             [
                 provider,
                 m.ms(alone[provider]["first"]),
                 m.ms(alone[provider]["last"]),
                 m.ms(alone[provider]["cpu"]),
-                " / ".join(s(d.median) for d in done if d),
-                " / ".join(s(e.median) for e in exits if e),
+                each("server_done_at"),
+                each("wall"),
             ]
         )
     server_table = m.table(

@@ -2,4 +2,5 @@
 
 from llmcli.startup import main
 
-main()
+if __name__ == "__main__":
+    main()

@@ -38,7 +38,11 @@ def settle() -> None:
 
 
 def main() -> None:
-    """The `llmcli` command (console script and `python -m llmcli`)."""
+    """The `llmcli` command (console script and `python -m llmcli`).
+
+    The pause comes before Click, llmcli's modules and any SDK are imported; only what the
+    console script and `llmcli/__init__.py` load (`re`, `typing`) comes before it.
+    """
     pause()
     from llmcli.cli import main as run_cli
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from llmcli import errors, render
+from llmcli import errors, render, startup
 from llmcli.cli import CONTEXT, environment
 from llmcli.commands.answer import command_flags, decode_input, model_options
 
@@ -148,6 +148,10 @@ def _reply(session: Any, text: str, *, interactive: bool = True) -> errors.Llmcl
     except OSError:  # stdout closed or full mid-reply: the turn was still made, so log it
         session.abandon(stream, errors.Interrupted("output closed"), interrupted=True)
         raise
+    finally:
+        # Start-up ends with the first turn, whatever became of it: a session goes on after a
+        # failed or empty reply, and each attempt leaves an SDK client only the collector frees.
+        startup.settle()
     render.finish_warnings(response, stream.call.request.max_tokens)
     if problem is not None:
         render.error(problem)
