@@ -82,6 +82,7 @@ import time
 import traceback
 import uuid
 from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -754,24 +755,22 @@ def _gemini_error(
 # Per-request work
 # --------------------------------------------------------------------------------------------
 
-# A stream plan is a list of events: ("raw", bytes) is sent as is, ("text", bytes) is one text
-# chunk (counted, paced, gated), and exactly one ("end", b"") marks the spot right after the last
-# text chunk, where drop_after / stream_error_after larger than the chunk count take effect.
+# A stream plan is a sequence of events: ("raw", bytes) is sent as is, ("text", bytes) is one
+# text chunk (counted, paced, gated), and exactly one ("end", b"") marks the spot right after the
+# last text chunk, where drop_after / stream_error_after larger than the chunk count take effect.
+# The events are produced while they are sent, not all before the headers: a 20,000-chunk
+# stream would otherwise leave its first byte 100-300 ms after the request (bench/stream.py
+# measures the time to the first token). `n_text` is the number of text events, for `gate`.
 _Event = tuple[str, bytes]
 
 
 @dataclass
 class _StreamPlan:
     content_type: str
-    events: list[_Event]
+    events: Iterable[_Event]
+    n_text: int
     error_event: bytes
     malformed_event: bytes
-
-
-def _insert_end(events: list[_Event], fallback: int) -> None:
-    """Put the ("end", b"") marker after the last text event, or at ``fallback`` if none."""
-    last = max((i for i, (kind, _) in enumerate(events) if kind == "text"), default=None)
-    events.insert(fallback if last is None else last + 1, ("end", b""))
 
 
 class _Exchange:
@@ -1047,15 +1046,17 @@ class _Exchange:
         def choice(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
             return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
 
-        events: list[_Event] = [
-            ("raw", chunk([choice({"role": "assistant", "content": "", "refusal": None})]))
-        ]
-        events += [("text", chunk([choice({"content": p})])) for p in reply.pieces()]
-        events.append(("end", b""))
-        events.append(("raw", chunk([choice({}, finish)])))
-        if include_usage and reply.usage:
-            events.append(("raw", chunk([], self._openai_usage())))
-        events.append(("raw", b"data: [DONE]\n\n"))
+        pieces = reply.pieces()
+
+        def events() -> Iterator[_Event]:
+            yield ("raw", chunk([choice({"role": "assistant", "content": "", "refusal": None})]))
+            for piece in pieces:
+                yield ("text", chunk([choice({"content": piece})]))
+            yield ("end", b"")
+            yield ("raw", chunk([choice({}, finish)]))
+            if include_usage and reply.usage:
+                yield ("raw", chunk([], self._openai_usage()))
+            yield ("raw", b"data: [DONE]\n\n")
 
         error = _openai_error(
             500,
@@ -1066,7 +1067,8 @@ class _Exchange:
         self._send_stream(
             _StreamPlan(
                 content_type="text/event-stream; charset=utf-8",
-                events=events,
+                events=events(),
+                n_text=len(pieces),
                 error_event=b"data: " + _dumps(error) + b"\n\n",
                 malformed_event=b'data: {"id": "chatcmpl-broken", "choices": [\n\n',
             )
@@ -1162,72 +1164,77 @@ class _Exchange:
         }
         if reply.usage:
             start_message["usage"] = self._anthropic_usage(start=True)
-        events: list[_Event] = [
-            raw("message_start", {"type": "message_start", "message": start_message})
-        ]
-        ping = raw("ping", {"type": "ping"})
-        index = 0
-        if reply.thinking:
-            events += [
-                raw(
-                    "content_block_start",
-                    {
-                        "type": "content_block_start",
-                        "index": 0,
-                        "content_block": {"type": "thinking", "thinking": "", "signature": ""},
-                    },
-                ),
-                ping,
-                raw(
-                    "content_block_delta",
-                    {
-                        "type": "content_block_delta",
-                        "index": 0,
-                        "delta": {"type": "thinking_delta", "thinking": thinking_text},
-                    },
-                ),
-                raw(
-                    "content_block_delta",
-                    {
-                        "type": "content_block_delta",
-                        "index": 0,
-                        "delta": {"type": "signature_delta", "signature": signature},
-                    },
-                ),
-                raw("content_block_stop", {"type": "content_block_stop", "index": 0}),
-            ]
-            index = 1
-        for block_number, pieces in enumerate(reply.block_pieces()):
-            events.append(
-                raw(
-                    "content_block_start",
-                    {
-                        "type": "content_block_start",
-                        "index": index,
-                        "content_block": {"type": "text", "text": ""},
-                    },
+        blocks = reply.block_pieces()
+        last_text_block = max((b for b, pieces in enumerate(blocks) if pieces), default=None)
+
+        def events() -> Iterator[_Event]:
+            yield raw("message_start", {"type": "message_start", "message": start_message})
+            ping = raw("ping", {"type": "ping"})
+            index = 0
+            if reply.thinking:
+                yield from [
+                    raw(
+                        "content_block_start",
+                        {
+                            "type": "content_block_start",
+                            "index": 0,
+                            "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+                        },
+                    ),
+                    ping,
+                    raw(
+                        "content_block_delta",
+                        {
+                            "type": "content_block_delta",
+                            "index": 0,
+                            "delta": {"type": "thinking_delta", "thinking": thinking_text},
+                        },
+                    ),
+                    raw(
+                        "content_block_delta",
+                        {
+                            "type": "content_block_delta",
+                            "index": 0,
+                            "delta": {"type": "signature_delta", "signature": signature},
+                        },
+                    ),
+                    raw("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                ]
+                index = 1
+            for block_number, pieces in enumerate(blocks):
+                yield (
+                    raw(
+                        "content_block_start",
+                        {
+                            "type": "content_block_start",
+                            "index": index,
+                            "content_block": {"type": "text", "text": ""},
+                        },
+                    )
                 )
-            )
-            if block_number == 0 and not reply.thinking:
-                events.append(ping)
-            for piece in pieces:
-                delta = {
-                    "type": "content_block_delta",
-                    "index": index,
-                    "delta": {"type": "text_delta", "text": piece},
-                }
-                events.append(("text", event("content_block_delta", delta)))
-            events.append(raw("content_block_stop", {"type": "content_block_stop", "index": index}))
-            index += 1
-        message_delta: dict[str, Any] = {
-            "type": "message_delta",
-            "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
-        }
-        if reply.usage:
-            message_delta["usage"] = self._anthropic_usage(start=False)
-        events.append(raw("message_delta", message_delta))
-        events.append(raw("message_stop", {"type": "message_stop"}))
-        _insert_end(events, fallback=len(events) - 2)
+                if block_number == 0 and not reply.thinking:
+                    yield ping
+                for piece in pieces:
+                    delta = {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "text_delta", "text": piece},
+                    }
+                    yield ("text", event("content_block_delta", delta))
+                if block_number == last_text_block:
+                    yield ("end", b"")
+                yield raw("content_block_stop", {"type": "content_block_stop", "index": index})
+                index += 1
+            message_delta: dict[str, Any] = {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+            }
+            if reply.usage:
+                message_delta["usage"] = self._anthropic_usage(start=False)
+            if last_text_block is None:
+                yield ("end", b"")
+            yield raw("message_delta", message_delta)
+            yield raw("message_stop", {"type": "message_stop"})
 
         error_type = reply.error_type or "overloaded_error"
         error = {
@@ -1240,7 +1247,8 @@ class _Exchange:
         self._send_stream(
             _StreamPlan(
                 content_type="text/event-stream; charset=utf-8",
-                events=events,
+                events=events(),
+                n_text=sum(len(pieces) for pieces in blocks),
                 error_event=event("error", error),
                 malformed_event=b'event: content_block_delta\ndata: {"type": "content_block_delta'
                 b'", "index": 0, "delta": \n\n',
@@ -1338,26 +1346,27 @@ class _Exchange:
         def content(text_part: dict[str, Any]) -> dict[str, Any]:
             return {"parts": [text_part], "role": "model"}
 
-        events: list[_Event] = []
-        if reply.thinking:
-            thought = {"content": content(_gemini_thought_part()), "index": 0}
-            events.append(("raw", data(self._gemini_response(thought, final=False))))
         pieces = reply.pieces()
-        for i, piece in enumerate(pieces):
-            last = i == len(pieces) - 1 and not blocked
-            candidate = {"content": content({"text": piece})}
-            if last:
+
+        def events() -> Iterator[_Event]:
+            if reply.thinking:
+                thought = {"content": content(_gemini_thought_part()), "index": 0}
+                yield ("raw", data(self._gemini_response(thought, final=False)))
+            for i, piece in enumerate(pieces):
+                last = i == len(pieces) - 1 and not blocked
+                candidate: dict[str, Any] = {"content": content({"text": piece})}
+                if last:
+                    candidate["finishReason"] = finish
+                candidate["index"] = 0
+                yield ("text", data(self._gemini_response(candidate, final=last)))
+            yield ("end", b"")
+            if blocked or not pieces:
+                candidate = {} if blocked else {"content": content({"text": ""})}
                 candidate["finishReason"] = finish
-            candidate["index"] = 0
-            events.append(("text", data(self._gemini_response(candidate, final=last))))
-        events.append(("end", b""))
-        if blocked or not pieces:
-            candidate = {} if blocked else {"content": content({"text": ""})}
-            candidate["finishReason"] = finish
-            if blocked:
-                candidate["safetyRatings"] = self._gemini_safety_ratings(finish)
-            candidate["index"] = 0
-            events.append(("raw", data(self._gemini_response(candidate, final=True))))
+                if blocked:
+                    candidate["safetyRatings"] = self._gemini_safety_ratings(finish)
+                candidate["index"] = 0
+                yield ("raw", data(self._gemini_response(candidate, final=True)))
 
         status = reply.error_type or "UNAVAILABLE"
         error = {
@@ -1371,7 +1380,8 @@ class _Exchange:
         self._send_stream(
             _StreamPlan(
                 content_type="text/event-stream",
-                events=events,
+                events=events(),
+                n_text=len(pieces),
                 error_event=data(error),
                 malformed_event=b'data: {"candidates": [{"content": \r\n\r\n',
             )
@@ -1458,7 +1468,7 @@ class _Exchange:
         )
         if reply.drop_after == 0:
             raise _Dropped
-        n_text = sum(1 for kind, _ in plan.events if kind == "text")
+        n_text = plan.n_text
         sent = 0
         malformed_pending = reply.malformed
         for kind, payload in plan.events:
