@@ -155,6 +155,9 @@ class Reply:
         input_tokens, output_tokens, cached_tokens, reasoning_tokens: usage numbers;
             ``usage=False`` sends no usage at all.
         model: model name reported back (default: the requested one).
+        refusal: OpenAI only: the model declines: ``message.refusal`` holds this text and
+            ``content`` is null (streamed: ``delta.refusal`` pieces instead of ``delta.content``),
+            with finish reason ``stop``, as OpenAI sends it. Other providers ignore it.
 
     HTTP behaviour:
         status, headers: status code and extra response headers (applied to every reply).
@@ -191,6 +194,7 @@ class Reply:
     reasoning_tokens: int | None = None
     usage: bool = True
     model: str | None = None
+    refusal: str | None = None
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     error_message: str | None = None
@@ -1010,8 +1014,8 @@ class _Exchange:
                         "index": 0,
                         "message": {
                             "role": "assistant",
-                            "content": reply.answer(),
-                            "refusal": None,
+                            "content": None if reply.refusal else reply.answer(),
+                            "refusal": reply.refusal,
                             "annotations": [],
                         },
                         "logprobs": None,
@@ -1046,12 +1050,13 @@ class _Exchange:
         def choice(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
             return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
 
-        pieces = reply.pieces()
+        pieces = split_words(reply.refusal) if reply.refusal else reply.pieces()
+        field_name = "refusal" if reply.refusal else "content"
 
         def events() -> Iterator[_Event]:
             yield ("raw", chunk([choice({"role": "assistant", "content": "", "refusal": None})]))
             for piece in pieces:
-                yield ("text", chunk([choice({"content": piece})]))
+                yield ("text", chunk([choice({field_name: piece})]))
             yield ("end", b"")
             yield ("raw", chunk([choice({}, finish)]))
             if include_usage and reply.usage:
