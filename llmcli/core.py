@@ -223,6 +223,7 @@ class Stream:
             usage: Usage | None = None
             finish: tuple[FinishReason | None, str | None] = (None, None)
             model = request_id = None
+            refusal: list[str] = []  # not text: never printed, kept for the error and --json
             try:
                 for chunk in self.call.provider.stream(self.call.request):
                     model = chunk.model or model
@@ -230,6 +231,8 @@ class Stream:
                     usage = chunk.usage or usage
                     if chunk.finish_reason is not None or chunk.raw_finish_reason is not None:
                         finish = (chunk.finish_reason, chunk.raw_finish_reason)
+                    if chunk.refusal:
+                        refusal.append(chunk.refusal)
                     if chunk.text:
                         if self.first_token_at is None:
                             self.first_token_at = time.monotonic()
@@ -260,6 +263,7 @@ class Stream:
             ttft_ms=_ms(self.first_token_at - self.started) if self.first_token_at else None,
             attempts=self.attempts,
             request_id=request_id,
+            refusal="".join(refusal) or None,
         )
         self.response = priced(self.call, response) if self.price else response
 
@@ -267,6 +271,11 @@ class Stream:
 def incomplete(response: Response, *, strict: bool) -> errors.IncompleteAnswer | None:
     """The error to exit with for a filtered (or, under `--strict`, truncated) answer."""
     if response.finish_reason is FinishReason.CONTENT_FILTER and (strict or not response.text):
+        if response.refusal:
+            return errors.IncompleteAnswer(
+                f"{response.provider} declined to answer: {' '.join(response.refusal.split())}",
+                "rephrase the prompt",
+            )
         return errors.IncompleteAnswer(
             f"{response.provider} withheld the answer: content filtered ({response.raw_finish_reason})",
             "rephrase the prompt; the provider's safety filter stopped the answer",

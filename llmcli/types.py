@@ -108,6 +108,7 @@ class Chunk(NamedTuple):
     raw_finish_reason: str | None = None
     model: str | None = None
     request_id: str | None = None
+    refusal: str = ""  # a piece of the model's refusal (OpenAI), sent instead of answer text
 
 
 class Response(NamedTuple):
@@ -126,6 +127,7 @@ class Response(NamedTuple):
     ttft_ms: int | None = None
     attempts: int = 1
     request_id: str | None = None
+    refusal: str | None = None  # why the model declined, in its words (OpenAI), when it did
 
     def to_dict(self) -> dict[str, Any]:
         """The `--json` shape: stable field names that scripts can rely on."""
@@ -142,4 +144,5 @@ class Response(NamedTuple):
             "ttft_ms": self.ttft_ms,
             "attempts": self.attempts,
             "id": self.request_id,
+            "refusal": self.refusal,
         }

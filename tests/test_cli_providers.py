@@ -116,3 +116,37 @@ def test_retry_line_then_success(cli, fake):
     assert (result.code, result.out) == (0, "fine\n")
     assert result.err.strip() == "rate limited (429); retrying in 0.0s (attempt 2 of 3)"
     assert len(fake.requests_for("openai")) == 2
+
+
+REFUSAL = "I'm sorry, but I can't help with that."
+
+
+@pytest.mark.parametrize("command", ["ask", "stream"])
+def test_openai_refusal_is_shown_on_stderr_and_exits_8(cli, fake, command):
+    """OpenAI declines with a `refusal` text instead of content: the user reads why."""
+    fake.script("openai", Reply(refusal=REFUSAL))
+    result = cli(command, "-p", "openai", "hi")
+    assert result.code == 8
+    assert result.out == ""  # a refusal is not an answer: nothing for the pipe
+    assert f"openai declined to answer: {REFUSAL}" in result.err
+    assert len(result.err.strip().splitlines()) <= 2  # the error line and its hint
+
+
+@pytest.mark.parametrize("command", ["ask", "stream"])
+def test_openai_refusal_in_json(cli, fake, command):
+    fake.script("openai", Reply(refusal=REFUSAL))
+    result = cli(command, "-p", "openai", "--json", "hi")
+    assert result.code == 8
+    data = json.loads(result.out)
+    assert (data["content"], data["finish_reason"], data["raw_finish_reason"]) == (
+        "",
+        "content_filter",
+        "refusal",
+    )
+    assert data["refusal"] == REFUSAL
+
+
+def test_json_refusal_is_null_for_an_answer(cli, fake):
+    fake.script("openai", Reply(text="fine"))
+    data = json.loads(cli("ask", "-p", "openai", "--json", "hi").out)
+    assert data["content"] == "fine" and data["refusal"] is None

@@ -291,3 +291,25 @@ def test_dropped_connection_without_reply_is_retried_then_succeeds(fake, provide
     assert response.text == "second time lucky"
     assert response.attempts == 2 and len(waits) == 1
     assert len(fake.requests_for(provider)) == 2
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["complete", "stream"])
+def test_openai_refusal_is_kept_apart_from_the_text(fake, streamed):
+    """A refusal is not answer text: it never reaches the printed deltas, only `refusal`."""
+    fake.script("openai", Reply(refusal="I can't help with that."))
+    call = make_call(fake, "openai")
+    if streamed:
+        stream = core.Stream(call)
+        assert list(stream) == []
+        response = stream.response
+    else:
+        response = core.complete(call)
+    assert response.text == ""
+    assert response.refusal == "I can't help with that."
+    assert (response.finish_reason, response.raw_finish_reason) == (
+        FinishReason.CONTENT_FILTER,
+        "refusal",
+    )
+    problem = core.incomplete(response, strict=False)
+    assert problem is not None and problem.exit_code == 8
+    assert problem.message == "openai declined to answer: I can't help with that."

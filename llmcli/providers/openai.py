@@ -87,8 +87,9 @@ class OpenAIProvider(Provider):
         choice = reply.choices[0]
         message = choice.message
         text = message.content or ""
+        refusal = getattr(message, "refusal", None) or None
         finish, raw = _finish(choice.finish_reason), choice.finish_reason
-        if not text and getattr(message, "refusal", None):
+        if not text and refusal:
             # The model declined (a `refusal` instead of content): a filtered answer.
             finish, raw = FinishReason.CONTENT_FILTER, "refusal"
         return Response(
@@ -99,6 +100,7 @@ class OpenAIProvider(Provider):
             finish_reason=finish,
             raw_finish_reason=raw,
             request_id=reply.id,
+            refusal=refusal,
         )
 
     def stream(self, request: Request) -> Iterator[Chunk]:
@@ -113,7 +115,10 @@ class OpenAIProvider(Provider):
             for event in events:
                 for choice in event.choices:
                     content = getattr(choice.delta, "content", None)
-                    refused = refused or bool(getattr(choice.delta, "refusal", None))
+                    refusal = getattr(choice.delta, "refusal", None)
+                    if refusal:
+                        refused = True
+                        yield Chunk(refusal=refusal, model=event.model, request_id=event.id)
                     if content:
                         yield Chunk(text=content, model=event.model, request_id=event.id)
                     if choice.finish_reason:
