@@ -263,7 +263,7 @@ class Stream:
             ttft_ms=_ms(self.first_token_at - self.started) if self.first_token_at else None,
             attempts=self.attempts,
             request_id=request_id,
-            refusal="".join(refusal) or None,
+            refusal="".join(refusal).strip() or None,
         )
         self.response = priced(self.call, response) if self.price else response
 

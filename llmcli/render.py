@@ -145,6 +145,8 @@ def finish_warnings(response: Response, max_tokens: int) -> None:
         warn(
             f"{response.provider} filtered part of the answer (finish reason: {response.raw_finish_reason})"
         )
+    if response.refusal and response.text:  # answered in part, then declined the rest
+        warn(f"{response.provider} declined part of it: {' '.join(response.refusal.split())}")
 
 
 class Waiting:

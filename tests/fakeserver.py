@@ -157,7 +157,8 @@ class Reply:
         model: model name reported back (default: the requested one).
         refusal: OpenAI only: the model declines: ``message.refusal`` holds this text and
             ``content`` is null (streamed: ``delta.refusal`` pieces instead of ``delta.content``),
-            with finish reason ``stop``, as OpenAI sends it. Other providers ignore it.
+            with finish reason ``stop``, as OpenAI sends it. With ``chunks`` given too, those
+            are the content (an answer in part), followed by the refusal. Other providers ignore it.
 
     HTTP behaviour:
         status, headers: status code and extra response headers (applied to every reply).
@@ -1014,7 +1015,9 @@ class _Exchange:
                         "index": 0,
                         "message": {
                             "role": "assistant",
-                            "content": None if reply.refusal else reply.answer(),
+                            "content": reply.answer()
+                            if not reply.refusal or reply.chunks is not None
+                            else None,
                             "refusal": reply.refusal,
                             "annotations": [],
                         },
@@ -1050,12 +1053,16 @@ class _Exchange:
         def choice(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
             return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
 
-        pieces = split_words(reply.refusal) if reply.refusal else reply.pieces()
-        field_name = "refusal" if reply.refusal else "content"
+        # (delta field, piece): the content, then the refusal, as far as the reply has them.
+        pieces: list[tuple[str, str]] = []
+        if not reply.refusal or reply.chunks is not None:
+            pieces += [("content", piece) for piece in reply.pieces()]
+        if reply.refusal:
+            pieces += [("refusal", piece) for piece in split_words(reply.refusal)]
 
         def events() -> Iterator[_Event]:
             yield ("raw", chunk([choice({"role": "assistant", "content": "", "refusal": None})]))
-            for piece in pieces:
+            for field_name, piece in pieces:
                 yield ("text", chunk([choice({field_name: piece})]))
             yield ("end", b"")
             yield ("raw", chunk([choice({}, finish)]))

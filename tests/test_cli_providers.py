@@ -150,3 +150,27 @@ def test_json_refusal_is_null_for_an_answer(cli, fake):
     fake.script("openai", Reply(text="fine"))
     data = json.loads(cli("ask", "-p", "openai", "--json", "hi").out)
     assert data["content"] == "fine" and data["refusal"] is None
+
+
+@pytest.mark.parametrize("command", ["ask", "stream"])
+def test_openai_answer_in_part_then_refusal_prints_the_part_and_warns(cli, fake, command):
+    """Text and a refusal in one reply: an answer (exit 0), the refusal as a warning; ask and
+    stream agree."""
+    fake.script("openai", Reply(chunks=["Part one."], refusal="I won't do the rest."))
+    result = cli(command, "-p", "openai", "--json", "hi")
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
+    assert (data["content"], data["finish_reason"], data["refusal"]) == (
+        "Part one.",
+        "stop",
+        "I won't do the rest.",
+    )
+    assert "openai declined part of it: I won't do the rest." in result.err
+
+
+@pytest.mark.parametrize("command", ["ask", "stream"])
+def test_openai_refusal_with_another_finish_reason_is_still_a_refusal(cli, fake, command):
+    fake.script("openai", Reply(refusal="No.", finish="length"))
+    result = cli(command, "-p", "openai", "hi")
+    assert (result.code, result.out) == (8, "")
+    assert "openai declined to answer: No." in result.err

@@ -87,7 +87,7 @@ class OpenAIProvider(Provider):
         choice = reply.choices[0]
         message = choice.message
         text = message.content or ""
-        refusal = getattr(message, "refusal", None) or None
+        refusal = (getattr(message, "refusal", None) or "").strip() or None
         finish, raw = _finish(choice.finish_reason), choice.finish_reason
         if not text and refusal:
             # The model declined (a `refusal` instead of content): a filtered answer.
@@ -111,18 +111,21 @@ class OpenAIProvider(Provider):
             self._client(request.timeout) as client,
             client.chat.completions.create(stream=True, **params) as events,
         ):
-            refused = False
+            # One rule with `complete`: a refusal with no text is a filtered answer, whatever
+            # the finish reason; text with a refusal beside it is an answer (render warns).
+            refused = answered = False
             for event in events:
                 for choice in event.choices:
                     content = getattr(choice.delta, "content", None)
                     refusal = getattr(choice.delta, "refusal", None)
                     if refusal:
-                        refused = True
+                        refused = refused or bool(refusal.strip())
                         yield Chunk(refusal=refusal, model=event.model, request_id=event.id)
                     if content:
+                        answered = True
                         yield Chunk(text=content, model=event.model, request_id=event.id)
                     if choice.finish_reason:
-                        filtered = refused and choice.finish_reason == "stop"
+                        filtered = refused and not answered
                         yield Chunk(
                             finish_reason=FinishReason.CONTENT_FILTER
                             if filtered
