@@ -603,6 +603,16 @@ def machine() -> str:
     )
 
 
+def conditions(load_before: float, elapsed: float) -> str:
+    """The machine, the load average before and after, and how long the run took: the words
+    every table's heading ends with, so a reader can judge how quiet the run was."""
+    load_after = os.getloadavg()[0]
+    return (
+        f"{machine()}; load average {load_before:.1f} before, {load_after:.1f} after; "
+        f"{elapsed:.0f} s in all."
+    )
+
+
 def warn_if_busy(say: Callable[[str], None]) -> float:
     """The 1-minute load average; warns through `say` when other work competes for the CPUs."""
     load = os.getloadavg()[0]

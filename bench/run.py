@@ -24,7 +24,6 @@ bench/stream.py and bench/cost.py give those two in more detail (time to first t
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
@@ -236,12 +235,10 @@ def main() -> int:
             "×",
         ],
     )
-    load_after = os.getloadavg()[0]
     text = "\n".join(
         [
             f"Median (min–max) of {args.runs} runs after {args.warmup} warm-up; × = llmcli "
-            f"median / reference median; {m.machine()}; load average {load_before:.1f} before, "
-            f"{load_after:.1f} after; {elapsed:.0f} s in all.",
+            f"median / reference median; {m.conditions(load_before, elapsed)}",
             "",
             table,
         ]

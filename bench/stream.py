@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import socket
 import sys
 import time
@@ -309,12 +308,10 @@ def main() -> int:
             "client exit, s (llmcli / bare / paused)",
         ],
     )
-    load_after = os.getloadavg()[0]
     text = "\n".join(
         [
             f"{args.chunks:,} chunks per answer; median (min–max) of {args.runs} runs after "
-            f"{args.warmup} warm-up; {m.machine()}; load average {load_before:.1f} before, "
-            f"{load_after:.1f} after; {elapsed:.0f} s in all.",
+            f"{args.warmup} warm-up; {m.conditions(load_before, elapsed)}",
             "",
             figures,
             "",

@@ -1214,15 +1214,13 @@ class _Exchange:
                 ]
                 index = 1
             for block_number, pieces in enumerate(blocks):
-                yield (
-                    raw(
-                        "content_block_start",
-                        {
-                            "type": "content_block_start",
-                            "index": index,
-                            "content_block": {"type": "text", "text": ""},
-                        },
-                    )
+                yield raw(
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": index,
+                        "content_block": {"type": "text", "text": ""},
+                    },
                 )
                 if block_number == 0 and not reply.thinking:
                     yield ping

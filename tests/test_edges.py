@@ -159,12 +159,20 @@ def test_system_dash_removes_a_system_prompt_set_in_the_environment(tmp_path):
     assert session.check().request.system is None
 
 
-def test_config_validate_fails_on_a_broken_prices_file():
+@pytest.mark.parametrize(
+    ("prices", "needle"),
+    [
+        ("[openai.x]\ninput = 'cheap'\n", "prices.toml"),
+        ("[openai.x]\ninput = nan\noutput = 1.0\n", "finite"),  # prices must be finite
+    ],
+    ids=["not-a-number", "nan"],
+)
+def test_config_validate_fails_on_a_broken_prices_file(prices, needle):
     home = Path(os.environ["LLMCLI_HOME"])
     home.mkdir(parents=True, exist_ok=True)
-    (home / "prices.toml").write_text("[openai.x]\ninput = 'cheap'\n")
+    (home / "prices.toml").write_text(prices)
     result = run_cli("config", "validate", "-p", "echo")
-    assert result.code == 3 and "prices.toml" in result.err
+    assert result.code == 3 and needle in result.err
 
 
 def test_dry_run_endpoint_hides_credentials_in_the_base_url():
@@ -259,11 +267,3 @@ def test_undecodable_bytes_in_any_argument_are_a_usage_error(args):
         and b"not valid UTF-8" in proc.stderr
         and b"internal" not in proc.stderr
     )
-
-
-def test_prices_must_be_finite():
-    home = Path(os.environ["LLMCLI_HOME"])
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "prices.toml").write_text("[openai.x]\ninput = nan\noutput = 1.0\n")
-    result = run_cli("config", "validate", "-p", "echo")
-    assert result.code == 3 and "finite" in result.err

@@ -37,6 +37,13 @@ def decode_input(data: bytes, where: str) -> str:
         ) from None
 
 
+def _with_options(func: Callable[..., Any], options: list[Any]) -> Callable[..., Any]:
+    """`func` decorated with `options`, which `--help` then lists in the order given."""
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The options `ask`, `stream` and `chat` share, declared once so they cannot drift apart."""
     options = [
@@ -98,9 +105,7 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Do not record this call in the log.  [env: LLMCLI_LOG=0]",
         ),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return _with_options(func, options)
 
 
 def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -125,9 +130,7 @@ def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Do not read standard input (e.g. inside a `while read` loop).",
         ),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return _with_options(func, options)
 
 
 FLAG_NAMES = (
