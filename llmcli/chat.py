@@ -2,17 +2,21 @@
 
 The seed's core idea: the messages array is the conversation, and each turn sends all of it.
 A turn joins the history only when it succeeds, so a failed or cancelled turn never leaves an
-unanswered user message behind. No terminal I/O here: `commands/chat.py` owns the prompt.
+unanswered user message behind. Each turn goes through the one call lifecycle, and its log row
+refers to the previous turn's instead of repeating the conversation, so a long chat's log grows
+with what is said, not with its square. No terminal I/O here: `commands/chat.py` owns the prompt.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
-from llmcli import config, core, errors
-from llmcli.journal import Journal, new_conversation_id
+from llmcli import config, core, errors, lifecycle
+from llmcli.calllog import Conversation
+from llmcli.journal import Journal, messages_of, new_conversation_id
 from llmcli.journal import resume as continue_conversation
 from llmcli.retry import RetryNotice
 from llmcli.types import Message, Response
@@ -25,7 +29,7 @@ class Totals:
     turns: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
-    cost_usd: float = 0.0
+    cost_usd: Decimal = Decimal(0)
     unpriced: int = 0
 
     def add(self, response: Response) -> None:
@@ -57,6 +61,10 @@ class ChatSession:
     last_prompt: str | None = None
     last_joined: bool = False  # whether the last turn's exchange is the end of `history`
     on_retry: Callable[[RetryNotice], None] | None = None
+    #: The conversation as logged (its last answered row): the next turn's row refers to it.
+    logged: Conversation | None = None
+    #: `history` and `logged` before the last turn joined, for `/retry`.
+    previous: tuple[list[Message], Conversation | None] | None = None
 
     @classmethod
     def start(
@@ -72,9 +80,9 @@ class ChatSession:
         flags = dict(flags)
         session = cls(env, flags, journal)
         if resume or conversation_id:
-            session.conversation_id, session.history = continue_conversation(
-                journal, conversation_id, session.flags, env
-            )
+            session.logged = continue_conversation(journal, conversation_id, session.flags, env)
+            session.conversation_id = session.logged.conversation_id
+            session.history = messages_of(session.logged)
         session.check()
         return session
 
@@ -90,63 +98,68 @@ class ChatSession:
     def model(self) -> str:
         return self.check().request.model
 
-    def turn(self, text: str) -> core.Stream:
-        """Start a turn: a stream to iterate; call `finish` with it, or `abandon` on failure."""
+    def send(self, text: str, deliver: Callable[[str], object]) -> lifecycle.Outcome:
+        """One turn: the reply streams to `deliver`, then joins the totals and the log, and the
+        history if it is whole.
+
+        A filtered reply comes back with its problem (exit 8), as `ask` would; it stays out of the
+        history, as would an empty reply, which providers reject as an assistant turn. A failed
+        or cancelled turn is logged by the lifecycle and raised; the history stays as it was.
+        """
         self.last_prompt = text
         self.last_joined = False
         call = core.prepare([*self.history, Message("user", text)], self.flags, self.env)
-        return core.Stream(call, on_retry=self.on_retry, price=False)
-
-    def finish(self, stream: core.Stream) -> tuple[Response, errors.IncompleteAnswer | None]:
-        """The reply arrived: it joins the totals and the log, and the history if it is whole.
-
-        A filtered reply is returned with its error (exit 8), as `ask` would; it stays out of the
-        history, as would an empty reply, which providers reject as an assistant turn.
-        """
-        assert stream.response is not None
-        response = core.priced(stream.call, stream.response)  # after the reply is on screen
-        problem = core.incomplete(response, strict=False)
-        if response.text and problem is None:
-            self.history = [*stream.call.request.messages, Message("assistant", response.text)]
-            self.last_joined = True
-        self.totals.add(response)
-        self.journal.record(
-            stream.call, conversation_id=self.conversation_id, response=response, error=problem
-        )
-        return response, problem
-
-    def abandon(
-        self, stream: core.Stream | None, error: errors.LlmcliError, *, interrupted: bool = False
-    ) -> None:
-        """The turn failed or was cancelled: log it, and leave the history as it was."""
-        if stream is None or stream.started is None:  # never sent: nothing to log
-            return
-        self.journal.record(
-            stream.call,
+        outcome = lifecycle.run(
+            call,
+            self.journal,
             conversation_id=self.conversation_id,
-            error=error,
-            status="interrupted" if interrupted else "error",
-            partial_text=stream.text,
+            before=self.logged,
+            stream=True,
+            deliver=deliver,
+            on_retry=self.on_retry,
         )
+        response = outcome.response
+        self.totals.add(response)
+        if response.text and outcome.problem is None:
+            self.previous = (self.history, self.logged)
+            self.history = [*call.request.messages, Message("assistant", response.text)]
+            self.logged = Conversation(
+                self.conversation_id,
+                call.request.system,
+                tuple(m.to_dict() for m in self.history),
+                outcome.logged.uid if outcome.logged else None,
+            )
+            self.last_joined = True
+        return outcome
 
     def retry_prompt(self) -> str | None:
         """The message `/retry` sends again; drops its earlier answer from the history."""
         if self.last_prompt is None:
             return None
-        if self.last_joined:  # only the last turn's own exchange, never an earlier look-alike
-            self.history = self.history[:-2]
+        if self.last_joined and self.previous is not None:
+            # Only the last turn's own exchange, never an earlier look-alike.
+            self.history, self.logged = self.previous
+            self.previous = None
             self.last_joined = False
         return self.last_prompt
 
     def clear(self) -> None:
         """Forget the history and start a new conversation id (settings and totals stay)."""
         self.history = []
+        self.logged = None
+        self.previous = None
         self.conversation_id = new_conversation_id()
         self.last_prompt = None
         self.last_joined = False
 
     def set(self, name: str, value: Any) -> None:
         """Change a setting for the next turns (checked now; the old value stays on error)."""
+        setting = config.SETTINGS_BY_NAME[name]
+        if value != "" or name != "system":
+            try:
+                setting.parse(value)
+            except ValueError as exc:
+                raise errors.UsageError(f"invalid value for /{name}: {value!r} {exc}") from None
         before = dict(self.flags)
         self.flags[name] = value
         if name == "provider":

@@ -205,9 +205,7 @@ def _config_error(call: Callable[[], object]) -> errors.LlmcliError | None:
 
 def _secrets(env: config.Environment) -> list[str]:
     """Every key value in either layer, so no printed text can carry one by accident."""
-    names = {
-        var for name in providers.names() for var in providers.provider_class(name).key_env_vars
-    }
+    names = {var for name in providers.names() for var in providers.spec(name).key_env_vars}
     found = []
     for layer in (env.environ, env.dotenv):
         for var in names:
@@ -249,7 +247,7 @@ def validate(
     no SDK is imported and nothing touches the network. Never raises for a configuration problem:
     each one becomes a failing `Check`.
     """
-    unknown = [n for n in provider_names if n.strip().lower() not in providers.REGISTRY]
+    unknown = [n for n in provider_names if not providers.known(n.strip().lower())]
     if unknown:
         raise errors.UsageError(
             f"unknown provider: {', '.join(unknown)}",
@@ -410,7 +408,7 @@ def _setting_checks(env: config.Environment, names: list[str]) -> list[Check]:
 def _temperature_problem(value: float, names: list[str]) -> str | None:
     """LLM_TEMPERATURE applies to whichever provider is used, so it must suit each one checked."""
     for name in names:
-        low, high = providers.provider_class(name).temperature_range
+        low, high = providers.protocol(name).temperature_range
         if not low <= value <= high:
             return f"is out of range for {name}: must be from {low:g} to {high:g}"
     return None
@@ -420,7 +418,7 @@ def _provider_checks(
     name: str, env: config.Environment, unparsed: Mapping[str, int]
 ) -> tuple[list[Check], config.Credentials | None]:
     """The provider's key and endpoint; the credentials too when both are usable."""
-    cls = providers.provider_class(name)
+    cls = providers.spec(name)
     rows: list[Check] = []
     usable = True
     if not cls.key_env_vars:
@@ -500,7 +498,7 @@ def _provider_checks(
 
 def _other_key_name(name: str, env: config.Environment, used: str, key: str) -> list[Check]:
     """Gemini reads two names; a different key under the one not used is a trap worth a warning."""
-    cls = providers.provider_class(name)
+    cls = providers.spec(name)
     rows = []
     for other in cls.key_env_vars:
         found = env.lookup(other) if other != used else None
@@ -525,7 +523,7 @@ def _live_checks(
 ) -> list[Check]:
     """One request that costs no tokens (list models) through the provider's own SDK."""
     check = f"{name} live"
-    cls = providers.provider_class(name)
+    cls = providers.spec(name)
     if creds is None:
         return [
             Check(
@@ -538,12 +536,12 @@ def _live_checks(
         ]
     variable = creds.key_var or "-"
     source = str(creds.key_source) if creds.key_source else None
-    shown_key = redact.mask(creds.api_key) if creds.api_key else None
+    shown_key = str(creds.api_key) if creds.api_key else None
     endpoint = (
         f"{cls.base_url_env}={redact.display_url(creds.base_url)}" if creds.base_url else None
     )
     model, model_source, timeout = _model_and_timeout(name, env)
-    provider = cls(api_key=creds.api_key, base_url=creds.base_url)
+    provider = providers.connect(name, creds.api_key, creds.base_url)
     try:
         listed = provider.list_models(timeout)
     except Exception as exc:  # every SDK failure becomes a row; translate_error names it
@@ -678,7 +676,7 @@ def show(
 def _shown_default(setting: config.Setting, provider: str) -> Shown:
     default = str(config.DEFAULT)
     if setting.name == "model":
-        model = providers.provider_class(provider).default_model
+        model = providers.spec(provider).default_model
         return Shown(setting.name, "LLM_MODEL", model, default, f"{provider}'s default")
     if setting.name == "temperature":
         return Shown(setting.name, "LLM_TEMPERATURE", "(the provider's)", default)
@@ -688,7 +686,7 @@ def _shown_default(setting: config.Setting, provider: str) -> Shown:
 def _shown_providers(env: config.Environment) -> list[Shown]:
     rows = []
     for name in providers.names():
-        cls = providers.provider_class(name)
+        cls = providers.spec(name)
         if cls.key_env_vars:
             found = env.lookup(*cls.key_env_vars)
             if found is None:

@@ -32,6 +32,28 @@ def environment():
     return config.Environment(env_file=STATE.env_file)
 
 
+class ProviderName(click.ParamType):
+    """A provider's name, checked when the command runs against the registry (built-in providers
+    and any registered endpoint), case-insensitively: `-p OpenAI` is `-p openai` everywhere."""
+
+    name = "provider"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "NAME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from llmcli import providers
+
+        name = str(value).strip().lower()
+        if not providers.known(name):
+            choices = ", ".join(repr(n) for n in providers.names())
+            self.fail(f"{value!r} is not one of {choices}.", param, ctx)
+        return name
+
+
+PROVIDER = ProviderName()
+
+
 class PipeClosed(Exception):
     """stdout's reader went away; not an OSError, so Click does not turn it into exit 1."""
 
@@ -117,7 +139,35 @@ def _check_arguments(argv: list[str]) -> None:
             ) from None
 
 
+@contextlib.contextmanager
+def _stopping_signals() -> Any:
+    """SIGTERM and SIGHUP (`timeout`, CI cancelling a job, `docker stop`, a closed terminal)
+    stop the command the way Ctrl-C does, so the call is logged and the line ended; the exit
+    status is then 128 + the signal's number, as the shell would report."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise errors.Terminated(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run(argv: list[str] | None = None) -> int:
+    with _stopping_signals():
+        return _run(argv)
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         _check_arguments(sys.argv[1:] if argv is None else argv)
         result = cli.main(args=argv, prog_name="llmcli", standalone_mode=False)
@@ -126,8 +176,8 @@ def run(argv: list[str] | None = None) -> int:
         return _fail(exc)
     except click.exceptions.Abort:
         return _interrupted()
-    except KeyboardInterrupt:
-        return _interrupted()
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc)
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
@@ -148,10 +198,11 @@ def run(argv: list[str] | None = None) -> int:
         )
 
 
-def _interrupted() -> int:
+def _interrupted(exc: KeyboardInterrupt | None = None) -> int:
+    error = errors.interruption(exc or KeyboardInterrupt())
     with contextlib.suppress(BrokenPipeError, ValueError):
-        render.diag("interrupted")
-    return int(errors.ExitCode.INTERRUPTED)
+        render.diag(error.message)
+    return int(error.exit_code)
 
 
 def _broken_pipe() -> int:

@@ -16,12 +16,19 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from llmcli import errors, providers
+from llmcli.secret import Secret
 
 DEFAULT_PROVIDER = "openai"
 DEFAULT_MAX_TOKENS = 1000
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_RETRIES = 3
 MAX_RETRIES_LIMIT = 10
+# Bounds every SDK accepts: google-genai counts timeouts in whole milliseconds (0 = none at all),
+# and a timeout past an hour overflows nothing but helps no one; no model writes more tokens.
+MIN_TIMEOUT = 0.001
+MAX_TIMEOUT = 3600.0
+MAX_TOKENS_LIMIT = 10_000_000
+MAX_MODEL_NAME = 256
 
 
 class Source(NamedTuple):
@@ -42,13 +49,14 @@ DEFAULT = Source("default")
 # --- value parsers: each returns the typed value or raises ValueError saying what is wrong -------
 
 
-def parse_positive_int(raw: Any) -> int:
+def parse_max_tokens(raw: Any) -> int:
+    problem = f"must be a whole number from 1 to {MAX_TOKENS_LIMIT:,}, e.g. 1000"
     try:
         value = int(str(raw).strip())
     except ValueError:
-        raise ValueError("must be a whole number of 1 or more, e.g. 1000") from None
-    if value < 1:
-        raise ValueError("must be a whole number of 1 or more, e.g. 1000")
+        raise ValueError(problem) from None
+    if not 1 <= value <= MAX_TOKENS_LIMIT:
+        raise ValueError(problem)
     return value
 
 
@@ -83,17 +91,49 @@ def parse_top_p(raw: Any) -> float:
 
 
 def parse_timeout(raw: Any) -> float:
-    value = _parse_float(raw, 0.0, None, "must be a number of seconds greater than 0, e.g. 60")
-    if value <= 0:
-        raise ValueError("must be a number of seconds greater than 0, e.g. 60")
-    return value
+    return _parse_float(
+        raw,
+        MIN_TIMEOUT,
+        MAX_TIMEOUT,
+        f"must be a number of seconds from {MIN_TIMEOUT:g} to {MAX_TIMEOUT:g}, e.g. 60",
+    )
 
 
 def parse_provider(raw: Any) -> str:
     value = str(raw).strip().lower()
-    if value not in providers.REGISTRY:
+    if not providers.known(value):
         raise ValueError(f"unknown provider; choose one of: {', '.join(providers.names())}")
     return value
+
+
+def parse_model(raw: Any) -> str:
+    """A model name as the APIs take it: `gpt-4o-mini`, `models/gemini-2.5-flash`,
+    `meta-llama/Llama-3-70b`, `llama3.2:latest`, `ft:gpt-4o-mini:org::id`.
+
+    Gemini puts the name in the URL path, so a name that could leave that path (`..`, `?`, a
+    space) is refused here for every provider, before anything is sent.
+    """
+    value = parse_text(raw).strip()
+    if not value:
+        raise ValueError("is empty; name a model, e.g. gpt-4o-mini")
+    if len(value) > MAX_MODEL_NAME:
+        raise ValueError(f"is longer than {MAX_MODEL_NAME} characters")
+    bad = sorted({c for c in value if not (c.isalnum() or c in "-_.:/@+=")})
+    if bad:
+        shown = " ".join(repr(c) for c in bad)
+        raise ValueError(f"contains characters no model name has ({shown})")
+    segments = value.split("/")
+    if any(s in ("", ".", "..") for s in segments):
+        raise ValueError("is not a model name (empty, '.' or '..' between slashes)")
+    return value
+
+
+def parse_tag(raw: Any) -> str | None:
+    """A label for `cost --by tag`; an empty one means no tag, as if none were given."""
+    value = parse_text(raw).strip()
+    if any(not c.isprintable() for c in value):
+        raise ValueError("contains control characters")
+    return value or None
 
 
 def parse_text(raw: Any) -> str:
@@ -139,20 +179,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "provider", "LLM_PROVIDER", "--provider", parse_provider, DEFAULT_PROVIDER, "anthropic"
     ),
-    Setting("model", "LLM_MODEL", "--model", parse_text, None, "gpt-4o-mini"),
+    Setting("model", "LLM_MODEL", "--model", parse_model, None, "gpt-4o-mini"),
     Setting("system", "LLM_SYSTEM_PROMPT", "--system", parse_text, None, '"You are terse."'),
     Setting("temperature", "LLM_TEMPERATURE", "--temperature", parse_temperature, None, "0.7"),
     Setting(
         "max_tokens",
         "LLM_MAX_TOKENS",
         "--max-tokens",
-        parse_positive_int,
+        parse_max_tokens,
         DEFAULT_MAX_TOKENS,
         "1000",
     ),
     Setting("timeout", "LLM_TIMEOUT", "--timeout", parse_timeout, DEFAULT_TIMEOUT, "60"),
     Setting("retries", "LLM_MAX_RETRIES", "--retries", parse_retries, DEFAULT_RETRIES, "3"),
-    Setting("tag", "LLM_TAG", "--tag", parse_text, None, "nightly-report"),
+    Setting("tag", "LLM_TAG", "--tag", parse_tag, None, "nightly-report"),
     Setting("log", "LLMCLI_LOG", None, parse_log_switch, True, "0"),
     Setting("top_p", None, "--top-p", parse_top_p, None, "0.9"),
 )
@@ -256,7 +296,7 @@ def resolve(flags: Mapping[str, Any], env: Environment) -> Settings:
     for setting in SETTINGS:
         values[setting.name], sources[setting.name] = _resolve(setting, flags, env)
 
-    provider_cls = providers.provider_class(values["provider"])
+    spec = providers.spec(values["provider"])
     # LLM_MODEL belongs with LLM_PROVIDER: when a flag picks another provider, a model set for the
     # first one would only earn a 404, so that provider's default model is used instead.
     env_provider = env.lookup("LLM_PROVIDER")
@@ -267,15 +307,14 @@ def resolve(flags: Mapping[str, Any], env: Environment) -> Settings:
         != values["provider"]
     )
     if values["model"] is None or model_for_other_provider:
-        values["model"], sources["model"] = provider_cls.default_model, DEFAULT
-    values["model"] = values["model"].strip()
+        values["model"], sources["model"] = spec.default_model, DEFAULT
     if (
         values["system"] == ""
     ):  # `-s ""` (or chat's `/system -`): no system prompt, whatever the env says
         values["system"] = None
 
     temperature = values["temperature"]
-    low, high = provider_cls.temperature_range
+    low, high = providers.protocol(spec).temperature_range
     if temperature is not None and not low <= temperature <= high:
         setting = SETTINGS_BY_NAME["temperature"]
         raise _invalid(
@@ -308,9 +347,9 @@ def key_problem(key: str) -> str | None:
 
 
 class Credentials(NamedTuple):
-    """The key and endpoint for one provider. The key is never printed: see `redact.mask`."""
+    """The key and endpoint for one provider. The key is a `Secret`: shown masked, always."""
 
-    api_key: str | None
+    api_key: Secret | None
     key_var: str | None
     key_source: Source | None
     base_url: str | None
@@ -319,7 +358,7 @@ class Credentials(NamedTuple):
 
 def credentials(provider: str, env: Environment, *, required: bool = True) -> Credentials:
     """The provider's key and base URL; a missing key is a ConfigError when `required`."""
-    cls = providers.provider_class(provider)
+    cls = providers.spec(provider)
     key = key_var = key_source = None
     if cls.key_env_vars and (found := env.lookup(*cls.key_env_vars)):
         key, key_source, key_var = found[0].strip(), found[1], found[2]
@@ -348,7 +387,8 @@ def credentials(provider: str, env: Environment, *, required: bool = True) -> Cr
                 f"Set it with: export {cls.base_url_env}=https://... (or unset it to use the provider's own endpoint)",
             ) from None
         base_source = found[1]
-    return Credentials(key, key_var, key_source, base_url, base_source)
+    secret = Secret(key) if key is not None else None
+    return Credentials(secret, key_var, key_source, base_url, base_source)
 
 
 # --- for `config validate` and `config show`: report every problem, not only the first ----------

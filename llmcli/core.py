@@ -8,13 +8,13 @@ optional `on_retry` callback. `llmcli.ask()` and `llmcli.stream()` are the Pytho
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from llmcli import config, errors, paths, pricing, providers, redact
-from llmcli.providers.base import Provider
+from llmcli.providers.base import Provider, malformed, unsupported_attachment
 from llmcli.retry import Retrier, RetryNotice, RetryPolicy
-from llmcli.types import FinishReason, Message, Request, Response, Usage
+from llmcli.types import Chunk, FinishReason, Message, Request, Response, Usage
 
 # How each optional capability is spelled on the command line, for error messages.
 OPTION_FLAGS = {
@@ -59,13 +59,12 @@ class Call(NamedTuple):
     def describe(self) -> dict[str, Any]:
         """What `--dry-run` shows: everything that would be sent, the key masked."""
         creds = self.credentials
+        endpoint = self.provider.base_url
         return {
             "provider": self.request.provider,
             "model": self.request.model,
-            "endpoint": redact.display_url(creds.base_url)
-            if creds.base_url
-            else "(the provider's default)",
-            "api_key": redact.mask(creds.api_key) if creds.api_key else None,
+            "endpoint": redact.display_url(endpoint) if endpoint else "(the provider's default)",
+            "api_key": str(creds.api_key) if creds.api_key else None,
             "api_key_variable": creds.key_var,
             "timeout_s": self.request.timeout,
             "retries": self.request.retries,
@@ -75,21 +74,34 @@ class Call(NamedTuple):
 
 def check_supported(provider_cls: type[Provider], request: Request) -> None:
     """A flag the provider cannot honour is a usage error, never silently dropped."""
+    name = request.provider
     unsupported = [o for o in request.options_set() if o not in provider_cls.supports]
     if unsupported:
         flags = ", ".join(OPTION_FLAGS[o] for o in unsupported)
         able = [
-            name
-            for name in providers.names()
-            if all(o in providers.provider_class(name).supports for o in unsupported)
+            other
+            for other in providers.names()
+            if all(o in providers.protocol(other).supports for o in unsupported)
         ]
         hint = f"drop {flags}, or choose a provider that supports it: {', '.join(able)}"
-        raise errors.UsageError(f"{provider_cls.name} cannot honour {flags}", hint)
+        raise errors.UsageError(f"{name} cannot honour {flags}", hint)
     limit = provider_cls.max_stop_sequences
     if limit is not None and len(request.stop) > limit:
         raise errors.UsageError(
-            f"{provider_cls.name} accepts at most {limit} --stop sequences, got {len(request.stop)}"
+            f"{name} accepts at most {limit} --stop sequences, got {len(request.stop)}"
         )
+    if (
+        request.seed is not None
+        and not -provider_cls.max_seed - 1 <= request.seed <= provider_cls.max_seed
+    ):
+        raise errors.UsageError(
+            f"invalid value for --seed: {request.seed} is out of range for {name} "
+            f"(from {-provider_cls.max_seed - 1} to {provider_cls.max_seed})"
+        )
+    for message in request.messages:
+        for attachment in message.attachments:
+            if attachment.media_type not in provider_cls.attachment_types:
+                raise unsupported_attachment(name, attachment)
 
 
 def prepare(
@@ -121,27 +133,17 @@ def prepare(
         timeout=settings.timeout,
         retries=settings.retries,
     )
-    provider_cls = providers.provider_class(settings.provider)
-    check_supported(provider_cls, request)
+    spec = providers.spec(settings.provider)
+    check_supported(providers.protocol(spec), request)
     creds = config.credentials(settings.provider, env, required=require_key)
-    provider = provider_cls(api_key=creds.api_key, base_url=creds.base_url)
-    prices = pricing.load_overrides(paths.prices_file(env)) if provider_cls.remote else {}
+    provider = providers.connect(spec, creds.api_key, creds.base_url)
+    prices = pricing.load_overrides(paths.prices_file(env)) if spec.remote else {}
     return Call(request, provider, creds, settings, prices)
 
 
 def _translator(call: Call) -> Callable[[BaseException], errors.LlmcliError | None]:
-    secrets = [call.credentials.api_key]
-
-    def translate(exc: BaseException) -> errors.LlmcliError | None:
-        error = call.provider.translate_error(exc)
-        if error is not None:
-            # SDK messages can echo request details: never let a key through.
-            error.message = redact.scrub(error.message, secrets)
-            if error.hint:
-                error.hint = redact.scrub(error.hint, secrets)
-        return error
-
-    return translate
+    # Errors scrub every key in use as they are built (llmcli.errors); nothing more to do here.
+    return call.provider.translate_error
 
 
 def priced(call: Call, response: Response) -> Response:
@@ -162,6 +164,21 @@ def _ms(seconds: float) -> int:
     return round(seconds * 1000)
 
 
+def _retrier(
+    call: Call, on_retry: Callable[[RetryNotice], None] | None, sleep: Callable[[float], None]
+) -> Retrier:
+    return Retrier(RetryPolicy(call.request.retries, sleep=sleep), _translator(call), on_retry)
+
+
+def _finished(call: Call, reply: Response, started: float, attempts: int, price: bool) -> Response:
+    reply = reply._replace(
+        requested_model=call.request.model,
+        duration_ms=_ms(time.monotonic() - started),
+        attempts=attempts,
+    )
+    return priced(call, reply) if price else reply
+
+
 def complete(
     call: Call,
     *,
@@ -174,38 +191,68 @@ def complete(
     `price=False` leaves `cost_usd` unset, for a caller that prints the answer first and prices
     it afterwards (pricing loads genai-prices: tens of milliseconds the user need not wait for).
     """
-    retrier = Retrier(RetryPolicy(call.request.retries, sleep=sleep), _translator(call), on_retry)
     started = time.monotonic()
-    reply, attempts = retrier.run(lambda: call.provider.complete(call.request))
-    assert isinstance(reply, Response)
-    reply = reply._replace(
-        requested_model=call.request.model,
-        duration_ms=_ms(time.monotonic() - started),
-        attempts=attempts,
+    reply, attempts = _retrier(call, on_retry, sleep).run(
+        lambda: call.provider.complete(call.request)
     )
-    return priced(call, reply) if price else reply
+    return _finished(call, reply, started, attempts, price)
 
 
-class Stream:
-    """Iterate for text deltas as they arrive; `response` holds the whole answer afterwards.
+async def acomplete(
+    call: Call,
+    *,
+    on_retry: Callable[[RetryNotice], None] | None = None,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
+    price: bool = True,
+) -> Response:
+    """`complete` on the provider's async client: the same policy, waits awaited."""
+    started = time.monotonic()
+    reply, attempts = await _retrier(call, on_retry, time.sleep).arun(
+        lambda: call.provider.acomplete(call.request), sleep
+    )
+    return _finished(call, reply, started, attempts, price)
 
-    A stream is retried only while nothing has been yielded: once text reached the caller, a
-    failure is raised with what was received kept in `text`.
-    """
+
+class _Attempt:
+    """What one streamed attempt has said so far: the pieces that become its `Response`."""
+
+    def __init__(self) -> None:
+        self.usage: Usage | None = None
+        self.finish: FinishReason | None = None
+        self.raw_finish: str | None = None
+        self.model: str | None = None
+        self.request_id: str | None = None
+        self.refusal: list[str] = []  # not text: never printed, kept for the error and --json
+
+    def read(self, chunk: Chunk) -> None:
+        self.model = chunk.model or self.model
+        self.request_id = chunk.request_id or self.request_id
+        self.usage = chunk.usage or self.usage
+        if chunk.finish_reason is not None or chunk.raw_finish_reason is not None:
+            self.finish, self.raw_finish = chunk.finish_reason, chunk.raw_finish_reason
+        if chunk.refusal:
+            self.refusal.append(chunk.refusal)
+
+    @property
+    def finished(self) -> bool:
+        return self.finish is not None or self.raw_finish is not None
+
+
+class _Streaming:
+    """What `Stream` and `AsyncStream` share: the parts received and the rules for an attempt."""
 
     def __init__(
         self,
         call: Call,
         *,
         on_retry: Callable[[RetryNotice], None] | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], Any] = time.sleep,
         price: bool = True,
     ) -> None:
         self.call = call
         self.price = price
-        self.retrier = Retrier(
-            RetryPolicy(call.request.retries, sleep=sleep), _translator(call), on_retry
-        )
+        self.sleep = sleep
+        self.retrier = _retrier(call, on_retry, time.sleep)
         self.parts: list[str] = []
         self.response: Response | None = None
         self.started: float | None = None
@@ -216,56 +263,112 @@ class Stream:
     def text(self) -> str:
         return "".join(self.parts)
 
+    def _text(self, chunk: Chunk) -> str:
+        if self.first_token_at is None:
+            self.first_token_at = time.monotonic()
+        self.parts.append(chunk.text)
+        return chunk.text
+
+    def _unfinished(self, attempt: _Attempt) -> errors.LlmcliError | None:
+        """A stream that ended without a finish reason was cut (by a proxy, a load balancer):
+        for a provider that always sends one, that is a broken stream, not a complete answer."""
+        if attempt.finished or not self.call.provider.always_finishes:
+            return None
+        name = self.call.request.provider
+        if self.parts:
+            return errors.BrokenOff(
+                f"the stream from {name} ended without a finish reason: the answer was cut off",
+                "try again; a proxy or load balancer between you and the provider may have closed it",
+                provider=name,
+            )
+        return malformed(name, "a stream with no answer and no finish reason in it")
+
+    def _failed(self, failure: BaseException) -> float:
+        """The wait before the next attempt, or raise: retried only while nothing was yielded."""
+        try:
+            return self.retrier.decide(failure, self.attempts, may_retry=not self.parts).delay
+        except errors.LlmcliError as error:
+            if self.parts and not isinstance(failure, errors.BrokenOff):
+                error.message = (
+                    f"stream broken off after {len(self.text)} characters: {error.message}"
+                )
+            raise
+
+    def _end(self, attempt: _Attempt) -> None:
+        now = time.monotonic()
+        assert self.started is not None
+        response = Response(
+            text=self.text,
+            provider=self.call.request.provider,
+            model=attempt.model or self.call.request.model,
+            requested_model=self.call.request.model,
+            usage=attempt.usage or Usage(),
+            finish_reason=attempt.finish or FinishReason.OTHER,
+            raw_finish_reason=attempt.raw_finish,
+            duration_ms=_ms(now - self.started),
+            ttft_ms=_ms(self.first_token_at - self.started) if self.first_token_at else None,
+            attempts=self.attempts,
+            request_id=attempt.request_id,
+            refusal="".join(attempt.refusal).strip() or None,
+        )
+        self.response = priced(self.call, response) if self.price else response
+
+
+class Stream(_Streaming):
+    """Iterate for text deltas as they arrive; `response` holds the whole answer afterwards.
+
+    A stream is retried only while nothing has been yielded: once text reached the caller, a
+    failure is raised with what was received kept in `text`.
+    """
+
     def __iter__(self) -> Iterator[str]:
         self.started = time.monotonic()
         while True:
             self.attempts += 1
-            usage: Usage | None = None
-            finish: tuple[FinishReason | None, str | None] = (None, None)
-            model = request_id = None
-            refusal: list[str] = []  # not text: never printed, kept for the error and --json
+            attempt = _Attempt()
+            failure: BaseException | None = None
             try:
                 for chunk in self.call.provider.stream(self.call.request):
-                    model = chunk.model or model
-                    request_id = chunk.request_id or request_id
-                    usage = chunk.usage or usage
-                    if chunk.finish_reason is not None or chunk.raw_finish_reason is not None:
-                        finish = (chunk.finish_reason, chunk.raw_finish_reason)
-                    if chunk.refusal:
-                        refusal.append(chunk.refusal)
+                    attempt.read(chunk)
                     if chunk.text:
-                        if self.first_token_at is None:
-                            self.first_token_at = time.monotonic()
-                        self.parts.append(chunk.text)
-                        yield chunk.text
-                break
+                        yield self._text(chunk)
             except (KeyboardInterrupt, GeneratorExit):
                 raise
             except Exception as exc:
-                try:
-                    self.retrier.handle(exc, self.attempts, may_retry=not self.parts)
-                except errors.LlmcliError as error:
-                    if self.parts:
-                        error.message = (
-                            f"stream broken off after {len(self.text)} characters: {error.message}"
-                        )
-                    raise
-        now = time.monotonic()
-        response = Response(
-            text=self.text,
-            provider=self.call.request.provider,
-            model=model or self.call.request.model,
-            requested_model=self.call.request.model,
-            usage=usage or Usage(),
-            finish_reason=finish[0] or FinishReason.OTHER,
-            raw_finish_reason=finish[1],
-            duration_ms=_ms(now - self.started),
-            ttft_ms=_ms(self.first_token_at - self.started) if self.first_token_at else None,
-            attempts=self.attempts,
-            request_id=request_id,
-            refusal="".join(refusal).strip() or None,
-        )
-        self.response = priced(self.call, response) if self.price else response
+                failure = exc
+            failure = failure or self._unfinished(attempt)
+            if failure is None:
+                break
+            self.sleep(self._failed(failure))
+        self._end(attempt)
+
+
+class AsyncStream(_Streaming):
+    """`Stream` on the provider's async client: `async for` the deltas; `response` afterwards."""
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        import asyncio
+
+        sleep = self.sleep if self.sleep is not time.sleep else asyncio.sleep
+        self.started = time.monotonic()
+        while True:
+            self.attempts += 1
+            attempt = _Attempt()
+            failure: BaseException | None = None
+            try:
+                async for chunk in self.call.provider.astream(self.call.request):
+                    attempt.read(chunk)
+                    if chunk.text:
+                        yield self._text(chunk)
+            except (KeyboardInterrupt, GeneratorExit, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                failure = exc
+            failure = failure or self._unfinished(attempt)
+            if failure is None:
+                break
+            await sleep(self._failed(failure))
+        self._end(attempt)
 
 
 def incomplete(response: Response, *, strict: bool) -> errors.IncompleteAnswer | None:
@@ -294,16 +397,79 @@ def _messages(prompt: str | Sequence[Message]) -> list[Message]:
     return list(prompt)
 
 
-def ask(prompt: str | Sequence[Message], **options: Any) -> Response:
+def _flags(
+    provider: str | None,
+    model: str | None,
+    system: str | None,
+    temperature: float | None,
+    max_tokens: int | None,
+    top_p: float | None,
+    stop: str | Sequence[str] | None,
+    seed: int | None,
+    response_format: str | None,
+    timeout: float | None,
+    retries: int | None,
+) -> dict[str, Any]:
+    """The library's keyword arguments as `prepare` flags; a string `stop` is one sequence."""
+    if isinstance(stop, str):
+        stop = (stop,)
+    return {
+        "provider": provider,
+        "model": model,
+        "system": system,
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+        "top_p": top_p,
+        "stop": tuple(stop) if stop else None,
+        "seed": seed,
+        "response_format": response_format,
+        "timeout": timeout,
+        "retries": retries,
+    }
+
+
+def ask(
+    prompt: str | Sequence[Message],
+    *,
+    provider: str | None = None,
+    model: str | None = None,
+    system: str | None = None,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    top_p: float | None = None,
+    stop: str | Sequence[str] | None = None,
+    seed: int | None = None,
+    response_format: str | None = None,
+    timeout: float | None = None,
+    retries: int | None = None,
+) -> Response:
     """Ask once and return the complete answer, e.g. `llmcli.ask("hi", provider="echo")`.
 
-    Options are the command-line names with underscores (provider, model, system, temperature,
-    max_tokens, timeout, retries, top_p, stop, seed, response_format); unset ones come from the
-    environment and `.env`, as on the command line.
+    Options are the command-line names with underscores; unset ones come from the environment
+    and `.env`, as on the command line. `stop` is one sequence or a list of them. An unknown
+    keyword is a TypeError, never silently ignored.
     """
-    return complete(prepare(_messages(prompt), options))
+    flags = _flags(provider, model, system, temperature, max_tokens, top_p, stop, seed,
+                   response_format, timeout, retries)  # fmt: skip
+    return complete(prepare(_messages(prompt), flags))
 
 
-def stream(prompt: str | Sequence[Message], **options: Any) -> Stream:
+def stream(
+    prompt: str | Sequence[Message],
+    *,
+    provider: str | None = None,
+    model: str | None = None,
+    system: str | None = None,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    top_p: float | None = None,
+    stop: str | Sequence[str] | None = None,
+    seed: int | None = None,
+    response_format: str | None = None,
+    timeout: float | None = None,
+    retries: int | None = None,
+) -> Stream:
     """Like `ask`, but iterate the result for text as it arrives; `.response` afterwards."""
-    return Stream(prepare(_messages(prompt), options))
+    flags = _flags(provider, model, system, temperature, max_tokens, top_p, stop, seed,
+                   response_format, timeout, retries)  # fmt: skip
+    return Stream(prepare(_messages(prompt), flags))

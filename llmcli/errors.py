@@ -2,12 +2,19 @@
 
 The core raises these; only `cli.py` turns them into a stderr line and a process exit status,
 so a script can tell a bad key (4) from a rate limit (5) from a network failure (7) without
-parsing text. This module imports nothing of ours.
+parsing text. Errors are classified by type, never by words in their message: a retry line, a
+chat hint or an HTTP status is chosen with `isinstance`.
+
+Every message and hint is scrubbed of the keys in use as it is set, and an SDK exception is never
+kept as a cause (`SdkFailure` stands in for it, scrubbed), so `str`, `repr`, `args` and the cause
+of any error we raise are safe to print. This module imports only `llmcli.secret`, a leaf.
 """
 
 from __future__ import annotations
 
 import enum
+
+from llmcli.secret import scrub
 
 
 class ExitCode(enum.IntEnum):
@@ -23,7 +30,9 @@ class ExitCode(enum.IntEnum):
     NETWORK = 7
     INCOMPLETE = 8
     REJECTED = 9
-    INTERRUPTED = 130
+    HANGUP = 129  # SIGHUP: the terminal closed (128 + 1)
+    INTERRUPTED = 130  # Ctrl-C, SIGINT (128 + 2)
+    TERMINATED = 143  # SIGTERM: `timeout`, CI cancellation, `docker stop` (128 + 15)
 
 
 class LlmcliError(Exception):
@@ -49,8 +58,40 @@ class LlmcliError(Exception):
         self.status = status
         self.retry_after = retry_after
 
+    @property
+    def message(self) -> str:
+        return self._message
+
+    @message.setter
+    def message(self, text: str) -> None:
+        self._message = scrub(str(text))
+        self.args = (self._message,)
+
+    @property
+    def hint(self) -> str | None:
+        return self._hint
+
+    @hint.setter
+    def hint(self, text: str | None) -> None:
+        self._hint = None if text is None else scrub(str(text))
+
     def __str__(self) -> str:
         return self.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class SdkFailure(Exception):
+    """What an SDK raised, as text only: the cause kept on our error instead of the SDK's object.
+
+    The SDK's exception holds the request, and the request holds the key in its headers; this
+    keeps the exception's type and (scrubbed) message for `--debug`, and nothing else.
+    """
+
+    def __init__(self, exc: BaseException) -> None:
+        kind = f"{type(exc).__module__}.{type(exc).__qualname__}"
+        super().__init__(scrub(f"{kind}: {exc}"))
 
 
 class UsageError(LlmcliError):
@@ -91,11 +132,39 @@ class ProviderError(LlmcliError):
     retryable = True
 
 
+class ServerError(ProviderError):
+    """A 5xx (or an unexpected status) from the provider."""
+
+
+class Conflict(ServerError):
+    """409: the request collided with another; trying again usually works."""
+
+
+class Overloaded(ProviderError):
+    """The provider says it is overloaded (Anthropic's 529, an `overloaded_error` event)."""
+
+
+class StreamFailed(ProviderError):
+    """The provider sent an error event inside a stream that had begun well."""
+
+
+class BrokenOff(ProviderError):
+    """The connection was cut in the middle of a reply, or a stream ended without finishing."""
+
+
+class MalformedReply(ProviderError):
+    """A reply that is not the provider's API: not JSON, the wrong shape, an HTML page, a 204."""
+
+
 class NetworkError(LlmcliError):
     """Could not talk to the provider: refused, reset, DNS, timeout."""
 
     exit_code = ExitCode.NETWORK
     retryable = True
+
+
+class Timeout(NetworkError):
+    """An attempt did not finish within its deadline (`--timeout`), or the server said 408."""
 
 
 class IncompleteAnswer(LlmcliError):
@@ -110,7 +179,36 @@ class RequestRejected(LlmcliError):
     exit_code = ExitCode.REJECTED
 
 
+class ContextTooLong(RequestRejected):
+    """The input does not fit the model's context window (a 400 the providers word differently)."""
+
+
 class Interrupted(LlmcliError):
-    """The user pressed Ctrl-C."""
+    """The user pressed Ctrl-C, or a signal stopped the command: what was done is kept."""
 
     exit_code = ExitCode.INTERRUPTED
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: stop as Ctrl-C does (the call is logged, the line ended).
+
+    A KeyboardInterrupt, so every place that already keeps a cut-short answer on Ctrl-C keeps it
+    on these too; `exit_code` is 128 + the signal's number, as a shell reports a killed command.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def interruption(exc: KeyboardInterrupt) -> Interrupted:
+    """The error to log and report for Ctrl-C or a stopping signal, with its exit code."""
+    if isinstance(exc, Terminated):
+        error = Interrupted("terminated by a signal" if exc.signum != 1 else "the terminal hung up")
+        error.exit_code = exc.exit_code  # type: ignore[misc]
+        return error
+    return Interrupted("interrupted")

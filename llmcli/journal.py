@@ -2,74 +2,107 @@
 
 The log must never cost the user an answer: a log that cannot be opened or written (read-only
 folder, corrupt file, disk full) is reported by `problem` for the caller to warn about, and the
-call goes on.
+call goes on. The log itself is whatever backend `open_log` chooses (`llmcli.calllog`).
 """
 
 from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from llmcli import config, errors, paths
 from llmcli.types import Message, Response
 
 if TYPE_CHECKING:
+    from llmcli.calllog import CallLog, Conversation
     from llmcli.core import Call
-    from llmcli.store import Store
 
-# sqlite3 and the store load only when the log is really read or written (not with --no-log).
+# The backend and its driver load only when the log is really read or written (not with --no-log).
 
 
 def new_conversation_id() -> str:
     return secrets.token_hex(6)
 
 
+def open_log(env: config.Environment) -> CallLog:
+    """The log every command of this run reads and writes: the local SQLite file."""
+    from llmcli.store import Store
+
+    return Store(paths.log_db(env))
+
+
+class Logged(NamedTuple):
+    """Where a call was recorded: its row id (shown to users) and uid (the same everywhere)."""
+
+    id: int
+    uid: str
+
+
+def _own_messages(
+    call: Call, before: Conversation | None
+) -> tuple[str | None, list[dict[str, object]]]:
+    """The parent row and the messages this call added to it.
+
+    Only when the request really begins with the conversation as logged (its tip is known and
+    every earlier message is the same) does the row refer to it; otherwise it keeps them all.
+    """
+    sent = [m.to_dict() for m in call.request.messages]
+    if before is None or before.tip is None:
+        return None, sent
+    known = list(before.messages)
+    if sent[: len(known)] != known:
+        return None, sent
+    return before.tip, sent[len(known) :]
+
+
 class Journal:
     """The log for one command run; opened on first use."""
 
     def __init__(self, env: config.Environment, *, enabled: bool = True) -> None:
+        self.env = env
         self.path: Path = paths.log_db(env)
         self.enabled = enabled
         self.problem: str | None = None
-        self._store: Store | None = None
+        self._log: CallLog | None = None
 
-    def _open(self) -> Store:
-        if self._store is None:
-            from llmcli.store import Store
-
-            self._store = Store(self.path)
-        return self._store
+    def _open(self) -> CallLog:
+        if self._log is None:
+            self._log = open_log(self.env)
+        return self._log
 
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def record(
         self,
         call: Call,
         *,
         conversation_id: str | None,
+        before: Conversation | None = None,
         response: Response | None = None,
         error: errors.LlmcliError | None = None,
         status: str = "ok",
         partial_text: str | None = None,
-    ) -> int | None:
-        """Write one row for `call`; its id, or None if not logged."""
+    ) -> Logged | None:
+        """Write one row for `call`, which continued `before` (if any); None if not logged."""
         if not self.enabled:
             return None
 
-        from llmcli.store import CallRecord
+        from llmcli.calllog import CallRecord
 
         request = call.request
+        parent, own = _own_messages(call, before)
         record = CallRecord(
             provider=request.provider,
             status=status,
             requested_model=request.model,
             conversation_id=conversation_id,
+            parent_uid=parent,
             system_prompt=request.system,
-            messages=[m.to_dict() for m in request.messages],
+            messages=own,
             tag=call.settings.tag,
         )
         if response is not None:
@@ -98,45 +131,62 @@ class Journal:
             record.exit_code = int(error.exit_code)
             record.attempts = record.attempts or error.attempts
         try:
-            return self._open().add(record)
+            return Logged(self._open().add(record), record.uid)
         except Exception as exc:  # the log must never cost the user an answer or its exit code
             self.problem = f"could not write the call log at {self.path}: {exc}"
             return None
 
-    def history(self, conversation_id: str | None) -> tuple[str, str | None, list[dict[str, str]]]:
-        """(id, system prompt, messages) of a conversation; None = the latest one."""
-        import sqlite3
+    def conversation(self, conversation_id: str | None) -> Conversation:
+        """A conversation to continue (None = the latest one)."""
+        from llmcli.calllog import LogFailure
 
         if not self.path.is_file():  # nothing logged yet; reading must not create the log
             raise errors.UsageError(
                 "there is no conversation to continue yet", "start one without -c/--continue"
             )
         try:
-            store = self._open()
-            cid = conversation_id or store.latest_conversation()
-            found = store.history(cid) if cid else None
-        except (sqlite3.Error, OSError) as exc:
-            raise errors.ConfigError(f"cannot read the call log at {self.path}: {exc}") from None
-        if cid is None:
+            found = self._open().conversation(conversation_id)
+        except LogFailure as exc:
+            raise errors.ConfigError(
+                f"cannot read the call log at {self.path}: {exc.error}"
+            ) from None
+        if found is None and conversation_id is None:
             raise errors.UsageError(
                 "there is no conversation to continue yet", "start one without -c/--continue"
             )
         if found is None:
             raise errors.UsageError(
-                f"no conversation with id {cid!r} in the log", "see the ids with: llmcli logs"
+                f"no conversation with id {conversation_id!r} in the log",
+                "see the ids with: llmcli logs",
             )
-        return cid, found[0], found[1]
+        return found
+
+
+def messages_of(conversation: Conversation) -> list[Message]:
+    """A logged conversation's messages as the request types them."""
+    from llmcli.types import Text
+
+    def content(value: object) -> str | tuple[Text, ...]:
+        if isinstance(value, str):
+            return value
+        # Attachments are logged by reference only: their text parts carry on, the bytes cannot.
+        parts = value if isinstance(value, list) else []
+        return tuple(
+            Text(p["text"]) for p in parts if isinstance(p, dict) and p.get("type") == "text"
+        )
+
+    return [Message(m["role"], content(m["content"])) for m in conversation.messages]
 
 
 def resume(
     journal: Journal, conversation_id: str | None, flags: dict[str, object], env: config.Environment
-) -> tuple[str, list[Message]]:
-    """A conversation to continue (None = the latest): its id and messages so far.
+) -> Conversation:
+    """A conversation to continue (None = the latest).
 
     It keeps its system prompt unless one is given now (a flag or LLM_SYSTEM_PROMPT): `flags`
     is updated in place.
     """
-    cid, system, past = journal.history(conversation_id)
+    found = journal.conversation(conversation_id)
     if flags.get("system") is None and env.lookup("LLM_SYSTEM_PROMPT") is None:
-        flags["system"] = system
-    return cid, [Message(m["role"], m["content"]) for m in past]
+        flags["system"] = found.system
+    return found

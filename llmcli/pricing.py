@@ -13,39 +13,51 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from llmcli import errors, providers
+from llmcli import errors, money, providers
 from llmcli.types import Usage
 
 # A rough, offline token estimate for `--dry-run`: about four characters per token in English.
 CHARS_PER_TOKEN = 4
+# No model costs anywhere near this per million tokens: a price above it is a typo (1e308).
+MAX_PRICE_PER_MILLION = 100_000
 
 
 class Price(NamedTuple):
     """A cost and where its price came from (`genai-prices 0.2.3`, `prices.toml`, `free`)."""
 
-    usd: float | None
+    usd: Decimal | None
     source: str | None
 
 
 class Override(NamedTuple):
-    """A user's price for one model, USD per million tokens."""
+    """A user's price for one model, USD per million tokens (exact decimals, as written)."""
 
-    input: float
-    output: float
-    cached_input: float | None = None
-    cache_write: float | None = None
+    input: Decimal
+    output: Decimal
+    cached_input: Decimal | None = None
+    cache_write: Decimal | None = None
 
-    def cost(self, usage: Usage) -> float:
+    def cost(self, usage: Usage) -> Decimal:
         cached = usage.cached_input_tokens or 0
         written = usage.cache_write_tokens or 0
         fresh = (usage.input_tokens or 0) - cached - written
         total = fresh * self.input + (usage.output_tokens or 0) * self.output
         total += cached * (self.cached_input if self.cached_input is not None else self.input)
         total += written * (self.cache_write if self.cache_write is not None else self.input)
-        return total / 1_000_000
+        return money.exact(total / 1_000_000)
+
+
+def _price(value: Any) -> Decimal:
+    """One price from prices.toml: a finite number from 0 to MAX_PRICE_PER_MILLION."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("not a number")
+    if not (math.isfinite(value) and 0 <= value <= MAX_PRICE_PER_MILLION):
+        raise ValueError("out of range")
+    return Decimal(str(value))
 
 
 def load_overrides(path: Path) -> dict[tuple[str, str], Override]:
@@ -62,20 +74,19 @@ def load_overrides(path: Path) -> dict[tuple[str, str], Override]:
         raise errors.ConfigError(f"cannot read price overrides {path}: {exc}") from None
     overrides: dict[tuple[str, str], Override] = {}
     for provider, models in data.items():
-        if provider not in providers.REGISTRY or not isinstance(models, dict):
+        if not providers.known(provider) or not isinstance(models, dict):
             raise errors.ConfigError(
                 f"{path}: [{provider}] is not a provider; use one of: {', '.join(providers.names())}"
             )
         for model, table in models.items():
             try:
-                prices = {k: float(v) for k, v in table.items()}
-                if not all(math.isfinite(v) and v >= 0 for v in prices.values()):
-                    raise ValueError("prices must be finite and not negative")
+                prices = {k: _price(v) for k, v in table.items()}
                 overrides[(provider, model)] = Override(**prices)
             except (TypeError, ValueError, AttributeError):
                 raise errors.ConfigError(
                     f'{path}: [{provider}."{model}"] needs numbers for input and output '
-                    "(USD per million tokens, finite and not negative), optionally cached_input and cache_write"
+                    f"(USD per million tokens, from 0 to {MAX_PRICE_PER_MILLION:,}), "
+                    "optionally cached_input and cache_write"
                 ) from None
     return overrides
 
@@ -86,7 +97,7 @@ def genai_prices_version() -> str:
     return f"genai-prices {version('genai-prices')}"
 
 
-def _calc(provider_id: str, model: str, usage: Usage, when: dt.datetime) -> float | None:
+def _calc(provider_id: str, model: str, usage: Usage, when: dt.datetime) -> Decimal | None:
     from genai_prices import Usage as PriceUsage
     from genai_prices import calc_price
 
@@ -100,7 +111,7 @@ def _calc(provider_id: str, model: str, usage: Usage, when: dt.datetime) -> floa
         result = calc_price(tokens, model, provider_id=provider_id, genai_request_timestamp=when)
     except LookupError:
         return None
-    return float(result.total_price)
+    return money.exact(result.total_price)
 
 
 def cost(
@@ -112,9 +123,9 @@ def cost(
     when: dt.datetime | None = None,
 ) -> Price:
     """The cost of one call; `models` in order of preference (reported, then requested)."""
-    cls = providers.provider_class(provider)
+    cls = providers.spec(provider)
     if not cls.remote:
-        return Price(0.0, "free")
+        return Price(Decimal(0), "free")
     if usage.input_tokens is None and usage.output_tokens is None:
         return Price(None, None)
     names = [m for m in dict.fromkeys(models) if m]

@@ -2,33 +2,15 @@
 
 Keys are shown masked (`sk-...abcd`, never more than the last four characters), and any text
 that came from elsewhere (an SDK's error message can echo request details) is scrubbed of the
-keys in use before it is shown.
+keys in use before it is shown. The key type and the scrubber live in `llmcli.secret`, which
+`errors` uses too; this module adds what is shown of URLs and settings.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from llmcli.secret import mask, scrub
 
-# Well-known, non-secret key prefixes that help a user recognise which key is meant.
-_PREFIXES = ("sk-ant-", "sk-proj-", "sk-", "AIza")
-
-
-def mask(key: str | None) -> str:
-    """`sk-...abcd` for a key; never more than its last four characters."""
-    if not key:
-        return ""
-    if len(key) < 12:
-        return "****"
-    prefix = next((p for p in _PREFIXES if key.startswith(p)), "")
-    return f"{prefix}...{key[-4:]}"
-
-
-def scrub(text: str, secrets: Iterable[str | None]) -> str:
-    """`text` with every occurrence of each secret replaced by its masked form."""
-    for secret in secrets:
-        if secret and len(secret) >= 4 and secret in text:
-            text = text.replace(secret, mask(secret))
-    return text
+__all__ = ["display_url", "mask", "scrub"]
 
 
 def display_url(url: str) -> str:

@@ -69,10 +69,21 @@ def answer(text: str) -> None:
     out.flush()
 
 
+def _json_value(value: Any) -> Any:
+    """Exact amounts (Decimal) as JSON numbers; anything else JSON cannot hold is a bug."""
+    from decimal import Decimal
+
+    from llmcli import money
+
+    if isinstance(value, Decimal):
+        return money.json_number(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def as_json_out(data: Any, indent: int | None = None) -> None:
     startup.settle()
     out = stdout()
-    out.write(json.dumps(data, ensure_ascii=False, indent=indent) + "\n")
+    out.write(json.dumps(data, ensure_ascii=False, indent=indent, default=_json_value) + "\n")
     out.flush()
 
 
@@ -149,6 +160,14 @@ def finish_warnings(response: Response, max_tokens: int) -> None:
         warn(f"{response.provider} declined part of it: {' '.join(response.refusal.split())}")
 
 
+def _tty(stream: IO[str] | None) -> bool:
+    """Whether `stream` is a terminal (a closed one, `>&-`, is None: not a terminal)."""
+    try:
+        return stream is not None and stream.isatty()
+    except (OSError, ValueError):
+        return False
+
+
 class Waiting:
     """A small indicator on a terminal's stderr until the first token arrives; nothing otherwise."""
 
@@ -157,7 +176,7 @@ class Waiting:
 
     def __init__(self, label: str) -> None:
         self.label = label
-        self.active = sys.stdout.isatty() and sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+        self.active = _tty(sys.stdout) and _tty(sys.stderr) and not os.environ.get("NO_COLOR")
         self._stop: Any = None
         self._thread: Any = None
 
@@ -192,30 +211,43 @@ class Waiting:
         self.done()
 
 
-def stream_answer(stream: Any, *, quiet: bool = False, end_line: bool = False) -> Response:
-    """Write each delta of a `core.Stream` to stdout the moment it arrives, flushed.
+class AnswerWriter:
+    """Writes a streamed answer to stdout the moment each piece arrives, flushed.
 
-    On any failure or Ctrl-C, what was printed stays and the line is ended, so the shell prompt
-    does not land mid-answer. `quiet` consumes the stream without printing (for `--json`);
-    `end_line` writes the newline even after an empty answer (one line per reply, for chat).
+    Used as a context manager around the call: a waiting indicator shows on a terminal until
+    the first piece, and on the way out (an answer complete, a failure, Ctrl-C or a signal) what
+    was printed stays and the line is ended, so the shell prompt does not land mid-answer.
+    `quiet` prints nothing (for `--json`); `end_line` writes the newline even after an empty
+    answer (one line per reply, for chat).
     """
-    out = stdout()
-    last = ""
-    request = stream.call.request
-    try:
-        with Waiting(f"waiting for {request.provider} {request.model}") as waiting:
-            for text in stream:
-                waiting.done()
-                startup.settle()
-                if not quiet:
-                    out.write(text)
-                    out.flush()
-                    last = text[-1]
-        if end_line and not quiet and not last:
-            last = " "  # an empty reply still gets its line
-    finally:
-        if not quiet and last and last != "\n":
-            with contextlib.suppress(BrokenPipeError, ValueError):
-                out.write("\n")
-                out.flush()
-    return stream.response
+
+    def __init__(self, label: str, *, quiet: bool = False, end_line: bool = False) -> None:
+        self.quiet = quiet
+        self.end_line = end_line
+        self.out = None if quiet else stdout()
+        self.waiting = Waiting(label)
+        self.last = ""
+
+    def __enter__(self) -> AnswerWriter:
+        self.waiting.__enter__()
+        return self
+
+    def write(self, text: str) -> None:
+        self.waiting.done()
+        startup.settle()
+        if self.out is not None and text:
+            self.out.write(text)
+            self.out.flush()
+            self.last = text[-1]
+
+    def __exit__(self, kind: object, exc: object, traceback: object) -> None:
+        self.waiting.done()
+        if self.quiet:
+            return
+        if kind is None and self.end_line and not self.last:
+            self.last = " "  # an empty reply still gets its line
+        if self.last and self.last != "\n":
+            with contextlib.suppress(BrokenPipeError, ValueError, OSError):
+                assert self.out is not None
+                self.out.write("\n")
+                self.out.flush()

@@ -7,11 +7,11 @@ is simply empty, and is not created by reading it.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -50,16 +50,18 @@ def parse_when(text: str, option: str, now: dt.datetime | None = None) -> str:
 @contextmanager
 def _reading(path: Path) -> Iterator[Any]:
     """The log opened for a report; a damaged file is a configuration error, not a crash."""
-    import sqlite3
-
+    from llmcli.calllog import LogFailure
     from llmcli.store import Store
 
     try:
-        with Store(path) as store:
+        store = Store(path)
+        try:
             yield store
-    except (sqlite3.Error, OSError) as exc:
+        finally:
+            store.close()
+    except LogFailure as exc:
         raise errors.ConfigError(
-            f"cannot read the call log at {path}: {exc}",
+            f"cannot read the call log at {path}: {exc.error}",
             "move the damaged file aside; llmcli starts a new log on the next call",
         ) from None
 
@@ -72,7 +74,7 @@ class CostRow:
     calls: int
     input_tokens: int
     output_tokens: int
-    cost_usd: float | None
+    cost_usd: Decimal | None  # exact
     unpriced: int
 
     @property
@@ -94,7 +96,7 @@ class CostRow:
 def _row(group: dict[str, str | None], row: Any) -> CostRow:
     known, unpriced = row["cost_usd"], row["unpriced"]
     if known is None and not unpriced:
-        known = 0.0  # only requests that failed before producing anything: providers bill nothing
+        known = Decimal(0)  # only requests that failed before producing anything: nothing billed
     return CostRow(
         group=group,
         calls=row["calls"],
@@ -121,7 +123,7 @@ def cost_summary(
     if not grouped:
         return [], None
     rows = [_row({g: r[g] for g in by}, r) for r in grouped]
-    # The total is the sum of the groups: one scan of the log, not two.
+    # The total is the sum of the groups (exact decimals): one scan of the log, not two.
     known = [r["cost_usd"] for r in grouped if r["cost_usd"] is not None]
     total = {
         "calls": sum(r["calls"] for r in grouped),
@@ -140,10 +142,4 @@ def recent_calls(
     if not path.is_file():
         return []
     with _reading(path) as store:
-        rows = store.recent(limit, conversation_id)
-    calls = []
-    for row in rows:
-        data = dict(row)
-        data["messages"] = json.loads(data["messages"]) if data["messages"] else None
-        calls.append(data)
-    return calls
+        return store.recent(limit, conversation_id)

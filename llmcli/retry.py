@@ -13,14 +13,16 @@ import datetime as dt
 import math
 import random
 import time
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Awaitable, Callable
+from typing import NamedTuple, TypeVar
 
 from llmcli import errors
 
 BASE_DELAY = 1.0
 MAX_BACKOFF = 30.0
 MAX_RETRY_AFTER = 60.0
+
+T = TypeVar("T")
 
 
 class RetryNotice(NamedTuple):
@@ -40,20 +42,20 @@ def reason(error: errors.LlmcliError) -> str:
     status = f" ({error.status})" if error.status else ""
     if isinstance(error, errors.RateLimitError):
         return f"rate limited{status}"
+    if isinstance(error, errors.Timeout):
+        return "timed out"
     if isinstance(error, errors.NetworkError):
-        return (
-            "timed out"
-            if "in time" in error.message or error.status == 408
-            else "connection failed"
-        )
-    if "overloaded" in error.message:
+        return "connection failed"
+    if isinstance(error, errors.Overloaded):
         return f"overloaded{status}"
-    if "mid-stream" in error.message:
+    if isinstance(error, errors.StreamFailed):
         return "stream failed"
-    if "broken off" in error.message:
+    if isinstance(error, errors.BrokenOff):
         return "connection broken off"
-    if error.status == 409:
-        return "conflict (409)"
+    if isinstance(error, errors.MalformedReply):
+        return "malformed reply"
+    if isinstance(error, errors.Conflict):
+        return f"conflict{status}"
     return f"server error{status}" if error.status else "provider error"
 
 
@@ -84,8 +86,17 @@ def too_long(error: errors.LlmcliError) -> errors.LlmcliError:
     return error
 
 
+class Decision(NamedTuple):
+    """What to do after a failed attempt: `delay` seconds, then try again."""
+
+    error: errors.LlmcliError
+    delay: float
+    notice: RetryNotice
+
+
 class Retrier:
-    """Applies a policy to one call: `run` for a whole call, `handle` for a stream's own loop."""
+    """Applies a policy to one call. It computes; the caller waits (`run` with `time.sleep`,
+    `arun` with `asyncio.sleep`, or a stream's own loop), so sync and async share every rule."""
 
     def __init__(
         self,
@@ -98,17 +109,19 @@ class Retrier:
         self.on_retry = on_retry
         self.total = policy.retries + 1
 
-    def handle(self, exc: BaseException, number: int, *, may_retry: bool = True) -> None:
-        """After attempt `number` failed with `exc`: wait and return to retry, or raise.
+    def decide(self, exc: BaseException, number: int, *, may_retry: bool = True) -> Decision:
+        """After attempt `number` failed with `exc`: the wait before the next, or raise.
 
-        Provider failures are raised as our error classes with `.attempts` set; anything that is
-        not a provider failure (a bug) propagates untouched, to be shown as an internal error.
+        Provider failures are raised as our error classes with `.attempts` set, their cause a
+        scrubbed stand-in for the SDK's exception (which holds the request and its key); anything
+        that is not a provider failure (a bug) propagates untouched, as an internal error. Call
+        it outside an `except` block, so the SDK's exception is not kept as the context either.
         """
         error = self.translate(exc)
         if error is None:
             raise exc
         error.attempts = number
-        cause = None if error is exc else exc  # a provider may raise our own errors directly
+        cause = None if error is exc else errors.SdkFailure(exc)
         if not error.retryable or not may_retry:
             raise error from cause
         # Checked before the attempts left, so the user hears when to come back even on the
@@ -118,18 +131,55 @@ class Retrier:
         if number >= self.total:
             raise error from cause
         delay = self.policy.delay(error, number)
+        notice = RetryNotice(error, delay, number + 1, self.total)
         if self.on_retry is not None:
-            self.on_retry(RetryNotice(error, delay, number + 1, self.total))
-        self.policy.sleep(delay)
+            self.on_retry(notice)
+        return Decision(error, delay, notice)
 
-    def run(self, attempt: Callable[[], object]) -> tuple[object, int]:
+    def handle(self, exc: BaseException, number: int, *, may_retry: bool = True) -> None:
+        """`decide`, then sleep: for sync callers that loop themselves."""
+        self.policy.sleep(self.decide(exc, number, may_retry=may_retry).delay)
+
+    def run(self, attempt: Callable[[], T]) -> tuple[T, int]:
         """Call `attempt` until it succeeds or the policy gives up; returns (result, attempts)."""
         number = 0
         while True:
             number += 1
+            failure = _attempt(attempt)
+            if not isinstance(failure, _Failed):
+                return failure, number
+            self.handle(failure.exc, number)
+
+    async def arun(
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> tuple[T, int]:
+        """`run` for a coroutine: the same decisions, waited with `asyncio.sleep`."""
+        import asyncio
+
+        wait = sleep or asyncio.sleep
+        number = 0
+        while True:
+            number += 1
             try:
-                return attempt(), number
-            except (KeyboardInterrupt, GeneratorExit):
+                return await attempt(), number
+            except (KeyboardInterrupt, GeneratorExit, asyncio.CancelledError):
                 raise
             except Exception as exc:
-                self.handle(exc, number)
+                failure = exc
+            await wait(self.decide(failure, number).delay)
+
+
+class _Failed(NamedTuple):
+    exc: BaseException
+
+
+def _attempt(attempt: Callable[[], T]) -> T | _Failed:
+    """Run one attempt; its exception is returned, so the caller handles it outside `except`."""
+    try:
+        return attempt()
+    except (KeyboardInterrupt, GeneratorExit):
+        raise
+    except Exception as exc:
+        return _Failed(exc)

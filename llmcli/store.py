@@ -1,27 +1,47 @@
-"""The call log: one SQLite row per call, successful or not, at `$LLMCLI_HOME/logs.db`.
+"""The embedded call log: SQLite at `$LLMCLI_HOME/logs.db`, one row per call (`llmcli.calllog`).
 
 WAL mode and a busy timeout let many `llmcli` processes write at once (shell loops, parallel
 jobs); numbered migrations, tracked in `PRAGMA user_version`, let later releases change the schema
-without losing rows. Keys are never stored: nothing here ever receives one.
+without losing rows. Reservations are checked and taken under SQLite's write lock (BEGIN
+IMMEDIATE), so processes racing for the last dollars of a budget queue instead of overlapping.
+This is the only module that imports sqlite3; its failures leave as `calllog.LogFailure`. Keys are
+never stored: nothing here ever receives one.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from llmcli import money
+from llmcli.calllog import (
+    CallRecord,
+    Conversation,
+    LogFailure,
+    OverLimit,
+    Reservation,
+    Spent,
+    Window,
+    full_messages,
+    new_uid,
+    utc_now,
+)
 
 BUSY_TIMEOUT_MS = 10_000
 
 # A call whose cost is unknown: it has no price, and it may have been billed. A request that failed
 # before producing anything (no usage, no text) is not billed by the providers, so it is not counted.
 UNPRICED = "cost_usd IS NULL AND NOT (status = 'error' AND input_tokens IS NULL AND COALESCE(answer, '') = '')"
+UNPRICED_4 = UNPRICED.replace("cost_usd", "cost_picousd")
 
 
 # Append only: never edit a released migration, add the next one.
@@ -74,62 +94,121 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX calls_cost_by_day ON calls
         (substr(ts, 1, 10), ts, input_tokens, output_tokens, cost_usd, unpriced);
     """,
+    # 4: exact money (whole picodollars, summed as integers), a uid per row (the same row in every
+    # backend), a conversation's rows refer to the one they continue instead of repeating its
+    # messages, and budget reservations. The table is rebuilt: SQLite cannot drop the float
+    # column while an index and a generated column use it. Old rows keep their full messages
+    # and no parent, which reads back the same.
+    f"""
+    CREATE TABLE calls_v4 (
+        id INTEGER PRIMARY KEY,
+        uid TEXT NOT NULL UNIQUE,
+        ts TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        requested_model TEXT,
+        model TEXT,
+        conversation_id TEXT,
+        parent_uid TEXT,
+        system_prompt TEXT,
+        messages TEXT,
+        answer TEXT,
+        finish_reason TEXT,
+        raw_finish_reason TEXT,
+        input_tokens INTEGER,
+        output_tokens INTEGER,
+        cached_input_tokens INTEGER,
+        cache_write_tokens INTEGER,
+        reasoning_tokens INTEGER,
+        cost_picousd INTEGER,
+        price_source TEXT,
+        duration_ms INTEGER,
+        ttft_ms INTEGER,
+        attempts INTEGER,
+        status TEXT NOT NULL,
+        error_class TEXT,
+        error_message TEXT,
+        exit_code INTEGER,
+        tag TEXT,
+        response_id TEXT,
+        unpriced INTEGER GENERATED ALWAYS AS ({UNPRICED_4}) VIRTUAL
+    );
+    INSERT INTO calls_v4 (id, uid, ts, provider, requested_model, model, conversation_id,
+        system_prompt, messages, answer, finish_reason, raw_finish_reason, input_tokens,
+        output_tokens, cached_input_tokens, cache_write_tokens, reasoning_tokens, cost_picousd,
+        price_source, duration_ms, ttft_ms, attempts, status, error_class, error_message,
+        exit_code, tag, response_id)
+    SELECT id, lower(hex(randomblob(16))), ts, provider, requested_model, model, conversation_id,
+        system_prompt, messages, answer, finish_reason, raw_finish_reason, input_tokens,
+        output_tokens, cached_input_tokens, cache_write_tokens, reasoning_tokens,
+        CAST(round(cost_usd * 1e12) AS INTEGER),
+        price_source, duration_ms, ttft_ms, attempts, status, error_class, error_message,
+        exit_code, tag, response_id
+    FROM calls;
+    DROP TABLE calls;
+    ALTER TABLE calls_v4 RENAME TO calls;
+    CREATE INDEX calls_conversation ON calls (conversation_id, id);
+    CREATE INDEX calls_ts ON calls (ts);
+    CREATE INDEX calls_provider_model ON calls (provider, model);
+    CREATE INDEX calls_cost_by_model ON calls
+        (provider, COALESCE(model, requested_model), ts, input_tokens, output_tokens, cost_picousd, unpriced);
+    CREATE INDEX calls_cost_by_day ON calls
+        (substr(ts, 1, 10), ts, input_tokens, output_tokens, cost_picousd, unpriced);
+    CREATE INDEX calls_tag_ts ON calls (tag, ts, cost_picousd);
+    CREATE TABLE reservations (
+        uid TEXT PRIMARY KEY,
+        ts TEXT NOT NULL,
+        expires TEXT NOT NULL,
+        cost_picousd INTEGER NOT NULL,
+        tag TEXT
+    );
+    """,
 )
 
 
-def utc_now() -> str:
-    """A sortable UTC timestamp: `2026-11-25T10:40:52.123456Z`."""
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+# The columns a `CallRecord` fills, in order (`cost_usd` is stored as `cost_picousd`).
+COLUMNS = tuple("cost_picousd" if f.name == "cost_usd" else f.name for f in fields(CallRecord))
+T = TypeVar("T")
 
 
-@dataclass
-class CallRecord:
-    """One row of the log. Every field but provider and status may be unknown (None)."""
-
-    provider: str
-    status: str  # ok | error | interrupted
-    ts: str = field(default_factory=utc_now)
-    requested_model: str | None = None
-    model: str | None = None
-    conversation_id: str | None = None
-    system_prompt: str | None = None
-    messages: list[dict[str, str]] | None = None
-    answer: str | None = None
-    finish_reason: str | None = None
-    raw_finish_reason: str | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    cached_input_tokens: int | None = None
-    cache_write_tokens: int | None = None
-    reasoning_tokens: int | None = None
-    cost_usd: float | None = None
-    price_source: str | None = None
-    duration_ms: int | None = None
-    ttft_ms: int | None = None
-    attempts: int | None = None
-    error_class: str | None = None
-    error_message: str | None = None
-    exit_code: int | None = None
-    tag: str | None = None
-    response_id: str | None = None
-
-    def values(self) -> list[Any]:
-        """Column values in `COLUMNS` order, messages as JSON."""
-        data = dict(self.__dict__)
-        data["messages"] = (
-            json.dumps(self.messages, ensure_ascii=False) if self.messages is not None else None
-        )
-        return [data[c] for c in COLUMNS]
+def _values(record: CallRecord) -> list[Any]:
+    data = dict(record.__dict__)
+    data["messages"] = (
+        json.dumps(record.messages, ensure_ascii=False) if record.messages is not None else None
+    )
+    data["cost_picousd"] = None if record.cost_usd is None else money.to_pico(record.cost_usd)
+    return [data[c] for c in COLUMNS]
 
 
-COLUMNS = tuple(f.name for f in fields(CallRecord))
+def _failures(method: Callable[..., T]) -> Callable[..., T]:
+    """The driver's failures leave a backend as `LogFailure`, the one kind callers handle."""
+
+    @functools.wraps(method)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except (sqlite3.Error, OSError) as exc:
+            raise LogFailure(exc, self.location) from None
+
+    return wrapper
+
+
+def _later(seconds: float) -> str:
+    when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class Store:
     """The log database. Opening it creates it (and its folder) and applies pending migrations."""
 
     def __init__(self, path: Path) -> None:
+        try:
+            self._open(path)
+        except (sqlite3.Error, OSError) as exc:
+            raise LogFailure(exc, str(path)) from None
+
+    def _open(self, path: Path) -> None:
         self.path = path
+        self.location = str(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         self.db.row_factory = sqlite3.Row
@@ -193,16 +272,115 @@ class Store:
                         db.execute(statement)
                 db.execute(f"PRAGMA user_version = {number}")
 
-    def add(self, record: CallRecord) -> int:
-        """Insert one call; returns its id."""
-        placeholders = ", ".join("?" for _ in COLUMNS)
-        with self.transaction() as db:
-            cursor = db.execute(
-                f"INSERT INTO calls ({', '.join(COLUMNS)}) VALUES ({placeholders})", record.values()
-            )
-        return int(cursor.lastrowid)
+    # --- writing ---------------------------------------------------------------------------------
 
-    def recent(self, limit: int = 10, conversation_id: str | None = None) -> list[sqlite3.Row]:
+    def _insert(self, db: sqlite3.Connection, record: CallRecord) -> int:
+        placeholders = ", ".join("?" for _ in COLUMNS)
+        cursor = db.execute(
+            f"INSERT INTO calls ({', '.join(COLUMNS)}) VALUES ({placeholders}) "
+            "ON CONFLICT (uid) DO NOTHING",
+            _values(record),
+        )
+        if cursor.rowcount:
+            return int(cursor.lastrowid)
+        return int(db.execute("SELECT id FROM calls WHERE uid = ?", (record.uid,)).fetchone()[0])
+
+    @_failures
+    def add(self, record: CallRecord) -> int:
+        """Insert one call (a uid already present is not added twice); its id."""
+        with self.transaction() as db:
+            return self._insert(db, record)
+
+    def _spent(self, db: sqlite3.Connection, window: Window, now: str) -> Spent:
+        tag = "" if window.tag is None else " AND tag = ?"
+        params: list[Any] = [window.since, *([window.tag] if window.tag is not None else [])]
+        settled = db.execute(
+            f"SELECT COALESCE(SUM(cost_picousd), 0) FROM calls WHERE ts >= ?{tag}", params
+        ).fetchone()[0]
+        held = db.execute(
+            f"SELECT COALESCE(SUM(cost_picousd), 0) FROM reservations WHERE ts >= ?{tag} AND expires > ?",
+            [*params, now],
+        ).fetchone()[0]
+        return Spent(window, money.from_pico(settled), money.from_pico(held))
+
+    @_failures
+    def spent(self, windows: Sequence[Window]) -> list[Spent]:
+        now = utc_now()
+        return [self._spent(self.db, w, now) for w in windows]
+
+    @_failures
+    def reserve(
+        self, amount: Decimal, windows: Sequence[Window], ttl_s: float, tag: str | None = None
+    ) -> Reservation:
+        reservation = Reservation(new_uid(), money.exact(amount), _later(ttl_s))
+        with self.transaction() as db:
+            now = utc_now()
+            db.execute("DELETE FROM reservations WHERE expires <= ?", (now,))
+            for window in windows:
+                if window.tag is not None and window.tag != tag:
+                    continue
+                used = self._spent(db, window, now)
+                if used.spent_usd + used.reserved_usd + reservation.cost_usd > window.limit_usd:
+                    raise OverLimit(used, reservation.cost_usd)
+            db.execute(
+                "INSERT INTO reservations (uid, ts, expires, cost_picousd, tag) VALUES (?, ?, ?, ?, ?)",
+                (reservation.uid, now, reservation.expires, money.to_pico(amount), tag),
+            )
+        return reservation
+
+    @_failures
+    def settle(self, reservation: Reservation, record: CallRecord) -> int:
+        with self.transaction() as db:
+            db.execute("DELETE FROM reservations WHERE uid = ?", (reservation.uid,))
+            return self._insert(db, record)
+
+    @_failures
+    def release(self, reservation: Reservation) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM reservations WHERE uid = ?", (reservation.uid,))
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def _chain(self, uid: str | None, cache: dict[str, sqlite3.Row]) -> list[sqlite3.Row]:
+        """A row and the rows it continues, root first (a missing parent ends the chain)."""
+        chain: list[sqlite3.Row] = []
+        seen: set[str] = set()
+        while uid is not None and uid not in seen:
+            seen.add(uid)
+            row = cache.get(uid)
+            if row is None:
+                row = self.db.execute(
+                    "SELECT uid, parent_uid, messages, answer FROM calls WHERE uid = ?", (uid,)
+                ).fetchone()
+                if row is None:
+                    break
+                cache[uid] = row
+            chain.append(row)
+            uid = row["parent_uid"]
+        return chain[::-1]
+
+    def _full_messages(
+        self, uid: str, cache: dict[str, sqlite3.Row]
+    ) -> list[dict[str, Any]] | None:
+        """Every message the call sent; None when one of its rows' messages cannot be read."""
+        try:
+            chain = [
+                (json.loads(r["messages"] or "[]"), r["answer"]) for r in self._chain(uid, cache)
+            ]
+        except ValueError:
+            return None
+        return full_messages(chain)
+
+    def _as_dict(self, row: sqlite3.Row, cache: dict[str, sqlite3.Row]) -> dict[str, Any]:
+        data = dict(row)
+        picos = data.pop("cost_picousd")
+        data["cost_usd"] = None if picos is None else money.from_pico(picos)
+        data.pop("unpriced", None)
+        data["messages"] = self._full_messages(row["uid"], cache)
+        return data
+
+    @_failures
+    def recent(self, limit: int = 10, conversation_id: str | None = None) -> list[dict[str, Any]]:
         """The last `limit` calls (or one conversation's), oldest first."""
         if conversation_id is not None:
             rows = self.db.execute(
@@ -213,36 +391,41 @@ class Store:
             rows = self.db.execute(
                 "SELECT * FROM calls ORDER BY id DESC LIMIT ?", (limit,)
             ).fetchall()
-        return rows[::-1]
+        cache: dict[str, sqlite3.Row] = {}
+        return [self._as_dict(row, cache) for row in rows[::-1]]
 
+    @_failures
     def latest_conversation(self) -> str | None:
         row = self.db.execute(
             "SELECT conversation_id FROM calls WHERE conversation_id IS NOT NULL ORDER BY id DESC LIMIT 1"
         ).fetchone()
         return row[0] if row else None
 
-    def history(self, conversation_id: str) -> tuple[str | None, list[dict[str, str]]] | None:
-        """The system prompt and messages of a conversation so far, from its last answered turn.
+    @_failures
+    def conversation(self, conversation_id: str | None) -> Conversation | None:
+        """A conversation up to its last complete answer; None if the id is unknown.
 
-        Each row keeps every message it sent, so the last successful row plus its answer is the
-        whole history; failed turns leave nothing dangling. None if the id is unknown.
+        Only complete answers end it: a filtered (exit 8) or empty reply would send an empty
+        assistant turn, which providers reject, so failed turns leave nothing dangling.
         """
+        cid = conversation_id or self.latest_conversation()
+        if cid is None:
+            return None
         row = self.db.execute(
-            # Only complete answers: a filtered (exit 8) or empty reply would send an empty
-            # assistant turn, which providers reject.
-            "SELECT system_prompt, messages, answer FROM calls WHERE conversation_id = ? AND status = 'ok' "
+            "SELECT uid, system_prompt, answer FROM calls WHERE conversation_id = ? AND status = 'ok' "
             "AND exit_code = 0 AND answer <> '' ORDER BY id DESC LIMIT 1",
-            (conversation_id,),
+            (cid,),
         ).fetchone()
         if row is None:
             known = self.db.execute(
-                "SELECT 1 FROM calls WHERE conversation_id = ? LIMIT 1", (conversation_id,)
-            )
-            return (None, []) if known.fetchone() else None
-        messages = json.loads(row["messages"] or "[]")
-        messages.append({"role": "assistant", "content": row["answer"] or ""})
-        return row["system_prompt"], messages
+                "SELECT 1 FROM calls WHERE conversation_id = ? LIMIT 1", (cid,)
+            ).fetchone()
+            return Conversation(cid, None, (), None) if known else None
+        sent = self._full_messages(row["uid"], {}) or []
+        messages = (*sent, {"role": "assistant", "content": row["answer"]})
+        return Conversation(cid, row["system_prompt"], messages, row["uid"])
 
+    @_failures
     def aggregate(
         self,
         group_by: Sequence[str],
@@ -250,7 +433,7 @@ class Store:
         since: str | None = None,
         until: str | None = None,
         filters: dict[str, str | None] | None = None,
-    ) -> list[sqlite3.Row]:
+    ) -> list[dict[str, Any]]:
         """Calls, tokens and known cost per group; `unpriced` counts calls whose cost is unknown."""
         keys = {
             "provider": "provider",
@@ -279,7 +462,8 @@ class Store:
         sql = (
             f"SELECT {columns}"
             "COUNT(*) AS calls, SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, "
-            "SUM(cost_usd) AS cost_usd, SUM(unpriced) AS unpriced FROM calls"
+            "SUM(cost_picousd) AS cost_picousd, COUNT(cost_picousd) AS priced, "
+            "SUM(unpriced) AS unpriced FROM calls"
         )
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -287,4 +471,25 @@ class Store:
             # By position: in GROUP BY, SQLite binds a bare name to the table's column, not the alias.
             positions = ", ".join(str(i + 1) for i in range(len(group_by)))
             sql += f" GROUP BY {positions} ORDER BY {positions}"
-        return self.db.execute(sql, params).fetchall()
+        result = []
+        for row in self.db.execute(sql, params).fetchall():
+            data = dict(row)
+            picos, priced = data.pop("cost_picousd"), data.pop("priced")
+            data["cost_usd"] = money.from_pico(picos) if priced else None
+            result.append(data)
+        return result
+
+    @_failures
+    def export(self, after_id: int = 0, limit: int = 1000) -> list[CallRecord]:
+        rows = self.db.execute(
+            f"SELECT id, {', '.join(COLUMNS)} FROM calls WHERE id > ? ORDER BY id LIMIT ?",
+            (after_id, limit),
+        ).fetchall()
+        records = []
+        for row in rows:
+            data = {c: row[c] for c in COLUMNS}
+            picos = data.pop("cost_picousd")
+            data["cost_usd"] = None if picos is None else money.from_pico(picos)
+            data["messages"] = json.loads(data["messages"]) if data["messages"] else None
+            records.append(CallRecord(**data))
+        return records

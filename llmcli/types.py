@@ -11,20 +11,90 @@ This module imports nothing of ours.
 from __future__ import annotations
 
 import enum
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+if TYPE_CHECKING:
+    from decimal import Decimal
 
 Role = Literal["user", "assistant"]
 
 
+class Text(NamedTuple):
+    """A piece of text in a message."""
+
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "text", "text": self.text}
+
+
+class Attachment(NamedTuple):
+    """A file sent with a message: an image or a document, as bytes with their media type.
+
+    The log keeps it by reference (`to_dict`: type, name, size and SHA-256), never the bytes.
+    """
+
+    media_type: str
+    data: bytes
+    name: str | None = None
+
+    @property
+    def sha256(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(self.data).hexdigest()
+
+    @property
+    def base64(self) -> str:
+        import base64
+
+        return base64.b64encode(self.data).decode("ascii")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "attachment",
+            "media_type": self.media_type,
+            "name": self.name,
+            "bytes": len(self.data),
+            "sha256": self.sha256,
+        }
+
+
+Part = Text | Attachment
+
+
 class Message(NamedTuple):
-    """One turn of a conversation. The system prompt is not a message: see `Request.system`."""
+    """One turn of a conversation. The system prompt is not a message: see `Request.system`.
+
+    `content` is plain text, or a tuple of parts (text and attachments) in the order given.
+    """
 
     role: Role
-    content: str
+    content: str | tuple[Part, ...]
 
-    def to_dict(self) -> dict[str, str]:
-        """`{"role": ..., "content": ...}`: the shape OpenAI, Anthropic and the log all use."""
-        return {"role": self.role, "content": self.content}
+    @property
+    def parts(self) -> tuple[Part, ...]:
+        return (Text(self.content),) if isinstance(self.content, str) else self.content
+
+    @property
+    def text(self) -> str:
+        """The message's text, without its attachments."""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text for p in self.content if isinstance(p, Text))
+
+    @property
+    def attachments(self) -> tuple[Attachment, ...]:
+        return tuple(p for p in self.parts if isinstance(p, Attachment))
+
+    def to_dict(self) -> dict[str, Any]:
+        """`{"role": ..., "content": ...}`: plain text as a string, parts as a list of dicts.
+
+        The shape the log stores; attachments appear by reference (`Attachment.to_dict`).
+        """
+        if isinstance(self.content, str):
+            return {"role": self.role, "content": self.content}
+        return {"role": self.role, "content": [p.to_dict() for p in self.content]}
 
 
 class FinishReason(str, enum.Enum):
@@ -121,7 +191,7 @@ class Response(NamedTuple):
     finish_reason: FinishReason = FinishReason.STOP
     raw_finish_reason: str | None = None
     requested_model: str | None = None
-    cost_usd: float | None = None
+    cost_usd: Decimal | None = None  # exact (llmcli.money); None = the price is unknown
     price_source: str | None = None
     duration_ms: int | None = None
     ttft_ms: int | None = None

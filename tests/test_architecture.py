@@ -50,9 +50,22 @@ def test_providers_never_import_each_other(path):
     assert not (_imports(path) & others)
 
 
-@pytest.mark.parametrize("name", ["types.py", "errors.py"])
+@pytest.mark.parametrize("name", ["types.py", "secret.py", "money.py"])
 def test_vocabulary_modules_import_nothing_of_ours(name):
     assert not {m for m in _imports(PACKAGE / name) if m.startswith("llmcli")}
+
+
+def test_errors_import_only_the_secret_scrubber():
+    assert {m for m in _imports(PACKAGE / "errors.py") if m.startswith("llmcli")} == {
+        "llmcli.secret"
+    }
+
+
+@pytest.mark.parametrize("path", CORE_MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_only_the_sqlite_backend_imports_sqlite3(path):
+    """The log is reached through `llmcli.calllog`'s interface, so a second backend can serve."""
+    if path.name != "store.py":
+        assert "sqlite3" not in _imports(path)
 
 
 def _modules_loaded(*args: str) -> set[str]:

@@ -38,12 +38,12 @@ def test_empty_and_whitespace_values_count_as_unset(tmp_path):
 @pytest.mark.parametrize(
     ("var", "value", "problem"),
     [
-        ("LLM_MAX_TOKENS", "abc", "whole number of 1 or more"),
-        ("LLM_MAX_TOKENS", "0", "whole number of 1 or more"),
-        ("LLM_MAX_TOKENS", "-5", "whole number of 1 or more"),
+        ("LLM_MAX_TOKENS", "abc", "whole number from 1 to 10,000,000"),
+        ("LLM_MAX_TOKENS", "0", "whole number from 1 to 10,000,000"),
+        ("LLM_MAX_TOKENS", "-5", "whole number from 1 to 10,000,000"),
         ("LLM_TEMPERATURE", "7", "from 0 to 2"),
         ("LLM_TEMPERATURE", "nan", "from 0 to 2"),
-        ("LLM_TIMEOUT", "0", "greater than 0"),
+        ("LLM_TIMEOUT", "0", "from 0.001 to 3600"),
         ("LLM_MAX_RETRIES", "-1", "from 0 to 10"),
         ("LLM_PROVIDER", "foo", "choose one of: openai, anthropic, gemini, echo"),
         ("LLMCLI_LOG", "maybe", "0 (off) or 1 (on)"),
@@ -86,7 +86,10 @@ def test_model_defaults_per_provider_and_env_model_stays_with_env_provider():
 
 def test_gemini_accepts_either_variable_and_prefers_google_api_key_like_the_sdk(tmp_path):
     only_gemini = config.credentials("gemini", env_of({"GEMINI_API_KEY": "g-key-123456789"}))
-    assert (only_gemini.api_key, only_gemini.key_var) == ("g-key-123456789", "GEMINI_API_KEY")
+    assert (only_gemini.api_key.reveal(), only_gemini.key_var) == (
+        "g-key-123456789",
+        "GEMINI_API_KEY",
+    )
     both = config.credentials(
         "gemini", env_of({"GEMINI_API_KEY": "gem-1234567890", "GOOGLE_API_KEY": "goo-1234567890"})
     )
@@ -165,5 +168,9 @@ def test_dotenv_key_is_used_and_reaches_the_provider(fake, isolated):
 def test_malformed_env_value_exits_3_naming_it():
     result = run_cli("ask", "-p", "echo", "hi", env={**base_env(), "LLM_MAX_TOKENS": "abc"})
     assert result.code == 3
-    assert "LLM_MAX_TOKENS" in result.err and "'abc'" in result.err and "1 or more" in result.err
+    assert (
+        "LLM_MAX_TOKENS" in result.err
+        and "'abc'" in result.err
+        and "from 1 to 10,000,000" in result.err
+    )
     assert result.out == ""

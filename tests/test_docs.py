@@ -46,7 +46,7 @@ def test_every_command_has_help_with_an_example(name, command):
 def _variables_the_code_reads() -> set[str]:
     names = {s.env for s in config.SETTINGS if s.env}
     for name in providers.names():
-        cls = providers.provider_class(name)
+        cls = providers.spec(name)
         names.update(cls.key_env_vars)
         if cls.base_url_env:
             names.add(cls.base_url_env)

@@ -163,7 +163,7 @@ def test_system_dash_removes_a_system_prompt_set_in_the_environment(tmp_path):
     ("prices", "needle"),
     [
         ("[openai.x]\ninput = 'cheap'\n", "prices.toml"),
-        ("[openai.x]\ninput = nan\noutput = 1.0\n", "finite"),  # prices must be finite
+        ("[openai.x]\ninput = nan\noutput = 1.0\n", "from 0 to 100,000"),  # finite prices only
     ],
     ids=["not-a-number", "nan"],
 )
@@ -233,15 +233,11 @@ def test_retry_after_a_failed_turn_keeps_the_earlier_exchange(fake):
     session = ChatSession.start(
         env, {"provider": "openai", "retries": 0}, Journal(env, enabled=False)
     )
-    stream = session.turn("continue")
-    list(stream)
-    session.finish(stream)
+    session.send("continue", lambda text: None)
     with pytest.raises(errors.RequestRejected):
-        list(session.turn("continue"))
+        session.send("continue", lambda text: None)
     prompt = session.retry_prompt()
-    stream = session.turn(prompt)
-    list(stream)
-    session.finish(stream)
+    session.send(prompt, lambda text: None)
     sent = [m["content"] for m in fake.requests_for("openai")[-1].body["messages"]]
     assert sent == ["continue", "First answer.", "continue"]
 

@@ -9,6 +9,7 @@ import os
 import sqlite3
 import subprocess
 import threading
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,8 @@ from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price
 
 from llmcli import pricing, report
-from llmcli.store import COLUMNS, MIGRATIONS, CallRecord, Store
+from llmcli.calllog import CallRecord
+from llmcli.store import MIGRATIONS, Store
 from llmcli.types import Usage
 from tests.conftest import LLMCLI, base_env, run_cli
 from tests.fakeserver import Reply
@@ -70,7 +72,8 @@ def test_successful_call_row_has_exact_usage_and_the_genai_prices_cost(cli, fake
         "gpt-4o-mini",
         provider_id="openai",
     )
-    assert row["cost_usd"] == pytest.approx(float(expected.total_price), rel=1e-12)
+    # Exact: whole picodollars, not a float near the price.
+    assert row["cost_picousd"] == int(expected.total_price * 10**12)
     assert row["price_source"].startswith("genai-prices ")
     assert row["ts"].endswith("Z") and row["attempts"] == 1 and row["duration_ms"] >= 0
 
@@ -79,20 +82,20 @@ def test_unknown_model_has_null_cost_shown_as_na(cli, fake):
     result = cli("ask", "-p", "anthropic", "-m", "my-private-model", "-u", "hi")
     assert result.code == 0, result.err
     assert "cost n/a" in result.err
-    assert rows()[0]["cost_usd"] is None
+    assert rows()[0]["cost_picousd"] is None
     summary = cli("cost")
     assert "n/a" in summary.out and "1 calls have no known price" in summary.err
 
 
 def test_echo_costs_zero():
     run_cli("ask", "-p", "echo", "free words")
-    assert rows()[0]["cost_usd"] == 0.0
+    assert rows()[0]["cost_picousd"] == 0
 
 
 FAILURES = [
     ("401", [Reply(status=401)], "AuthError", 4),
     ("429", [Reply(status=429)], "RateLimitError", 5),
-    ("500", [Reply(status=500)], "ProviderError", 6),
+    ("500", [Reply(status=500)], "ServerError", 6),
     ("404", [Reply(status=404)], "RequestRejected", 9),
     ("filtered", [Reply(text="", finish="content_filter")], "IncompleteAnswer", 8),
 ]
@@ -357,23 +360,30 @@ def test_a_migration_1_database_upgrades_in_place(tmp_path):
     old.db = sqlite3.connect(path, isolation_level=None)
     old.db.row_factory = sqlite3.Row
     old.migrate(upto=1)
-    # Rows written the way release 1 wrote them: only the columns migration 1 created.
-    for record in (
-        CallRecord("openai", "ok", model="gpt-4o-mini", input_tokens=5, cost_usd=0.1),
-        CallRecord("openai", "ok", model="private", input_tokens=7, cost_usd=None),
+    # Rows written the way release 1 wrote them: only the columns migration 1 created, money
+    # as floats, and every message of a conversation repeated in each of its rows.
+    history = [{"role": "user", "content": "hi"}]
+    for values in (
+        ("openai", "ok", "gpt-4o-mini", 5, 9.000000000000002e-07, None),
+        ("openai", "ok", "private", 7, None, json.dumps(history)),
     ):
-        values = dict(zip(COLUMNS, record.values(), strict=True))
         old.db.execute(
-            f"INSERT INTO calls ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
-            list(values.values()),
+            "INSERT INTO calls (ts, provider, status, model, input_tokens, cost_usd, messages) "
+            "VALUES ('2026-11-01T00:00:00.000000Z', ?, ?, ?, ?, ?, ?)",
+            values,
         )
     assert old.version == 1
     old.close()
     with Store(path) as store:
         assert store.version == len(MIGRATIONS)
-        assert [r["input_tokens"] for r in store.recent()] == [5, 7]
-        # Migration 3 worked out which old calls have an unknown price.
-        assert [r["unpriced"] for r in store.recent()] == [0, 1]
+        recent = store.recent()
+        assert [r["input_tokens"] for r in recent] == [5, 7]
+        # The float noise is gone: the amount is exact, in whole picodollars.
+        assert [r["cost_usd"] for r in recent] == [Decimal("0.0000009"), None]
+        assert recent[1]["messages"] == history  # an old row keeps its whole history
+        assert len({r["uid"] for r in recent}) == 2
+        # Migration 3's generated column, rebuilt by migration 4, still knows the unpriced.
+        assert [r[0] for r in store.db.execute("SELECT unpriced FROM calls ORDER BY id")] == [0, 1]
         indexes = {
             r[0] for r in store.db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
         }

@@ -64,7 +64,7 @@ def test_a_command_that_fails_before_any_output_never_resumes():
 
 def test_a_stream_resumes_at_its_first_chunk_not_its_end():
     code = """
-import gc, json, types
+import gc, json
 from llmcli import render, startup
 seen = []
 def deltas():
@@ -72,14 +72,11 @@ def deltas():
     yield "first"
     seen.append(gc.isenabled())  # the first chunk has been written
     yield " second"
-class S:
-    call = types.SimpleNamespace(request=types.SimpleNamespace(provider="echo", model="echo"))
-    response = None
-    def __iter__(self):
-        return deltas()
 startup.pause()
 before = gc.isenabled()
-render.stream_answer(S())
+with render.AnswerWriter("waiting") as writer:
+    for text in deltas():
+        writer.write(text)
 print()
 print(json.dumps({"before": before, "at_first_chunk": seen[0], "at_second_chunk": seen[1]}))
 """

@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from llmcli import errors, providers, render
-from llmcli.cli import CONTEXT, environment
+from llmcli import errors, render
+from llmcli.cli import CONTEXT, PROVIDER, environment
 
 
 def read_stdin() -> str | None:
@@ -50,8 +50,8 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "-p",
             "--provider",
-            type=click.Choice(providers.names(), case_sensitive=False),
-            help="Provider to ask.  [env: LLM_PROVIDER; default: openai]",
+            type=PROVIDER,
+            help="Provider to ask: openai, anthropic, gemini or echo.  [env: LLM_PROVIDER; default: openai]",
         ),
         click.option("-m", "--model", help="Model name.  [env: LLM_MODEL; default: per provider]"),
         click.option(
@@ -158,17 +158,18 @@ def command_flags(params: dict[str, Any]) -> dict[str, Any]:
     return flags
 
 
-def _conversation(params: dict[str, Any], env: Any, flags: dict[str, Any]) -> tuple[str, list[Any]]:
-    """The conversation id and earlier messages: a new conversation unless -c or --cid is given."""
+def _conversation(params: dict[str, Any], env: Any, flags: dict[str, Any]) -> tuple[str, Any]:
+    """The conversation id and, with -c or --cid, the logged conversation it continues."""
     from llmcli.journal import Journal, new_conversation_id, resume
 
     if not (params["continue_"] or params["cid"]):
-        return new_conversation_id(), []
+        return new_conversation_id(), None
     journal = Journal(env)
     try:
-        return resume(journal, params["cid"], flags, env)
+        before = resume(journal, params["cid"], flags, env)
     finally:
         journal.close()
+    return before.conversation_id, before
 
 
 def _dry_run(call: Any) -> None:
@@ -176,9 +177,7 @@ def _dry_run(call: Any) -> None:
 
     data = call.describe()
     request = call.request
-    text = "\n".join(
-        part for part in [request.system, *(m.content for m in request.messages)] if part
-    )
+    text = "\n".join(part for part in [request.system, *(m.text for m in request.messages)] if part)
     estimated, price = pricing.worst_case(
         request.provider, request.model, text, request.max_tokens, overrides=call.prices
     )
@@ -193,67 +192,51 @@ def _dry_run(call: Any) -> None:
 
 
 def _run_answer(prompt: tuple[str, ...], params: dict[str, Any], *, stream: bool) -> None:
-    from llmcli import core
-    from llmcli.journal import Journal
+    from llmcli import core, lifecycle
+    from llmcli.journal import Journal, messages_of
     from llmcli.types import Message
 
     flags = command_flags(params)
     env = environment()
     stdin_text = None if params["no_stdin"] else read_stdin()
     message = core.compose_prompt(prompt, stdin_text)
-    cid, history = _conversation(params, env, flags)
-    messages = [*history, Message("user", message)]
-    call = core.prepare(messages, flags, env, require_key=not params["dry_run"])
+    cid, before = _conversation(params, env, flags)
+    history = messages_of(before) if before is not None else []
+    call = core.prepare(
+        [*history, Message("user", message)], flags, env, require_key=not params["dry_run"]
+    )
     if params["dry_run"]:
         _dry_run(call)
         return
     journal = Journal(env, enabled=call.settings.log and not params["no_log"])
-    streamer = response = None
-    sent = False  # a request went out (for a stream: once it has started)
+    quiet = params["as_json"]
+    request = call.request
     try:
-        try:
-            if stream:
-                streamer = core.Stream(call, on_retry=_retry_line, price=False)
-                response = render.stream_answer(streamer, quiet=params["as_json"])
-            else:
-                sent = True
-                response = core.complete(call, on_retry=_retry_line, price=False)
-                if not params["as_json"]:
-                    render.answer(response.text)
-        except errors.LlmcliError as exc:
-            partial = streamer.text if streamer else None
-            journal.record(
-                call, conversation_id=cid, error=exc, status="error", partial_text=partial
+        with render.AnswerWriter(
+            f"waiting for {request.provider} {request.model}", quiet=quiet or not stream
+        ) as writer:
+            outcome = lifecycle.run(
+                call,
+                journal,
+                conversation_id=cid,
+                before=before,
+                stream=stream,
+                deliver=None if quiet else (writer.write if stream else render.answer),
+                strict=params["strict"],
+                # Priced once the answer is out, and only if the cost is shown or logged.
+                price=journal.enabled or params["usage"] or params["as_json"],
+                on_retry=_retry_line,
             )
-            raise
-        except (KeyboardInterrupt, OSError) as exc:
-            # Ctrl-C, or stdout closed (`| head`) or full while the answer was written. A call
-            # that was answered is logged as answered (it was paid for); one cut short, with what
-            # came; one never sent (stdout already closed), not at all.
-            if response is not None:
-                journal.record(call, conversation_id=cid, response=core.priced(call, response))
-            elif sent or (streamer is not None and streamer.started is not None):
-                stopped = errors.Interrupted("interrupted")
-                journal.record(
-                    call,
-                    conversation_id=cid,
-                    error=stopped if isinstance(exc, KeyboardInterrupt) else None,
-                    status="interrupted",
-                    partial_text=streamer.text if streamer else None,
-                )
-            raise
-        # Priced once the answer is out, and only if the cost is shown or logged.
-        if journal.enabled or params["usage"] or params["as_json"]:
-            response = core.priced(call, response)
-        problem = core.incomplete(response, strict=params["strict"])
-        log_id = journal.record(call, conversation_id=cid, response=response, error=problem)
+        response = outcome.response
         if params["as_json"]:
-            render.as_json_out({**response.to_dict(), "log_id": log_id, "conversation_id": cid})
-        render.finish_warnings(response, call.request.max_tokens)
+            render.as_json_out(
+                {**response.to_dict(), "log_id": outcome.log_id, "conversation_id": cid}
+            )
+        render.finish_warnings(response, request.max_tokens)
         if params["usage"]:
             render.diag(render.usage_line(response))
-        if problem is not None:
-            raise problem
+        if outcome.problem is not None:
+            raise outcome.problem
     finally:
         journal.close()
         if journal.problem:

@@ -128,34 +128,35 @@ def _reply(session: Any, text: str, *, interactive: bool = True) -> errors.Llmcl
     """Send one message and stream its reply; a failure is shown and returned, never raised.
 
     Ctrl-C cancels the reply and, at a terminal, returns to the prompt; from a pipe it stops
-    the whole run (exit 130), as it would any other command.
+    the whole run (exit 130), as it would any other command. SIGTERM and SIGHUP always stop it.
     """
-    stream = None
     try:
-        stream = session.turn(text)
-        render.stream_answer(stream, end_line=True)
-        response, problem = session.finish(stream)
+        call = session.check()
+        label = f"waiting for {call.request.provider} {call.request.model}"
+        with render.AnswerWriter(label, end_line=True) as writer:
+            outcome = session.send(text, writer.write)
     except errors.LlmcliError as exc:
-        session.abandon(stream, exc)
+        if isinstance(exc, errors.ContextTooLong) and session.history:
+            exc.hint = (
+                f"this conversation ({len(session.history)} messages) no longer fits the model's "
+                "context window: "
+                + ("/clear starts a new one" if interactive else "start a new one without -c/--cid")
+            )
         render.error(exc)
         return exc
-    except KeyboardInterrupt:
-        session.abandon(stream, errors.Interrupted("reply cancelled"), interrupted=True)
-        if not interactive:
+    except KeyboardInterrupt as exc:
+        if not interactive or isinstance(exc, errors.Terminated):
             raise
         render.diag("(reply cancelled)")
         return None
-    except OSError:  # stdout closed or full mid-reply: the turn was still made, so log it
-        session.abandon(stream, errors.Interrupted("output closed"), interrupted=True)
-        raise
     finally:
         # Start-up ends with the first turn, whatever became of it: a session goes on after a
-        # failed or empty reply, and each attempt leaves an SDK client only the collector frees.
+        # failed or empty reply, and each attempt leaves objects only the collector frees.
         startup.settle()
-    render.finish_warnings(response, stream.call.request.max_tokens)
-    if problem is not None:
-        render.error(problem)
-    return problem
+    render.finish_warnings(outcome.response, call.request.max_tokens)
+    if outcome.problem is not None:
+        render.error(outcome.problem)
+    return outcome.problem
 
 
 def _interactive(session: Any, terminal: Terminal) -> None:

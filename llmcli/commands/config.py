@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from llmcli import errors, providers, render
-from llmcli.cli import CONTEXT, STATE
+from llmcli import errors, render
+from llmcli.cli import CONTEXT, PROVIDER, STATE
 
 VALIDATE_HEADERS = ("check", "variable", "status", "source", "value", "fix")
 SHOW_HEADERS = ("setting", "variable", "value", "source", "note")
@@ -36,7 +36,7 @@ def config() -> None:
     "--provider",
     "provider_names",
     multiple=True,
-    type=click.Choice(providers.names(), case_sensitive=False),
+    type=PROVIDER,
     help="Check this provider (repeatable).  [default: LLM_PROVIDER, else openai]",
 )
 @click.option("--all", "all_providers", is_flag=True, help="Check every provider.")

@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from llmcli import providers, render
-from llmcli.cli import CONTEXT, environment
+from llmcli import render
+from llmcli.cli import CONTEXT, PROVIDER, environment
 
 TABLE_HEADERS = ["calls", "input tokens", "output tokens", "total tokens", "cost (USD)"]
 
@@ -45,7 +45,7 @@ def _check_format(ctx: click.Context, param: click.Parameter, value: str) -> str
     "--since", help="From this time: a date (2026-11-01), a date and time, or an age (24h, 7d, 2w)."
 )
 @click.option("--until", help="Up to (not including) this time, in the same forms as --since.")
-@click.option("-p", "--provider", type=click.Choice(providers.names()), help="Only this provider.")
+@click.option("-p", "--provider", type=PROVIDER, help="Only this provider.")
 @click.option("-m", "--model", help="Only this model.")
 @click.option("--tag", help="Only calls with this tag.")
 @click.option(

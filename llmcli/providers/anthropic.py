@@ -7,11 +7,18 @@ arguments of `messages.create()`, so they travel in `extra_body` (wire.md §0.2)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from llmcli.providers.base import Provider, translate_stainless
-from llmcli.types import Chunk, FinishReason, Request, Response, Usage
+from llmcli import errors
+from llmcli.providers.base import (
+    LIST_TIMEOUT,
+    Provider,
+    ProviderSpec,
+    malformed,
+    translate_stainless,
+)
+from llmcli.types import Attachment, Chunk, FinishReason, Part, Request, Response, Usage
 
 FINISH_REASONS = {
     "end_turn": FinishReason.STOP,
@@ -58,31 +65,104 @@ def _usage(usage: Any, previous: Usage | None = None) -> Usage:
     )
 
 
+SPEC = ProviderSpec(
+    name="anthropic",
+    protocol="anthropic",
+    default_model="claude-haiku-4-5",
+    key_env_vars=("ANTHROPIC_API_KEY",),
+    base_url_env="ANTHROPIC_BASE_URL",
+    pricing_id="anthropic",
+)
+
+
+def _reply(reply: Any, provider: str, model: str) -> Response:
+    """Our Response from a Message; a reply of any other shape is a malformed reply."""
+    blocks = getattr(reply, "content", None)
+    if not isinstance(blocks, list) or getattr(reply, "type", "message") != "message":
+        raise malformed(provider, "a reply that is not a message")
+    text = "".join(block.text for block in blocks if getattr(block, "type", None) == "text")
+    return Response(
+        text=text,
+        provider=provider,
+        model=reply.model or model,
+        usage=_usage(reply.usage),
+        finish_reason=_finish(reply.stop_reason),
+        raw_finish_reason=reply.stop_reason,
+        request_id=reply.id,
+    )
+
+
+class _Events:
+    """Message stream events to our chunks (one rule for the sync and async streams)."""
+
+    def __init__(self) -> None:
+        self.usage = Usage()
+
+    def read(self, event: Any) -> Iterator[Chunk]:
+        kind = event.type
+        if kind == "content_block_delta":
+            if event.delta.type == "text_delta" and event.delta.text:
+                yield Chunk(text=event.delta.text)
+        elif kind == "message_start":
+            self.usage = _usage(event.message.usage, self.usage)
+            yield Chunk(model=event.message.model, request_id=event.message.id, usage=self.usage)
+        elif kind == "message_delta":
+            self.usage = _usage(event.usage, self.usage)
+            raw = event.delta.stop_reason
+            yield Chunk(
+                usage=self.usage,
+                finish_reason=_finish(raw) if raw else None,
+                raw_finish_reason=raw,
+            )
+
+
 class AnthropicProvider(Provider):
-    name = "anthropic"
-    key_env_vars = ("ANTHROPIC_API_KEY",)
-    base_url_env = "ANTHROPIC_BASE_URL"
-    default_model = "claude-haiku-4-5"
-    pricing_id = "anthropic"
+    """Anthropic Messages (and servers that speak it)."""
+
     supports = frozenset({"temperature", "top_p", "stop"})
     temperature_range = (0.0, 1.0)
+    attachment_types = frozenset(
+        {"image/png", "image/jpeg", "image/webp", "image/gif", "application/pdf"}
+    )
 
-    def _client(self, timeout: float) -> Any:
-        import anthropic
+    def _options(self) -> dict[str, Any]:
+        # Retries are ours, so the SDK's are off. An explicit timeout (given with every call)
+        # also skips the SDK's "streaming is required" guard for a big max_tokens.
+        return {"api_key": self._key(), "base_url": self.base_url, "max_retries": 0}
 
-        # An explicit timeout also skips the SDK's "streaming is required" guard for big max_tokens.
-        return anthropic.Anthropic(
-            api_key=self.api_key,
-            base_url=self.base_url,
-            timeout=timeout,
-            max_retries=0,
-        )
+    def client(self) -> Any:
+        if self._client is None:
+            import anthropic
+
+            from llmcli import transport
+
+            self._client = anthropic.Anthropic(**self._options(), http_client=transport.client())
+        return self._client
+
+    def async_client(self) -> Any:
+        if self._async_client is None:
+            import anthropic
+
+            from llmcli import transport
+
+            self._async_client = anthropic.AsyncAnthropic(
+                **self._options(), http_client=transport.async_client()
+            )
+        return self._async_client
+
+    def part(self, part: Part) -> dict[str, Any]:
+        if isinstance(part, Attachment) and part.media_type in self.attachment_types:
+            source = {"type": "base64", "media_type": part.media_type, "data": part.base64}
+            if part.media_type == "application/pdf":
+                return {"type": "document", "source": source}
+            return {"type": "image", "source": source}
+        return super().part(part)
 
     def params(self, request: Request) -> dict[str, Any]:
         params: dict[str, Any] = {
             "model": request.model,
             "max_tokens": request.max_tokens,
-            "messages": [m.to_dict() for m in request.messages],
+            "messages": [{"role": m.role, "content": self.content(m)} for m in request.messages],
         }
         if request.system is not None:
             params["system"] = request.system
@@ -99,49 +179,56 @@ class AnthropicProvider(Provider):
         return params
 
     def complete(self, request: Request) -> Response:
-        with self._client(request.timeout) as client:
-            reply = client.messages.create(**self.params(request))
-        text = "".join(block.text for block in reply.content if block.type == "text")
-        return Response(
-            text=text,
-            provider=self.name,
-            model=reply.model or request.model,
-            usage=_usage(reply.usage),
-            finish_reason=_finish(reply.stop_reason),
-            raw_finish_reason=reply.stop_reason,
-            request_id=reply.id,
-        )
+        from llmcli import transport
+
+        with transport.guard(self.name, request.timeout):
+            reply = self.client().messages.create(**self.params(request), timeout=request.timeout)
+            return _reply(reply, self.name, request.model)
 
     def stream(self, request: Request) -> Iterator[Chunk]:
-        usage = Usage()
-        with (
-            self._client(request.timeout) as client,
-            client.messages.create(stream=True, **self.params(request)) as events,
-        ):
-            for event in events:
-                kind = event.type
-                if kind == "content_block_delta":
-                    if event.delta.type == "text_delta" and event.delta.text:
-                        yield Chunk(text=event.delta.text)
-                elif kind == "message_start":
-                    usage = _usage(event.message.usage, usage)
-                    yield Chunk(model=event.message.model, request_id=event.message.id, usage=usage)
-                elif kind == "message_delta":
-                    usage = _usage(event.usage, usage)
-                    raw = event.delta.stop_reason
-                    yield Chunk(
-                        usage=usage,
-                        finish_reason=_finish(raw) if raw else None,
-                        raw_finish_reason=raw,
-                    )
+        from llmcli import transport
 
-    def list_models(self, timeout: float) -> list[str]:
+        events = _Events()
+        with (
+            transport.guard(self.name, request.timeout, "stream"),
+            self.client().messages.create(
+                stream=True, **self.params(request), timeout=request.timeout
+            ) as stream,
+        ):
+            for event in stream:
+                yield from events.read(event)
+
+    async def acomplete(self, request: Request) -> Response:
+        from llmcli import transport
+
+        with transport.guard(self.name, request.timeout):
+            reply = await self.async_client().messages.create(
+                **self.params(request), timeout=request.timeout
+            )
+            return _reply(reply, self.name, request.model)
+
+    async def astream(self, request: Request) -> AsyncIterator[Chunk]:
+        from llmcli import transport
+
+        events = _Events()
+        with transport.guard(self.name, request.timeout, "stream"):
+            stream = await self.async_client().messages.create(
+                stream=True, **self.params(request), timeout=request.timeout
+            )
+            async with stream:
+                async for event in stream:
+                    for chunk in events.read(event):
+                        yield chunk
+
+    def list_models(self, timeout: float = LIST_TIMEOUT) -> list[str]:
+        from llmcli import transport
 
         # The largest page the API allows, so one request usually lists them all.
-        with self._client(timeout) as client:
-            return [model.id for model in client.models.list(limit=1000)]
+        with transport.guard(self.name, timeout):
+            pager = self.client().models.list(limit=1000, timeout=timeout)
+            return [model.id for model in pager]
 
-    def translate_error(self, exc: BaseException):
+    def translate_error(self, exc: BaseException) -> errors.LlmcliError | None:
         import anthropic
 
         return translate_stainless(anthropic, self.name, exc, self.key_hint())

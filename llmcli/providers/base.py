@@ -1,7 +1,14 @@
 """What every provider module implements, and the error mapping they share.
 
-A provider is one small class: declarative attributes (which key it needs, which options it can
-honour, its default model) plus three methods. Importing a provider module must stay cheap, so
+A provider is an instance: a `ProviderSpec` (its name, the wire protocol it speaks, where its key
+and endpoint come from, how it is priced) bound to a key and an endpoint, with the behaviour of
+its protocol's class. `openai`, `anthropic`, `gemini` and `echo` are built-in specs; an endpoint
+named in a config file is one more spec that reuses a protocol's class. Capabilities (which
+options a protocol can honour) are class attributes, because they belong to the wire.
+
+A provider keeps one SDK client (and one async client) for its lifetime, so attempts and chat
+turns reuse its connections, and hands the SDK an httpx2 client from `llmcli.transport` that
+enforces each attempt's deadline and vets replies. Importing a provider module must stay cheap:
 SDKs are imported inside the methods, never at module level.
 """
 
@@ -9,38 +16,73 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, ClassVar, NamedTuple
 
 from llmcli import errors
-from llmcli.types import Chunk, Request, Response
+from llmcli.secret import Secret, mask
+from llmcli.types import Attachment, Chunk, Message, Part, Request, Response, Text
 
 # Names used in `Request.options_set()`; a provider lists the ones it can honour.
 ALL_OPTIONS = frozenset({"temperature", "top_p", "stop", "seed", "response_format"})
+#: Seconds `list_models` waits when no timeout is given.
+LIST_TIMEOUT = 10.0
+
+
+class ProviderSpec(NamedTuple):
+    """Who a provider is: everything but its key, which is read when a call is prepared."""
+
+    name: str
+    protocol: str  # the module that speaks its wire: openai | anthropic | gemini | echo
+    default_model: str
+    #: Environment variables that may hold the key, in order of preference; empty = no key needed.
+    key_env_vars: tuple[str, ...] = ()
+    #: Environment variable that overrides the endpoint (proxies, gateways, tests).
+    base_url_env: str | None = None
+    #: A fixed endpoint (an endpoint named in a config file); None = the SDK's default.
+    base_url: str | None = None
+    #: The provider id genai-prices knows it by; None = prices unknown unless prices.toml has them.
+    pricing_id: str | None = None
+    #: False for a provider that never touches the network and costs nothing (echo).
+    remote: bool = True
 
 
 class Provider:
-    """Base class for a provider. Subclasses set the class attributes and implement the methods."""
+    """Base class for a protocol. Subclasses set the class attributes and implement the methods."""
 
-    name: ClassVar[str]
-    #: Environment variables that may hold the key, in order of preference; empty = no key needed.
-    key_env_vars: ClassVar[tuple[str, ...]] = ()
-    #: Environment variable that overrides the endpoint (proxies, gateways, tests).
-    base_url_env: ClassVar[str | None] = None
-    default_model: ClassVar[str]
-    #: Options from `Request.options_set()` this provider can send; anything else is a usage error.
+    #: Options from `Request.options_set()` this protocol can send; anything else is a usage error.
     supports: ClassVar[frozenset[str]] = ALL_OPTIONS
     temperature_range: ClassVar[tuple[float, float]] = (0.0, 2.0)
     #: The most `--stop` sequences the API accepts (None = no documented limit).
     max_stop_sequences: ClassVar[int | None] = None
-    #: The provider id genai-prices knows it by; None = free (echo).
-    pricing_id: ClassVar[str | None] = None
-    #: Whether it needs the network (echo does not).
-    remote: ClassVar[bool] = True
+    #: The largest `--seed` the API takes (Gemini's is a 32-bit integer).
+    max_seed: ClassVar[int] = 2**63 - 1
+    #: Whether every complete answer ends with a finish reason: a stream without one was cut.
+    always_finishes: ClassVar[bool] = True
+    #: Attachment media types the protocol can send (none until a serializer handles them).
+    attachment_types: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self, api_key: str | None = None, base_url: str | None = None) -> None:
-        self.api_key = api_key
-        self.base_url = base_url
+    def __init__(
+        self, spec: ProviderSpec, api_key: Secret | str | None = None, base_url: str | None = None
+    ) -> None:
+        self.spec = spec
+        self.api_key = Secret(api_key) if isinstance(api_key, str) else api_key
+        self.base_url = base_url or spec.base_url
+        self._client: Any = None
+        self._async_client: Any = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def __repr__(self) -> str:
+        key = mask(self.api_key.reveal()) if self.api_key else None
+        return f"<{type(self).__name__} {self.name!r} endpoint={self.base_url!r} key={key!r}>"
+
+    def _key(self) -> str | None:
+        return self.api_key.reveal() if self.api_key is not None else None
+
+    # --- what each protocol implements -----------------------------------------------------------
 
     def params(self, request: Request) -> dict[str, Any]:
         """The arguments this provider's SDK call receives (shown by `--dry-run`; no SDK import)."""
@@ -54,11 +96,19 @@ class Provider:
         """One attempt at a streamed answer: yield text chunks, then usage and finish reason."""
         raise NotImplementedError
 
-    def list_models(self, timeout: float) -> list[str]:
+    async def acomplete(self, request: Request) -> Response:
+        """`complete` on the SDK's async client (for the server and batch jobs)."""
+        raise NotImplementedError
+
+    def astream(self, request: Request) -> AsyncIterator[Chunk]:
+        """`stream` on the SDK's async client."""
+        raise NotImplementedError
+
+    def list_models(self, timeout: float = LIST_TIMEOUT) -> list[str]:
         """The model names this key may use, from one request that costs no tokens.
 
         `config validate --live` calls it to prove the key and endpoint work before anything
-        spends money. One attempt, no retries: a deploy check should fail fast. Exceptions are
+        spends money. One attempt, no retries: a deadline check should fail fast. Exceptions are
         the SDK's own; callers map them with `translate_error`.
         """
         raise NotImplementedError
@@ -68,9 +118,42 @@ class Provider:
         return translate_common(self.name, exc, self.key_hint())
 
     def key_hint(self) -> str:
-        if not self.key_env_vars:
+        if not self.spec.key_env_vars:
             return "check the provider's configuration"
-        return f"check {self.key_env_vars[0]} (run `llmcli config validate --live`)"
+        names = " or ".join(reversed(self.spec.key_env_vars))
+        return f"check {names} (run `llmcli config validate --live`)"
+
+    def close(self) -> None:
+        """Close the SDK clients (their connections); the provider builds new ones if used again."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    async def aclose(self) -> None:
+        client, self._async_client = self._async_client, None
+        if client is not None:
+            await client.close()
+
+    # --- message serialization: one place per protocol ----------------------------------------
+
+    def content(self, message: Message) -> Any:
+        """The message's content in this protocol's wire shape (a string when it is all text)."""
+        if isinstance(message.content, str):
+            return message.content
+        return [self.part(part) for part in message.content]
+
+    def part(self, part: Part) -> dict[str, Any]:
+        """One part in this protocol's wire shape."""
+        if isinstance(part, Text):
+            return {"type": "text", "text": part.text}
+        raise unsupported_attachment(self.name, part)
+
+
+def unsupported_attachment(provider: str, part: Attachment) -> errors.UsageError:
+    return errors.UsageError(
+        f"{provider} cannot take a {part.media_type} attachment{f' ({part.name})' if part.name else ''}",
+        "attach images (png, jpeg, webp, gif) or PDFs, or choose another provider",
+    )
 
 
 def short(text: str, limit: int = 300) -> str:
@@ -123,7 +206,7 @@ def error_for_status(
             retry_after=retry_after,
         )
     if status == 408:
-        return errors.NetworkError(
+        return errors.Timeout(
             f"{provider} timed out on the request ({status}): {detail}",
             "try again, or raise --timeout",
             provider=provider,
@@ -131,7 +214,7 @@ def error_for_status(
             retry_after=retry_after,
         )
     if status == 529 or kind == "overloaded_error":
-        return errors.ProviderError(
+        return errors.Overloaded(
             f"{provider} is overloaded ({status}): {detail}",
             "try again in a little while",
             provider=provider,
@@ -139,22 +222,24 @@ def error_for_status(
             retry_after=retry_after,
         )
     if status >= 500 or status == 409 or status < 400:
-        return errors.ProviderError(
+        return (errors.Conflict if status == 409 else errors.ServerError)(
             f"{provider} server error ({status}): {detail}",
             "the provider is having trouble; try again later",
             provider=provider,
             status=status,
             retry_after=retry_after,
         )
+    rejected: type[errors.RequestRejected] = errors.RequestRejected
     if status == 404:
         hint = "check the model name (-m/--model or LLM_MODEL) and the base URL"
     elif status == 413 or _TOO_LONG.search(f"{detail} {kind or ''}"):
         hint = "the input is too large for the model: shorten it, or use a model with a larger context window"
+        rejected = errors.ContextTooLong
     else:
         hint = (
             "the provider refused the request as sent: check the options (see them with --dry-run)"
         )
-    return errors.RequestRejected(
+    return rejected(
         f"{provider} rejected the request ({status}): {detail}",
         hint,
         provider=provider,
@@ -195,19 +280,61 @@ def parse_retry_after(headers: object) -> float | None:
     return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
 
 
+def _ours(exc: BaseException) -> errors.LlmcliError | None:
+    """Our own error, raised by the guarded HTTP client and wrapped by an SDK on its way out."""
+    import sys
+
+    if isinstance(exc, errors.LlmcliError):
+        return exc
+    if "httpx2" not in sys.modules:  # no SDK has run: nothing of the transport's to find
+        return None
+    from llmcli import transport
+
+    found = transport.find(exc, errors.LlmcliError)
+    return found if isinstance(found, errors.LlmcliError) else None
+
+
+def _deadline_passed(provider: str, exc: BaseException) -> errors.LlmcliError | None:
+    from llmcli import transport
+
+    found = transport.find(exc, transport.DeadlineExceeded)
+    if found is None:
+        return None
+    return errors.Timeout(
+        f"{provider} did not finish in time: {found}",
+        "try again, or raise --timeout / LLM_TIMEOUT (seconds for each attempt)",
+        provider=provider,
+    )
+
+
+def malformed(provider: str, what: str) -> errors.MalformedReply:
+    """A reply that is not the provider's API, with what came back (content type, first bytes)."""
+    from llmcli import transport
+
+    return errors.MalformedReply(
+        f"{provider} sent {what} ({transport.describe()})",
+        "try again; if it persists, check the base URL points at the real API",
+        provider=provider,
+    )
+
+
 def translate_common(provider: str, exc: BaseException, key_hint: str) -> errors.LlmcliError | None:
     """Failures that look the same whatever the SDK: raw transport errors and unparsable replies.
 
     anthropic and google-genai let raw `httpx2` exceptions escape (wire.md §0.4-0.5), and all
     three SDKs raise a bare `json.JSONDecodeError` on a malformed body.
     """
-    if isinstance(exc, errors.LlmcliError):
-        return exc
+    ours = _ours(exc)
+    if ours is not None:
+        return ours
     module = type(exc).__module__.split(".")[0]
     if module in ("httpx2", "httpx", "httpcore", "httpcore2"):
+        deadline = _deadline_passed(provider, exc)
+        if deadline is not None:
+            return deadline
         name = type(exc).__name__
         if "Timeout" in name:
-            return errors.NetworkError(
+            return errors.Timeout(
                 f"{provider} did not answer in time ({name})",
                 "try again, or raise --timeout / LLM_TIMEOUT",
                 provider=provider,
@@ -220,7 +347,7 @@ def translate_common(provider: str, exc: BaseException, key_hint: str) -> errors
                 provider=provider,
             )
         if name in ("RemoteProtocolError", "ReadError") or "Protocol" in name:
-            return errors.ProviderError(
+            return errors.BrokenOff(
                 f"connection to {provider} broken off: {short(str(exc)) or name}",
                 "try again",
                 provider=provider,
@@ -231,11 +358,7 @@ def translate_common(provider: str, exc: BaseException, key_hint: str) -> errors
             provider=provider,
         )
     if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
-        return errors.ProviderError(
-            f"{provider} sent a reply that is not valid JSON: {short(str(exc))}",
-            "try again; if it persists, check the base URL points at the real API",
-            provider=provider,
-        )
+        return malformed(provider, "a reply that is not valid JSON")
     if isinstance(exc, ConnectionError | TimeoutError):
         return errors.NetworkError(f"could not reach {provider}: {exc}", provider=provider)
     return None
@@ -258,22 +381,15 @@ def translate_stainless(
     sdk: object, provider: str, exc: BaseException, key_hint: str
 ) -> errors.LlmcliError | None:
     """Map exceptions of the Stainless-generated SDKs (`openai`, `anthropic`), which share a shape."""
+    ours = _ours(exc)
+    if ours is not None:
+        return ours
     if isinstance(exc, sdk.APIStatusError):  # type: ignore[attr-defined]
         detail, kind = _error_detail(exc.body, exc.message)
         status = exc.status_code
         if status < 400:
             # An error event inside a 200 stream (Anthropic `event: error`): not an HTTP status.
-            mapped = error_for_status(
-                provider,
-                529 if kind == "overloaded_error" else 500,
-                detail,
-                key_hint=key_hint,
-                kind=kind,
-            )
-            mapped.message = (
-                f"{provider} reported an error mid-stream ({kind or 'error'}): {short(detail)}"
-            )
-            return mapped
+            return mid_stream(provider, detail, kind)
         return error_for_status(
             provider,
             status,
@@ -283,7 +399,7 @@ def translate_stainless(
             kind=kind,
         )
     if isinstance(exc, sdk.APITimeoutError):  # type: ignore[attr-defined]
-        return errors.NetworkError(
+        return _deadline_passed(provider, exc) or errors.Timeout(
             f"{provider} did not answer in time",
             "try again, or raise --timeout / LLM_TIMEOUT",
             provider=provider,
@@ -292,6 +408,9 @@ def translate_stainless(
         cause = exc.__cause__
         if cause is not None and type(cause).__name__ in ("RemoteProtocolError", "ReadError"):
             return translate_common(provider, cause, key_hint)
+        deadline = _deadline_passed(provider, exc)
+        if deadline is not None:
+            return deadline
         reason = short(str(cause)) if cause is not None and str(cause) else "connection error"
         return errors.NetworkError(
             f"could not reach {provider}: {reason}",
@@ -301,9 +420,13 @@ def translate_stainless(
     if isinstance(exc, sdk.APIError):  # type: ignore[attr-defined]
         # An `{"error": ...}` payload inside an OpenAI stream.
         detail, kind = _error_detail(exc.body, exc.message)
-        return errors.ProviderError(
-            f"{provider} reported an error mid-stream ({kind or 'error'}): {short(detail)}",
-            "try again",
-            provider=provider,
-        )
+        return mid_stream(provider, detail, kind)
     return translate_common(provider, exc, key_hint)
+
+
+def mid_stream(provider: str, detail: str, kind: str | None) -> errors.LlmcliError:
+    """An error event inside a stream: overloaded, or another failure of the provider's."""
+    message = f"{provider} reported an error mid-stream ({kind or 'error'}): {short(detail)}"
+    if kind in ("overloaded_error", "UNAVAILABLE"):
+        return errors.Overloaded(message, "try again in a little while", provider=provider)
+    return errors.StreamFailed(message, "try again", provider=provider)

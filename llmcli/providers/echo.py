@@ -8,11 +8,13 @@ free. It goes through the same core path as the real providers, and honours `--m
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from llmcli.providers.base import Provider
+from llmcli.providers.base import LIST_TIMEOUT, Provider, ProviderSpec
 from llmcli.types import Chunk, FinishReason, Request, Response, Usage
+
+SPEC = ProviderSpec(name="echo", protocol="echo", default_model="echo", remote=False)
 
 _WORDS = re.compile(r"\s*\S+")
 
@@ -22,9 +24,11 @@ def _count(text: str | None) -> int:
 
 
 class EchoProvider(Provider):
-    name = "echo"
-    default_model = "echo"
-    remote = False
+    """Repeats the last user message's text; attachments are counted, never read."""
+
+    attachment_types = frozenset(
+        {"image/png", "image/jpeg", "image/webp", "image/gif", "application/pdf", "text/plain"}
+    )
 
     def params(self, request: Request) -> dict[str, Any]:
         return {
@@ -36,7 +40,7 @@ class EchoProvider(Provider):
         }
 
     def _answer(self, request: Request) -> tuple[list[str], FinishReason, str]:
-        prompt = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+        prompt = next((m.text for m in reversed(request.messages) if m.role == "user"), "")
         raw = "end_turn"
         for stop in request.stop:
             if stop and stop in prompt:
@@ -48,7 +52,7 @@ class EchoProvider(Provider):
         return words, finish, raw
 
     def _usage(self, request: Request, words: list[str]) -> Usage:
-        prompt_words = _count(request.system) + sum(_count(m.content) for m in request.messages)
+        prompt_words = _count(request.system) + sum(_count(m.text) for m in request.messages)
         return Usage(input_tokens=prompt_words, output_tokens=len(words))
 
     def complete(self, request: Request) -> Response:
@@ -68,7 +72,14 @@ class EchoProvider(Provider):
             yield Chunk(text=word.lstrip() if index == 0 else word)
         yield Chunk(usage=self._usage(request, words), finish_reason=finish, raw_finish_reason=raw)
 
-    def list_models(self, timeout: float) -> list[str]:
+    async def acomplete(self, request: Request) -> Response:
+        return self.complete(request)
+
+    async def astream(self, request: Request) -> AsyncIterator[Chunk]:
+        for chunk in self.stream(request):
+            yield chunk
+
+    def list_models(self, timeout: float = LIST_TIMEOUT) -> list[str]:
         return ["echo"]
 
 

@@ -8,18 +8,31 @@ for timeouts and dropped connections (wire.md §0.4).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from llmcli import errors
 from llmcli.providers.base import (
+    LIST_TIMEOUT,
     Provider,
+    ProviderSpec,
     error_for_status,
+    malformed,
+    mid_stream,
     parse_retry_after,
-    short,
     translate_common,
 )
-from llmcli.types import Chunk, FinishReason, Request, Response, Usage
+from llmcli.types import (
+    Attachment,
+    Chunk,
+    FinishReason,
+    Message,
+    Part,
+    Request,
+    Response,
+    Text,
+    Usage,
+)
 
 FILTERED = {
     "SAFETY",
@@ -102,31 +115,115 @@ def _retry_delay(infos: list[Any]) -> float | None:
     return None
 
 
-class GeminiProvider(Provider):
-    name = "gemini"
+SPEC = ProviderSpec(
+    name="gemini",
+    protocol="gemini",
+    default_model="gemini-2.5-flash",
     # google-genai prefers GOOGLE_API_KEY when both are set; we follow it so both agree.
-    key_env_vars = ("GOOGLE_API_KEY", "GEMINI_API_KEY")
-    base_url_env = "GOOGLE_GEMINI_BASE_URL"
-    default_model = "gemini-2.5-flash"
-    pricing_id = "google"
+    key_env_vars=("GOOGLE_API_KEY", "GEMINI_API_KEY"),
+    base_url_env="GOOGLE_GEMINI_BASE_URL",
+    pricing_id="google",
+)
+
+
+def _reply(reply: Any, provider: str, model: str) -> Response:
+    """Our Response from a GenerateContentResponse; anything else is a malformed reply."""
+    if not reply.candidates and getattr(reply, "prompt_feedback", None) is None:
+        raise malformed(provider, "a reply with no answer in it (no candidates)")
+    text, raw, tool = _read(reply)
+    return Response(
+        text=text,
+        provider=provider,
+        model=reply.model_version or model,
+        usage=_usage(reply.usage_metadata) or Usage(),
+        finish_reason=_normalize(raw, tool),
+        raw_finish_reason=raw,
+        request_id=reply.response_id,
+    )
+
+
+class _Replies:
+    """Streamed GenerateContentResponses to our chunks (one rule for sync and async)."""
+
+    def __init__(self) -> None:
+        self.usage: Usage | None = None
+        self.raw: str | None = None
+        self.tool = False
+
+    def read(self, reply: Any) -> Iterator[Chunk]:
+        text, raw, tool = _read(reply)
+        self.raw = raw or self.raw
+        self.tool = self.tool or tool
+        self.usage = _usage(reply.usage_metadata) or self.usage
+        if text:
+            yield Chunk(text=text, model=reply.model_version, request_id=reply.response_id)
+
+    def end(self) -> Chunk:
+        """Usage and finish reason come with the last chunk; there is no end-of-stream event."""
+        raw, tool = self.raw, self.tool
+        return Chunk(
+            usage=self.usage,
+            finish_reason=_normalize(raw, tool) if raw or tool else None,
+            raw_finish_reason=raw,
+        )
+
+
+def _milliseconds(seconds: float) -> int:
+    """google-genai's timeouts are whole milliseconds, and 0 means none at all: never send 0."""
+    import math
+
+    return max(1, math.ceil(seconds * 1000))
+
+
+class GeminiProvider(Provider):
+    """Gemini's Developer API through google-genai."""
+
     temperature_range = (0.0, 2.0)
     max_stop_sequences = 5
+    max_seed = 2**31 - 1  # an int32 field in the API
+    attachment_types = frozenset({"image/png", "image/jpeg", "image/webp", "application/pdf"})
 
-    def key_hint(self) -> str:
-        return "check GEMINI_API_KEY or GOOGLE_API_KEY (run `llmcli config validate --live`)"
-
-    def _client(self, timeout: float) -> Any:
+    def _sdk_client(self) -> Any:
         from google import genai
         from google.genai import types
 
+        from llmcli import transport
+
         # No retry_options: google-genai then makes exactly one attempt; retries are ours.
-        options = types.HttpOptions(base_url=self.base_url, timeout=int(timeout * 1000))
-        return genai.Client(api_key=self.api_key, vertexai=False, http_options=options)
+        options = types.HttpOptions(
+            base_url=self.base_url,
+            httpx_client=transport.client(),
+            httpx_async_client=transport.async_client(),
+        )
+        return genai.Client(api_key=self._key(), vertexai=False, http_options=options)
+
+    def client(self) -> Any:
+        # Keep the client (a dropped Client closes its transport, wire.md §0.7); async is `.aio`.
+        if self._client is None:
+            self._client = self._sdk_client()
+        return self._client
+
+    def async_client(self) -> Any:
+        return self.client().aio
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aio.aclose()
+
+    def content(self, message: Message) -> list[dict[str, Any]]:
+        return [self.part(p) for p in message.parts]
+
+    def part(self, part: Part) -> dict[str, Any]:
+        if isinstance(part, Text):
+            return {"text": part.text}
+        if isinstance(part, Attachment) and part.media_type in self.attachment_types:
+            return {"inline_data": {"mime_type": part.media_type, "data": part.base64}}
+        return super().part(part)
 
     def params(self, request: Request) -> dict[str, Any]:
         # Plain dicts (the SDK validates them into its types) keep --dry-run free of the SDK import.
         contents = [
-            {"role": "model" if m.role == "assistant" else "user", "parts": [{"text": m.content}]}
+            {"role": "model" if m.role == "assistant" else "user", "parts": self.content(m)}
             for m in request.messages
         ]
         config: dict[str, Any] = {"max_output_tokens": request.max_tokens}
@@ -144,44 +241,55 @@ class GeminiProvider(Provider):
             config["response_mime_type"] = "application/json"
         return {"model": request.model, "contents": contents, "config": config}
 
+    def _call(self, request: Request) -> dict[str, Any]:
+        params = self.params(request)
+        params["config"] = {
+            **params["config"],
+            "http_options": {"timeout": _milliseconds(request.timeout)},
+        }
+        return params
+
     def complete(self, request: Request) -> Response:
-        # Keep the client in a variable (a dropped Client closes its transport) and close it after.
-        with self._client(request.timeout) as client:
-            reply = client.models.generate_content(**self.params(request))
-        text, raw, tool = _read(reply)
-        return Response(
-            text=text,
-            provider=self.name,
-            model=reply.model_version or request.model,
-            usage=_usage(reply.usage_metadata) or Usage(),
-            finish_reason=_normalize(raw, tool),
-            raw_finish_reason=raw,
-            request_id=reply.response_id,
-        )
+        from llmcli import transport
+
+        with transport.guard(self.name, request.timeout):
+            reply = self.client().models.generate_content(**self._call(request))
+            return _reply(reply, self.name, request.model)
 
     def stream(self, request: Request) -> Iterator[Chunk]:
-        usage: Usage | None = None
-        raw: str | None = None
-        tool = False
-        with self._client(request.timeout) as client:
-            for reply in client.models.generate_content_stream(**self.params(request)):
-                text, chunk_raw, chunk_tool = _read(reply)
-                raw = chunk_raw or raw
-                tool = tool or chunk_tool
-                usage = _usage(reply.usage_metadata) or usage
-                if text:
-                    yield Chunk(text=text, model=reply.model_version, request_id=reply.response_id)
-        # Usage and finish reason come with the last chunk; there is no end-of-stream event.
-        yield Chunk(
-            usage=usage,
-            finish_reason=_normalize(raw, tool) if raw or tool else None,
-            raw_finish_reason=raw,
-        )
+        from llmcli import transport
 
-    def list_models(self, timeout: float) -> list[str]:
+        replies = _Replies()
+        with transport.guard(self.name, request.timeout, "stream"):
+            for reply in self.client().models.generate_content_stream(**self._call(request)):
+                yield from replies.read(reply)
+        yield replies.end()
+
+    async def acomplete(self, request: Request) -> Response:
+        from llmcli import transport
+
+        with transport.guard(self.name, request.timeout):
+            reply = await self.async_client().models.generate_content(**self._call(request))
+            return _reply(reply, self.name, request.model)
+
+    async def astream(self, request: Request) -> AsyncIterator[Chunk]:
+        from llmcli import transport
+
+        replies = _Replies()
+        with transport.guard(self.name, request.timeout, "stream"):
+            stream = await self.async_client().models.generate_content_stream(**self._call(request))
+            async for reply in stream:
+                for chunk in replies.read(reply):
+                    yield chunk
+        yield replies.end()
+
+    def list_models(self, timeout: float = LIST_TIMEOUT) -> list[str]:
+        from llmcli import transport
+
         # Names come as `models/gemini-2.5-flash`; LLM_MODEL is usually written without the prefix.
-        with self._client(timeout) as client:
-            pager = client.models.list(config={"page_size": 1000})
+        config = {"page_size": 1000, "http_options": {"timeout": _milliseconds(timeout)}}
+        with transport.guard(self.name, timeout):
+            pager = self.client().models.list(config=config)
             return [(model.name or "").removeprefix("models/") for model in pager if model.name]
 
     def translate_error(self, exc: BaseException) -> errors.LlmcliError | None:
@@ -190,6 +298,9 @@ class GeminiProvider(Provider):
         if isinstance(exc, genai_errors.APIError):
             detail = exc.message or str(exc)
             status = exc.code or 500
+            if exc.response is not None and getattr(exc.response, "status_code", status) == 200:
+                # An `{"error": ...}` chunk inside a stream that had begun well.
+                return mid_stream(self.name, detail, exc.status or str(exc.code))
             details = exc.details if isinstance(exc.details, dict) else {}
             infos = (details.get("error") or {}).get("details") or []
             reasons = {d.get("reason") for d in infos if isinstance(d, dict)}
@@ -198,7 +309,7 @@ class GeminiProvider(Provider):
             retry_after = parse_retry_after(getattr(exc.response, "headers", None))
             if retry_after is None:
                 retry_after = _retry_delay(infos)
-            mapped = error_for_status(
+            return error_for_status(
                 self.name,
                 status,
                 detail,
@@ -206,17 +317,8 @@ class GeminiProvider(Provider):
                 retry_after=retry_after,
                 kind=kind,
             )
-            if exc.response is not None and getattr(exc.response, "status_code", status) == 200:
-                mapped.message = (
-                    f"gemini reported an error mid-stream ({exc.status or exc.code}): {detail}"
-                )
-            return mapped
         if isinstance(exc, genai_errors.UnknownApiResponseError):
-            return errors.ProviderError(
-                f"gemini sent a reply that could not be read: {short(str(exc))}",
-                "try again; if it persists, check the base URL points at the real API",
-                provider=self.name,
-            )
+            return malformed(self.name, "a reply that could not be read")
         return translate_common(self.name, exc, self.key_hint())
 
 

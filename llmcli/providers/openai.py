@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from llmcli.providers.base import Provider, translate_stainless
-from llmcli.types import Chunk, FinishReason, Request, Response, Usage
+from llmcli import errors
+from llmcli.providers.base import (
+    LIST_TIMEOUT,
+    Provider,
+    ProviderSpec,
+    malformed,
+    translate_stainless,
+)
+from llmcli.types import Attachment, Chunk, FinishReason, Part, Request, Response, Usage
 
 FINISH_REASONS = {
     "stop": FinishReason.STOP,
@@ -34,31 +41,123 @@ def _usage(usage: Any) -> Usage:
     )
 
 
+SPEC = ProviderSpec(
+    name="openai",
+    protocol="openai",
+    default_model="gpt-4o-mini",
+    key_env_vars=("OPENAI_API_KEY",),
+    base_url_env="OPENAI_BASE_URL",
+    pricing_id="openai",
+)
+
+
+def _reply(reply: Any, provider: str, model: str) -> Response:
+    """Our Response from a ChatCompletion; a reply of any other shape is a malformed reply."""
+    choices = getattr(reply, "choices", None)
+    if not isinstance(choices, list) or not choices or getattr(choices[0], "message", None) is None:
+        raise malformed(provider, "a reply with no answer in it (no choices)")
+    choice = choices[0]
+    message = choice.message
+    text = message.content or ""
+    refusal = (getattr(message, "refusal", None) or "").strip() or None
+    finish, raw = _finish(choice.finish_reason), choice.finish_reason
+    if not text and refusal:
+        # The model declined (a `refusal` instead of content): a filtered answer.
+        finish, raw = FinishReason.CONTENT_FILTER, "refusal"
+    return Response(
+        text=text,
+        provider=provider,
+        model=reply.model or model,
+        usage=_usage(reply.usage),
+        finish_reason=finish,
+        raw_finish_reason=raw,
+        request_id=reply.id,
+        refusal=refusal,
+    )
+
+
+class _Chunks:
+    """Chat completion chunks to our chunks (one rule for the sync and async streams).
+
+    A refusal with no text is a filtered answer, whatever the finish reason; text with a
+    refusal beside it is an answer (render warns).
+    """
+
+    def __init__(self) -> None:
+        self.refused = self.answered = False
+
+    def read(self, event: Any) -> Iterator[Chunk]:
+        for choice in event.choices or ():
+            content = getattr(choice.delta, "content", None)
+            refusal = getattr(choice.delta, "refusal", None)
+            if refusal:
+                self.refused = self.refused or bool(refusal.strip())
+                yield Chunk(refusal=refusal, model=event.model, request_id=event.id)
+            if content:
+                self.answered = True
+                yield Chunk(text=content, model=event.model, request_id=event.id)
+            if choice.finish_reason:
+                filtered = self.refused and not self.answered
+                yield Chunk(
+                    finish_reason=FinishReason.CONTENT_FILTER
+                    if filtered
+                    else _finish(choice.finish_reason),
+                    raw_finish_reason="refusal" if filtered else choice.finish_reason,
+                )
+        if event.usage is not None:
+            yield Chunk(usage=_usage(event.usage), model=event.model)
+
+
 class OpenAIProvider(Provider):
-    name = "openai"
-    key_env_vars = ("OPENAI_API_KEY",)
-    base_url_env = "OPENAI_BASE_URL"
-    default_model = "gpt-4o-mini"
-    pricing_id = "openai"
+    """OpenAI Chat Completions, and any server that speaks it (a named endpoint reuses this)."""
+
     temperature_range = (0.0, 2.0)
     max_stop_sequences = 4
+    attachment_types = frozenset(
+        {"image/png", "image/jpeg", "image/webp", "image/gif", "application/pdf"}
+    )
 
-    def _client(self, timeout: float) -> Any:
-        import openai
-
+    def _options(self) -> dict[str, Any]:
         # Retries are ours (one policy for every provider), so the SDK's are off.
-        return openai.OpenAI(
-            api_key=self.api_key,
-            base_url=self.base_url,
-            timeout=timeout,
-            max_retries=0,
-        )
+        return {"api_key": self._key(), "base_url": self.base_url, "max_retries": 0}
+
+    def client(self) -> Any:
+        if self._client is None:
+            import openai
+
+            from llmcli import transport
+
+            self._client = openai.OpenAI(**self._options(), http_client=transport.client())
+        return self._client
+
+    def async_client(self) -> Any:
+        if self._async_client is None:
+            import openai
+
+            from llmcli import transport
+
+            self._async_client = openai.AsyncOpenAI(
+                **self._options(), http_client=transport.async_client()
+            )
+        return self._async_client
+
+    def part(self, part: Part) -> dict[str, Any]:
+        if isinstance(part, Attachment):
+            url = f"data:{part.media_type};base64,{part.base64}"
+            if part.media_type.startswith("image/") and part.media_type in self.attachment_types:
+                return {"type": "image_url", "image_url": {"url": url}}
+            if part.media_type == "application/pdf":
+                return {
+                    "type": "file",
+                    "file": {"filename": part.name or "file.pdf", "file_data": url},
+                }
+        return super().part(part)
 
     def params(self, request: Request) -> dict[str, Any]:
-        messages: list[dict[str, str]] = []
+        messages: list[dict[str, Any]] = []
         if request.system is not None:
             messages.append({"role": "system", "content": request.system})
-        messages.extend(m.to_dict() for m in request.messages)
+        messages.extend({"role": m.role, "content": self.content(m)} for m in request.messages)
         # max_completion_tokens replaces the deprecated max_tokens, which o-series models reject.
         params: dict[str, Any] = {
             "model": request.model,
@@ -77,70 +176,61 @@ class OpenAIProvider(Provider):
             params["response_format"] = {"type": "json_object"}
         return params
 
-    def complete(self, request: Request) -> Response:
-        from llmcli import errors
+    def _stream_params(self, request: Request) -> dict[str, Any]:
+        # Without include_usage no chunk carries token counts (wire.md §5).
+        return {**self.params(request), "stream": True, "stream_options": {"include_usage": True}}
 
-        with self._client(request.timeout) as client:
-            reply = client.chat.completions.create(**self.params(request))
-        if not reply.choices:
-            raise errors.ProviderError("openai sent a reply with no choices", provider=self.name)
-        choice = reply.choices[0]
-        message = choice.message
-        text = message.content or ""
-        refusal = (getattr(message, "refusal", None) or "").strip() or None
-        finish, raw = _finish(choice.finish_reason), choice.finish_reason
-        if not text and refusal:
-            # The model declined (a `refusal` instead of content): a filtered answer.
-            finish, raw = FinishReason.CONTENT_FILTER, "refusal"
-        return Response(
-            text=text,
-            provider=self.name,
-            model=reply.model or request.model,
-            usage=_usage(reply.usage),
-            finish_reason=finish,
-            raw_finish_reason=raw,
-            request_id=reply.id,
-            refusal=refusal,
-        )
+    def complete(self, request: Request) -> Response:
+        from llmcli import transport
+
+        with transport.guard(self.name, request.timeout):
+            reply = self.client().chat.completions.create(
+                **self.params(request), timeout=request.timeout
+            )
+            return _reply(reply, self.name, request.model)
 
     def stream(self, request: Request) -> Iterator[Chunk]:
-        params = self.params(request)
-        # Without include_usage no chunk carries token counts (wire.md §5).
-        params["stream_options"] = {"include_usage": True}
+        from llmcli import transport
+
+        chunks = _Chunks()
         with (
-            self._client(request.timeout) as client,
-            client.chat.completions.create(stream=True, **params) as events,
+            transport.guard(self.name, request.timeout, "stream"),
+            self.client().chat.completions.create(
+                **self._stream_params(request), timeout=request.timeout
+            ) as events,
         ):
-            # One rule with `complete`: a refusal with no text is a filtered answer, whatever
-            # the finish reason; text with a refusal beside it is an answer (render warns).
-            refused = answered = False
             for event in events:
-                for choice in event.choices:
-                    content = getattr(choice.delta, "content", None)
-                    refusal = getattr(choice.delta, "refusal", None)
-                    if refusal:
-                        refused = refused or bool(refusal.strip())
-                        yield Chunk(refusal=refusal, model=event.model, request_id=event.id)
-                    if content:
-                        answered = True
-                        yield Chunk(text=content, model=event.model, request_id=event.id)
-                    if choice.finish_reason:
-                        filtered = refused and not answered
-                        yield Chunk(
-                            finish_reason=FinishReason.CONTENT_FILTER
-                            if filtered
-                            else _finish(choice.finish_reason),
-                            raw_finish_reason="refusal" if filtered else choice.finish_reason,
-                        )
-                if event.usage is not None:
-                    yield Chunk(usage=_usage(event.usage), model=event.model)
+                yield from chunks.read(event)
 
-    def list_models(self, timeout: float) -> list[str]:
+    async def acomplete(self, request: Request) -> Response:
+        from llmcli import transport
 
-        with self._client(timeout) as client:
-            return [model.id for model in client.models.list()]
+        with transport.guard(self.name, request.timeout):
+            reply = await self.async_client().chat.completions.create(
+                **self.params(request), timeout=request.timeout
+            )
+            return _reply(reply, self.name, request.model)
 
-    def translate_error(self, exc: BaseException):
+    async def astream(self, request: Request) -> AsyncIterator[Chunk]:
+        from llmcli import transport
+
+        chunks = _Chunks()
+        with transport.guard(self.name, request.timeout, "stream"):
+            events = await self.async_client().chat.completions.create(
+                **self._stream_params(request), timeout=request.timeout
+            )
+            async with events:
+                async for event in events:
+                    for chunk in chunks.read(event):
+                        yield chunk
+
+    def list_models(self, timeout: float = LIST_TIMEOUT) -> list[str]:
+        from llmcli import transport
+
+        with transport.guard(self.name, timeout):
+            return [model.id for model in self.client().models.list(timeout=timeout)]
+
+    def translate_error(self, exc: BaseException) -> errors.LlmcliError | None:
         import openai
 
         return translate_stainless(openai, self.name, exc, self.key_hint())

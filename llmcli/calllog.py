@@ -1,0 +1,184 @@
+"""The call log's interface: what a backend stores, and what the rest of llmcli may ask of it.
+
+Every command reads and writes the log through `CallLog`, never through a database module: the
+embedded SQLite file (`llmcli.store`) implements it today, and a second backend (PostgreSQL for a
+team) implements the same methods. Nothing outside a backend imports a database driver; a
+backend turns its driver's failures into `LogFailure`, which `llmcli.logtrouble` words.
+
+A row is a call, successful or not. A conversation stores each message once: a row keeps the
+messages its call added (usually one user message) and the uid of the row it continued
+(`parent_uid`); the whole history is that chain read back (`full_messages`). Money is exact:
+`cost_usd` is a Decimal, stored as whole picodollars (`llmcli.money`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, NamedTuple, Protocol
+
+
+def utc_now() -> str:
+    """A sortable UTC timestamp: `2026-11-25T10:40:52.123456Z`."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_uid() -> str:
+    """A row's identity in every backend, so a row copied from one to another stays one row."""
+    return uuid.uuid4().hex
+
+
+@dataclass
+class CallRecord:
+    """One row of the log. Every field but provider and status may be unknown (None)."""
+
+    provider: str
+    status: str  # ok | error | interrupted
+    uid: str = field(default_factory=new_uid)
+    ts: str = field(default_factory=utc_now)
+    requested_model: str | None = None
+    model: str | None = None
+    conversation_id: str | None = None
+    parent_uid: str | None = None  # the row this call continued; its messages come first
+    system_prompt: str | None = None
+    messages: list[dict[str, Any]] | None = None  # the messages this call added
+    answer: str | None = None
+    finish_reason: str | None = None
+    raw_finish_reason: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cost_usd: Decimal | None = None
+    price_source: str | None = None
+    duration_ms: int | None = None
+    ttft_ms: int | None = None
+    attempts: int | None = None
+    error_class: str | None = None
+    error_message: str | None = None
+    exit_code: int | None = None
+    tag: str | None = None
+    response_id: str | None = None
+
+
+class Conversation(NamedTuple):
+    """A conversation to continue: its system prompt, every message so far, and the uid of the
+    row whose answer ends it (None when that row is not in the log)."""
+
+    conversation_id: str
+    system: str | None
+    messages: tuple[dict[str, Any], ...]
+    tip: str | None
+
+
+class Window(NamedTuple):
+    """A spending limit over calls since `since` (optionally only those with `tag`)."""
+
+    name: str
+    since: str
+    limit_usd: Decimal
+    tag: str | None = None
+
+
+class Reservation(NamedTuple):
+    """A call's worst-case cost, held against every limit until the call is settled."""
+
+    uid: str
+    cost_usd: Decimal
+    expires: str
+
+
+class Spent(NamedTuple):
+    """What a window has used: settled calls, and reservations of calls still under way."""
+
+    window: Window
+    spent_usd: Decimal
+    reserved_usd: Decimal
+
+
+class OverLimit(Exception):
+    """A reservation would take a window past its limit; nothing was reserved."""
+
+    def __init__(self, spent: Spent, amount: Decimal) -> None:
+        super().__init__(spent.window.name)
+        self.spent = spent
+        self.amount = amount
+
+
+class LogFailure(Exception):
+    """The log could not be read or written. `error` is the driver's own exception, which
+    `llmcli.logtrouble` turns into words (read-only, disk full, damaged...)."""
+
+    def __init__(self, error: BaseException, location: str) -> None:
+        super().__init__(f"{location}: {error}")
+        self.error = error
+        self.location = location
+
+
+class CallLog(Protocol):
+    """What every backend implements. Methods raise `LogFailure` for the backend's failures."""
+
+    location: str  # a path, or a URL with its password masked
+
+    def add(self, record: CallRecord) -> int:
+        """Insert one call (idempotent on its uid); its row id."""
+        ...
+
+    def reserve(self, amount: Decimal, windows: Sequence[Window], ttl_s: float) -> Reservation:
+        """Hold `amount` against every window, in the same transaction that checks them all
+        (`OverLimit` if one would pass its limit); it expires after `ttl_s` if never settled."""
+        ...
+
+    def settle(self, reservation: Reservation, record: CallRecord) -> int:
+        """Replace a reservation by the call that used it, in one transaction; its row id."""
+        ...
+
+    def release(self, reservation: Reservation) -> None:
+        """Drop a reservation whose call was never sent."""
+        ...
+
+    def spent(self, windows: Sequence[Window]) -> list[Spent]:
+        """What each window has used so far."""
+        ...
+
+    def conversation(self, conversation_id: str | None) -> Conversation | None:
+        """A conversation up to its last complete answer (None = the latest conversation);
+        None when there is no such conversation."""
+        ...
+
+    def recent(self, limit: int, conversation_id: str | None = None) -> list[dict[str, Any]]:
+        """The last `limit` calls (or one conversation's), oldest first, with full messages."""
+        ...
+
+    def aggregate(
+        self,
+        group_by: Sequence[str],
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        filters: dict[str, str | None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Calls, tokens, known cost (`cost_usd`, exact) and unpriced calls per group."""
+        ...
+
+    def export(self, after_id: int = 0, limit: int = 1000) -> list[CallRecord]:
+        """Rows in id order after `after_id`: what a spool or a migration copies elsewhere."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def full_messages(chain: Sequence[tuple[list[dict[str, Any]], str | None]]) -> list[dict[str, Any]]:
+    """The messages a call sent, from its chain of rows (root first): each earlier row's own
+    messages and answer, then the call's own messages."""
+    messages: list[dict[str, Any]] = []
+    for own, answer in chain[:-1]:
+        messages += own
+        messages.append({"role": "assistant", "content": answer or ""})
+    if chain:
+        messages += chain[-1][0]
+    return messages

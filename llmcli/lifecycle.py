@@ -1,0 +1,184 @@
+"""One call's life, the same for every command: send, deliver, price, judge, record.
+
+`ask`, `stream` and `chat` (and the server and batch jobs after them) all go through `run` (or
+`arun`), so there is one rule for what reaches the log whatever happens:
+
+* an answer is delivered first (printed, sent to a client), priced after, then judged (filtered,
+  or truncated under `--strict`) and recorded with its verdict;
+* a provider failure is recorded with its class and exit code, and any text a stream had given;
+* Ctrl-C or a stopping signal (`errors.Terminated`) records the call as interrupted with what had
+  arrived, if a request had gone out; a call never sent leaves no row;
+* a delivery that fails (stdout closed or full) records the call as answered if the answer was
+  complete (it was paid for), else as interrupted with what had arrived.
+
+The exception then goes on to the caller, who decides the exit code.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, NamedTuple
+
+from llmcli import core, errors
+from llmcli.retry import RetryNotice
+from llmcli.types import Response
+
+if TYPE_CHECKING:
+    from llmcli.calllog import Conversation
+    from llmcli.journal import Journal, Logged
+
+
+class Outcome(NamedTuple):
+    """A call that produced an answer: the answer, its verdict, and where it was logged."""
+
+    response: Response
+    problem: errors.IncompleteAnswer | None  # the answer was delivered, but exits 8
+    logged: Logged | None
+
+    @property
+    def log_id(self) -> int | None:
+        return self.logged.id if self.logged else None
+
+
+class _Recorder:
+    """The recording rules of one call, shared by `run` and `arun`."""
+
+    def __init__(
+        self,
+        call: core.Call,
+        journal: Journal,
+        conversation_id: str | None,
+        before: Conversation | None,
+        strict: bool,
+        price: bool,
+    ) -> None:
+        self.call = call
+        self.journal = journal
+        self.conversation_id = conversation_id
+        self.before = before
+        self.strict = strict
+        self.price = price
+        self.sent = False  # a request went out (a stream: once it has started)
+        self.response: Response | None = None
+        self.partial: str | None = None  # what a stream had given when it stopped
+
+    def _record(self, **kwargs: object) -> Logged | None:
+        return self.journal.record(
+            self.call, conversation_id=self.conversation_id, before=self.before, **kwargs
+        )
+
+    def failed(self, error: errors.LlmcliError) -> None:
+        self._record(error=error, status="error", partial_text=self.partial)
+
+    def stopped(self, exc: BaseException) -> None:
+        """Ctrl-C, a signal, or a delivery that failed: keep what was paid for."""
+        if self.response is not None:
+            self._record(response=core.priced(self.call, self.response))
+        elif self.sent:
+            error = errors.interruption(exc) if isinstance(exc, KeyboardInterrupt) else None
+            self._record(error=error, status="interrupted", partial_text=self.partial)
+
+    def finished(self, response: Response) -> Outcome:
+        if self.price:
+            response = core.priced(self.call, response)
+        problem = core.incomplete(response, strict=self.strict)
+        return Outcome(response, problem, self._record(response=response, error=problem))
+
+
+def run(
+    call: core.Call,
+    journal: Journal,
+    *,
+    conversation_id: str | None,
+    before: Conversation | None = None,
+    stream: bool = False,
+    deliver: Callable[[str], object] | None = None,
+    strict: bool = False,
+    price: bool = True,
+    on_retry: Callable[[RetryNotice], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Outcome:
+    """Make one call: `deliver` gets each piece of text as it arrives (`stream`) or the whole
+    answer once, before it is priced and recorded. Failures are recorded, then raised.
+
+    `price=False` skips pricing (nothing will show or keep the cost); `before` is the logged
+    conversation this call continues, so its row refers to it instead of repeating it.
+    """
+    recorder = _Recorder(call, journal, conversation_id, before, strict, price)
+    streamer: core.Stream | None = None
+    pieces = None
+    try:
+        if stream:
+            streamer = core.Stream(call, on_retry=on_retry, sleep=sleep, price=False)
+            pieces = iter(streamer)
+            for text in pieces:
+                recorder.sent = True
+                if deliver is not None:
+                    deliver(text)
+            recorder.response = streamer.response
+        else:
+            recorder.sent = True
+            recorder.response = core.complete(call, on_retry=on_retry, sleep=sleep, price=False)
+            if deliver is not None:
+                deliver(recorder.response.text)
+    except errors.LlmcliError as exc:
+        recorder.partial = streamer.text if streamer is not None else None
+        recorder.failed(exc)
+        raise
+    except (KeyboardInterrupt, OSError) as exc:
+        if streamer is not None:
+            recorder.sent = recorder.sent or streamer.started is not None
+            recorder.partial = streamer.text
+        recorder.stopped(exc)
+        raise
+    finally:
+        if pieces is not None:
+            pieces.close()  # a stream left midway closes its connection now, not at exit
+    assert recorder.response is not None
+    return recorder.finished(recorder.response)
+
+
+async def arun(
+    call: core.Call,
+    journal: Journal,
+    *,
+    conversation_id: str | None,
+    before: Conversation | None = None,
+    stream: bool = False,
+    deliver: Callable[[str], Awaitable[object]] | None = None,
+    strict: bool = False,
+    price: bool = True,
+    on_retry: Callable[[RetryNotice], None] | None = None,
+) -> Outcome:
+    """`run` on the provider's async client; `deliver` is awaited. Cancellation (a client that
+    went away) is recorded as an interruption, with what had arrived."""
+    import asyncio
+
+    recorder = _Recorder(call, journal, conversation_id, before, strict, price)
+    streamer: core.AsyncStream | None = None
+    try:
+        if stream:
+            streamer = core.AsyncStream(call, on_retry=on_retry, price=False)
+            async for text in streamer:
+                recorder.sent = True
+                if deliver is not None:
+                    await deliver(text)
+            recorder.response = streamer.response
+        else:
+            recorder.sent = True
+            recorder.response = await core.acomplete(call, on_retry=on_retry, price=False)
+            if deliver is not None:
+                await deliver(recorder.response.text)
+    except errors.LlmcliError as exc:
+        recorder.partial = streamer.text if streamer is not None else None
+        recorder.failed(exc)
+        raise
+    except (KeyboardInterrupt, OSError, asyncio.CancelledError) as exc:
+        if streamer is not None:
+            recorder.sent = recorder.sent or streamer.started is not None
+            recorder.partial = streamer.text
+        recorder.stopped(exc)
+        raise
+    assert recorder.response is not None
+    return recorder.finished(recorder.response)

@@ -1,0 +1,97 @@
+"""Keys as a type that cannot be printed by accident, and a scrubber every error goes through.
+
+A key read from the environment becomes a `Secret`: its `str` and `repr` are masked
+(`sk-...abcd`), so a provider object, a credentials tuple or an error holding one can be shown
+in a traceback, a server's error reporter or a debug print without leaking it. The raw value is
+reached only through `reveal()`, which the provider modules call when they build an SDK client.
+
+Every `Secret` made in this process is remembered (`known()`), so that text which came from
+elsewhere (an SDK's error message can echo request details) is scrubbed of every key in use
+when an error is built, whoever builds it. This module imports nothing of ours: `errors` uses it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, NoReturn
+
+# Well-known, non-secret key prefixes that help a user recognise which key is meant.
+_PREFIXES = ("sk-ant-", "sk-proj-", "sk-", "AIza")
+# Shorter strings are not scrubbed from text: they would match ordinary words.
+_MIN_SCRUB = 4
+
+_known: set[str] = set()
+
+
+def mask(key: str | None) -> str:
+    """`sk-...abcd` for a key; never more than its last four characters."""
+    if not key:
+        return ""
+    if len(key) < 12:
+        return "****"
+    prefix = next((p for p in _PREFIXES if key.startswith(p)), "")
+    return f"{prefix}...{key[-4:]}"
+
+
+def known() -> frozenset[str]:
+    """Every key value this process has held as a `Secret`."""
+    return frozenset(_known)
+
+
+def scrub(text: str, secrets: Iterable[Any] = ()) -> str:
+    """`text` with every occurrence of each key replaced by its masked form.
+
+    The keys are those given (strings or `Secret`s) plus every `Secret` made so far. Longer keys
+    are replaced first, so a key that contains another is masked whole.
+    """
+    values = {s.reveal() if isinstance(s, Secret) else s for s in secrets if s}
+    values |= _known
+    for value in sorted(values, key=len, reverse=True):
+        if len(value) >= _MIN_SCRUB and value in text:
+            text = text.replace(value, mask(value))
+    return text
+
+
+class Secret:
+    """A key. Shown masked everywhere; `reveal()` is the one way to the raw value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if isinstance(value, Secret):
+            value = value.reveal()
+        self._value = value
+        _known.add(value)
+        if value.strip() != value:
+            _known.add(value.strip())
+
+    def reveal(self) -> str:
+        """The raw key, for the SDK client that sends it. Never print or store what this returns."""
+        return self._value
+
+    def __str__(self) -> str:
+        return mask(self._value)
+
+    def __repr__(self) -> str:
+        return f"Secret({mask(self._value)!r})"
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash((Secret, self._value))
+
+    def __len__(self) -> int:
+        return len(self._value)
+
+    def __copy__(self) -> Secret:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Secret:
+        return self
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a Secret cannot be pickled or copied out of the process")

@@ -1,0 +1,253 @@
+"""The HTTP client every provider SDK is given: a real deadline per attempt, and replies vetted.
+
+The three SDKs share one weakness: a timeout is a limit per read, so a reply that trickles a
+few bytes at a time never times out, and each treats a 200 that is not its API (a proxy's HTML
+login page, a 204, a JSON body of the wrong shape) differently: a crash, an empty answer, a
+string where an object was expected. All three accept an httpx2 client of our making, so this
+module gives them one whose `send` does, for every request made inside `guard(...)`:
+
+* shrinks each phase's timeout to what is left of the attempt's deadline, and checks the
+  deadline again whenever bytes of the body arrive, so an attempt ends when `--timeout` says;
+* refuses a 2xx whose content type is not what was asked for (`expect="json"` or `"stream"`)
+  or that has no body, with `errors.MalformedReply` saying what came back;
+* remembers the reply, so a provider that finds its body of the wrong shape can say what it
+  was (`describe()`).
+
+The SDK is imported by the provider before this module is, so httpx2 costs nothing extra here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx2
+
+from llmcli import errors
+
+HEAD_BYTES = 120  # how much of an unexpected body an error message quotes
+
+
+class DeadlineExceeded(httpx2.ReadTimeout):
+    """The attempt's deadline passed while its reply was still arriving."""
+
+
+class _Guard:
+    """What one attempt expects of its replies, and the last one it received."""
+
+    __slots__ = ("deadline", "expect", "head", "provider", "response", "timeout")
+
+    def __init__(self, provider: str, timeout: float | None, expect: str) -> None:
+        self.provider = provider
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.expect = expect
+        self.response: httpx2.Response | None = None
+        self.head = bytearray()
+
+
+_CURRENT: contextvars.ContextVar[_Guard | None] = contextvars.ContextVar(
+    "llmcli_guard", default=None
+)
+# The guard of the attempt that ended last, so the caller can still say what came back.
+_LAST: contextvars.ContextVar[_Guard | None] = contextvars.ContextVar("llmcli_last", default=None)
+
+
+@contextlib.contextmanager
+def guard(provider: str, timeout: float | None, expect: str = "json") -> Iterator[None]:
+    """Requests made inside get a deadline `timeout` seconds from now and vetted replies.
+
+    `expect` is `"json"` for a complete reply, `"stream"` for server-sent events.
+    """
+    current = _Guard(provider, timeout, expect)
+    token = _CURRENT.set(current)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):  # a generator closed from another context
+            _CURRENT.reset(token)
+        _LAST.set(current)
+
+
+def describe() -> str:
+    """What the last reply of this attempt (or of the last one) was:
+    `200 text/html, 1,234 bytes: '<!doctype ...'`."""
+    current = _CURRENT.get() or _LAST.get()
+    if current is None or current.response is None:
+        return "no reply"
+    return _describe(current.response, bytes(current.head))
+
+
+def _describe(response: httpx2.Response, head: bytes) -> str:
+    kind = response.headers.get("content-type") or "no content type"
+    try:
+        body, whole = response.content, True  # a complete reply, read and decoded
+    except httpx2.ResponseNotRead:  # a stream: what passed by, as it came off the wire
+        body, whole = head, False
+        if response.headers.get("content-encoding"):
+            kind += f", {response.headers['content-encoding']}-encoded"
+    if not body:
+        return f"{response.status_code} {kind}, empty"
+    shown = " ".join(body[:HEAD_BYTES].decode("utf-8", "replace").split())
+    more = "..." if len(body) > HEAD_BYTES or not whole else ""
+    size = f"{len(body):,} bytes" if whole else "beginning"
+    return f"{response.status_code} {kind}, {size}: {shown!r}{more}"
+
+
+def _timeouts(request: httpx2.Request, default: httpx2.Timeout, remaining: float) -> None:
+    """Every phase of `request` waits at most what is left of the deadline."""
+    current = request.extensions.get("timeout") or default.as_dict()
+    left = max(remaining, 0.001)
+    request.extensions = {
+        **request.extensions,
+        "timeout": {k: left if v is None else min(v, left) for k, v in current.items()},
+    }
+
+
+def _expected(current: _Guard, response: httpx2.Response) -> bool:
+    kind = (response.headers.get("content-type") or "").lower()
+    if current.expect == "stream":
+        return "event-stream" in kind
+    return "json" in kind
+
+
+def _malformed(current: _Guard, response: httpx2.Response) -> errors.MalformedReply:
+    wanted = "a stream of events" if current.expect == "stream" else "JSON"
+    return errors.MalformedReply(
+        f"{current.provider} sent a reply that is not its API (expected {wanted}; got "
+        f"{_describe(response, response.content)})",
+        "check the base URL: a proxy, captive portal or wrong endpoint may have answered",
+        provider=current.provider,
+        status=response.status_code,
+    )
+
+
+def _vetted(current: _Guard, response: httpx2.Response) -> bool:
+    """Whether a successful reply is of the kind asked for (read its head when it is not)."""
+    current.response = response
+    if not 200 <= response.status_code < 300:
+        return True  # an error status: the SDK reports it, with the provider's own words
+    return response.status_code not in (204, 205) and _expected(current, response)
+
+
+class _Watched(httpx2.SyncByteStream):
+    """A body that checks the deadline as its bytes arrive and keeps the first ones."""
+
+    def __init__(self, inner: Any, current: _Guard) -> None:
+        self.inner = inner
+        self.current = current
+
+    def __iter__(self) -> Iterator[bytes]:
+        current = self.current
+        for chunk in self.inner:
+            if len(current.head) < HEAD_BYTES:
+                current.head += chunk[: HEAD_BYTES - len(current.head)]
+            yield chunk
+            if current.deadline is not None and time.monotonic() > current.deadline:
+                raise DeadlineExceeded(f"the reply was still arriving after {current.timeout}s")
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _AsyncWatched(httpx2.AsyncByteStream):
+    def __init__(self, inner: Any, current: _Guard) -> None:
+        self.inner = inner
+        self.current = current
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        current = self.current
+        async for chunk in self.inner:
+            if len(current.head) < HEAD_BYTES:
+                current.head += chunk[: HEAD_BYTES - len(current.head)]
+            yield chunk
+            if current.deadline is not None and time.monotonic() > current.deadline:
+                raise DeadlineExceeded(f"the reply was still arriving after {current.timeout}s")
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def _before(client: Any, request: httpx2.Request) -> _Guard | None:
+    current = _CURRENT.get()
+    if current is not None and current.deadline is not None:
+        remaining = current.deadline - time.monotonic()
+        if remaining <= 0:
+            raise DeadlineExceeded(f"no time left of the {current.timeout}s attempt")
+        _timeouts(request, client.timeout, remaining)
+    return current
+
+
+class Client(httpx2.Client):
+    """An httpx2 client whose requests obey the current `guard`."""
+
+    def send(self, request: httpx2.Request, *, stream: bool = False, **kwargs: Any) -> Any:
+        current = _before(self, request)
+        if current is None:
+            return super().send(request, stream=stream, **kwargs)
+        response = super().send(request, stream=True, **kwargs)
+        try:
+            if not _vetted(current, response):
+                response.read()
+                raise _malformed(current, response)
+            response.stream = _Watched(response.stream, current)
+            if not stream:
+                response.read()
+        except BaseException:
+            response.close()
+            raise
+        return response
+
+
+class AsyncClient(httpx2.AsyncClient):
+    """The async twin of `Client`."""
+
+    async def send(self, request: httpx2.Request, *, stream: bool = False, **kwargs: Any) -> Any:
+        current = _before(self, request)
+        if current is None:
+            return await super().send(request, stream=stream, **kwargs)
+        response = await super().send(request, stream=True, **kwargs)
+        try:
+            if not _vetted(current, response):
+                await response.aread()
+                raise _malformed(current, response)
+            response.stream = _AsyncWatched(response.stream, current)
+            if not stream:
+                await response.aread()
+        except BaseException:
+            await response.aclose()
+            raise
+        return response
+
+
+def client(**options: Any) -> Client:
+    """A guarded sync client with the SDKs' own defaults (generous pool, redirects followed)."""
+    return Client(**_defaults(options))
+
+
+def async_client(**options: Any) -> AsyncClient:
+    return AsyncClient(**_defaults(options))
+
+
+def _defaults(options: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "timeout": httpx2.Timeout(600, connect=5.0),
+        "limits": httpx2.Limits(max_connections=1000, max_keepalive_connections=100),
+        "follow_redirects": True,
+        **options,
+    }
+
+
+def find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """`exc` or the first exception of `kind` in its causes (SDKs wrap what our client raises)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
