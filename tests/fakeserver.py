@@ -41,6 +41,10 @@ lists and token counting pop too, so a script covers *every* request a provider 
   (OpenAI ``*_tokens_details``, Anthropic ``cache_read_input_tokens`` /
   ``output_tokens_details.thinking_tokens``, Gemini ``cachedContentTokenCount`` /
   ``thoughtsTokenCount``); Gemini's ``totalTokenCount`` adds the thoughts, as the real API does.
+  Each field means what the provider's does: Anthropic's ``input_tokens`` leaves out the cache
+  reads and writes (``cache_write_tokens`` → ``cache_creation_input_tokens``), the others'
+  prompt counts include the cached tokens; OpenAI's and Anthropic's output counts include the
+  reasoning, Gemini's ``candidatesTokenCount`` does not.
 * Streams use ``Transfer-Encoding: chunked`` plus ``Connection: close``. Chunked framing is what
   makes an abrupt close detectable: without it an SSE body ends at EOF, so a dropped connection
   would look like a normal end of stream and the SDKs would raise nothing.
@@ -63,7 +67,8 @@ SDK caveats found while building this (anthropic 2.14, openai 3.57, google-genai
   ``json.JSONDecodeError`` (openai, anthropic) or ``genai.errors.UnknownApiResponseError``.
 
 Besides the brief's API: ``FakeServer.pending()``, ``wait_idle()``, ``errors`` (tracebacks of bugs
-in the fake), ``Recorded.status`` and ``Reply.error_code``/``Reply.thinking``.
+in the fake), ``Recorded.status`` and ``Reply.error_code``/``Reply.thinking``/
+``Reply.cache_write_tokens``.
 
 Standard library only, so it can run inside any test process without extra dependencies.
 """
@@ -154,6 +159,8 @@ class Reply:
         raw_finish: exact provider value instead (e.g. "stop_sequence", "RECITATION").
         input_tokens, output_tokens, cached_tokens, reasoning_tokens: usage numbers;
             ``usage=False`` sends no usage at all.
+        cache_write_tokens: Anthropic only: ``cache_creation_input_tokens`` (prompt-cache
+            writes, all in the 5-minute cache, as ``cache_creation`` says).
         model: model name reported back (default: the requested one).
         refusal: OpenAI only: the model declines: ``message.refusal`` holds this text and
             ``content`` is null (streamed: ``delta.refusal`` pieces instead of ``delta.content``),
@@ -192,6 +199,7 @@ class Reply:
     input_tokens: int = 11
     output_tokens: int = 7
     cached_tokens: int | None = None
+    cache_write_tokens: int | None = None
     reasoning_tokens: int | None = None
     usage: bool = True
     model: str | None = None
@@ -1111,9 +1119,17 @@ class _Exchange:
     def _anthropic_usage(self, *, start: bool) -> dict[str, Any]:
         r = self.reply
         usage: dict[str, Any] = {"input_tokens": r.input_tokens}
-        if r.cached_tokens is not None:
-            usage["cache_creation_input_tokens"] = 0
-            usage["cache_read_input_tokens"] = r.cached_tokens
+        if r.cached_tokens is not None or r.cache_write_tokens is not None:
+            # The real API sends both counts (0 when unused); a message (not a stream's
+            # message_delta, whose type has no such field) also breaks the writes down by TTL.
+            written = r.cache_write_tokens or 0
+            usage["cache_creation_input_tokens"] = written
+            usage["cache_read_input_tokens"] = r.cached_tokens or 0
+            if start or not self.rec.stream:
+                usage["cache_creation"] = {
+                    "ephemeral_5m_input_tokens": written,
+                    "ephemeral_1h_input_tokens": 0,
+                }
         # message_start reports the output so far (the real API says 1); message_delta the total.
         usage["output_tokens"] = 1 if start else r.output_tokens
         if r.reasoning_tokens is not None and not start:

@@ -594,3 +594,43 @@ def test_stop_is_prompt_with_a_delayed_request_in_flight():
     assert time.monotonic() - started < 2
     assert isinstance(failure["error"], openai.APIConnectionError)
     assert server.requests[0].done.is_set()
+
+
+def test_anthropic_cache_writes_and_thinking_tokens_as_the_real_api_reports_them(srv, ant):
+    usage_reply = Reply(
+        thinking=True,
+        input_tokens=10,
+        cached_tokens=200,
+        cache_write_tokens=30,
+        output_tokens=40,
+        reasoning_tokens=25,
+    )
+    srv.script("anthropic", usage_reply)
+    usage = ant.messages.create(model="claude-haiku-4-5", max_tokens=100, messages=MESSAGES).usage
+    assert (usage.input_tokens, usage.cache_read_input_tokens) == (10, 200)
+    assert usage.cache_creation_input_tokens == 30
+    assert usage.cache_creation.ephemeral_5m_input_tokens == 30
+    assert usage.cache_creation.ephemeral_1h_input_tokens == 0
+    assert (usage.output_tokens, usage.output_tokens_details.thinking_tokens) == (40, 25)
+
+    srv.script("anthropic", usage_reply)
+    events = list(
+        ant.messages.create(
+            model="claude-haiku-4-5", max_tokens=100, messages=MESSAGES, stream=True
+        )
+    )
+    start = events[0].message.usage
+    assert (start.input_tokens, start.cache_read_input_tokens) == (10, 200)
+    assert (start.cache_creation_input_tokens, start.output_tokens) == (30, 1)
+    assert start.output_tokens_details is None  # the thinking is counted at the end
+    delta = next(e for e in events if e.type == "message_delta").usage
+    assert (delta.input_tokens, delta.cache_read_input_tokens) == (10, 200)
+    assert delta.cache_creation_input_tokens == 30
+    assert (delta.output_tokens, delta.output_tokens_details.thinking_tokens) == (40, 25)
+
+
+def test_anthropic_without_cache_counts_sends_no_cache_fields(srv, ant):
+    srv.script("anthropic", Reply())
+    usage = ant.messages.create(model="claude-haiku-4-5", max_tokens=100, messages=MESSAGES).usage
+    assert usage.cache_read_input_tokens is None and usage.cache_creation_input_tokens is None
+    assert usage.cache_creation is None and usage.output_tokens_details is None

@@ -38,6 +38,9 @@ def _finish(raw: str | None) -> FinishReason:
 def _usage(usage: Any, previous: Usage | None = None) -> Usage:
     """Anthropic's `input_tokens` leaves out cached tokens; ours counts every input token.
 
+    Its `output_tokens` already includes the thinking, which
+    `output_tokens_details.thinking_tokens` only breaks down: that becomes our reasoning count,
+    never added to the output a second time.
     Stream deltas repeat cumulative counts and may omit the input side, so a missing field keeps
     the previous value (overwrite, never add: wire.md §6).
     """
@@ -57,11 +60,13 @@ def _usage(usage: Any, previous: Usage | None = None) -> Usage:
         input_tokens = fresh + (cache_read or 0) + (cache_write or 0)
         cached, written = cache_read, cache_write
     output = getattr(usage, "output_tokens", None)
+    thinking = getattr(getattr(usage, "output_tokens_details", None), "thinking_tokens", None)
     return Usage(
         input_tokens=input_tokens,
         output_tokens=output if output is not None else previous.output_tokens,
         cached_input_tokens=cached,
         cache_write_tokens=written,
+        reasoning_tokens=thinking if thinking is not None else previous.reasoning_tokens,
     )
 
 
