@@ -34,7 +34,11 @@ Ctrl-C while a reply streams cancels that reply (it is not kept in the conversat
 
 
 def messages(lines: Iterable[str]) -> Iterator[str]:
-    """Messages from input lines: blank lines skipped, a \"\"\" line opens and closes a block."""
+    """Messages from input lines: blank lines skipped, a \"\"\" line opens and closes a block.
+
+    A block the input ends inside (Ctrl-D, or a pipe that stops) is dropped with a note on
+    stderr: nobody finished that message, so sending it would be a paid turn never asked for.
+    """
     source = iter(lines)
     for line in source:
         text = line.rstrip("\n")
@@ -44,6 +48,10 @@ def messages(lines: Iterable[str]) -> Iterator[str]:
                 if inner.rstrip("\n").strip() == BLOCK:
                     break
                 block.append(inner.rstrip("\n"))
+            else:
+                count = f"{len(block)} line{'' if len(block) == 1 else 's'}"
+                render.diag(f"unclosed {BLOCK} block discarded ({count})")
+                return
             text = "\n".join(block)
         if text.strip():
             yield text

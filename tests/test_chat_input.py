@@ -1,0 +1,98 @@
+"""What reaches `llmcli chat` (and `ask`/`stream`) as input: unfinished blocks, a closed
+standard input, a byte-order mark, and the history file that keeps what was typed."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from tests.conftest import LLMCLI, base_env, run_cli
+from tests.fakeserver import Reply
+
+BLOCK_OF_THREE = '"""\nline one\nline two\nline three\n'
+
+
+def logged_calls() -> int:
+    """Rows in the call log (0 when nothing ever created it)."""
+    path = Path(os.environ["LLMCLI_HOME"]) / "logs.db"
+    if not path.exists():
+        return 0
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT count(*) FROM calls").fetchone()[0]
+    finally:
+        db.close()
+
+
+def user_turns(request) -> list[str]:
+    """The user messages of a recorded OpenAI request."""
+    return [m["content"] for m in request.body["messages"] if m["role"] == "user"]
+
+
+def spawn_chat(*args: str, env: dict[str, str]) -> pexpect.spawn:
+    return pexpect.spawn(LLMCLI, ["chat", *args], env=env, timeout=20, encoding="utf-8")
+
+
+# --- an unclosed """ block is discarded, never sent ------------------------------------------
+
+
+@pytest.mark.parametrize("leave", ["sendeof", "sendintr"], ids=["ctrl-d", "ctrl-c"])
+def test_leaving_inside_a_block_at_a_terminal_sends_nothing(fake, leave):
+    fake.script("openai", Reply(text="Hi there."))
+    chat = spawn_chat("-p", "openai", env=base_env(fake))
+    try:
+        chat.expect_exact("> ")
+        chat.sendline("hello")
+        chat.expect_exact("Hi there.")
+        chat.expect_exact("> ")
+        chat.sendline('"""')
+        for line in ("line one", "line two", "line three"):
+            chat.expect_exact("... ")
+            chat.sendline(line)
+        chat.expect_exact("... ")
+        getattr(chat, leave)()  # at the empty `... ` prompt
+        chat.expect_exact('unclosed """ block discarded (3 lines)')
+        chat.expect_exact("session: 1 turns")
+        chat.expect(pexpect.EOF)
+    finally:
+        chat.close()
+    assert chat.exitstatus == 0
+    assert [user_turns(r) for r in fake.requests_for("openai")] == [["hello"]]
+    assert logged_calls() == 1
+
+
+@pytest.mark.parametrize(
+    ("first", "code"),
+    [(Reply(text="Hi there."), 0), (Reply(status=429), 5)],
+    ids=["after-a-good-turn", "after-a-failed-turn"],
+)
+def test_a_pipe_ending_inside_a_block_sends_nothing_for_it(cli, fake, first, code):
+    fake.script("openai", first)
+    result = cli("chat", "-p", "openai", "--retries", "0", stdin="hello\n\n" + BLOCK_OF_THREE)
+    # The exit status is the one the input would have had without the block.
+    assert result.code == code
+    assert result.err.endswith('unclosed """ block discarded (3 lines)\n')
+    assert "Traceback" not in result.err
+    assert [user_turns(r) for r in fake.requests_for("openai")] == [["hello"]]
+    assert logged_calls() == 1
+
+
+@pytest.mark.parametrize(
+    ("stdin", "out", "note"),
+    [
+        ('"""\n', "", "(0 lines)"),
+        ('first\n"""\nonly\n', "first\n", "(1 line)"),
+        ('"""\nclosed\n"""\n"""\n  \n\n', "closed\n", "(2 lines)"),
+    ],
+)
+def test_an_unclosed_block_from_a_pipe_is_reported_in_one_line(stdin, out, note):
+    result = run_cli("chat", "-p", "echo", stdin=stdin)
+    assert (result.code, result.out, result.err) == (
+        0,
+        out,
+        f'unclosed """ block discarded {note}\n',
+    )
