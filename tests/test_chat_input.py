@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pexpect
 import pytest
 
-from tests.conftest import LLMCLI, base_env, run_cli
+from tests.conftest import LLMCLI, Result, base_env, run_cli
 from tests.fakeserver import Reply
 
 BLOCK_OF_THREE = '"""\nline one\nline two\nline three\n'
@@ -96,3 +98,36 @@ def test_an_unclosed_block_from_a_pipe_is_reported_in_one_line(stdin, out, note)
         out,
         f'unclosed """ block discarded {note}\n',
     )
+
+
+# --- a closed standard input reads as an empty one -------------------------------------------
+
+
+def with_stdin_closed(*args: str) -> Result:
+    """Run `args` with file descriptor 0 really closed (`<&-`), not /dev/null or an empty pipe."""
+    proc = subprocess.run(
+        ["sh", "-c", 'exec "$@" <&-', "sh", *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        env=base_env(),
+        timeout=60,
+    )
+    return Result(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+
+
+def test_the_helper_really_closes_stdin():
+    seen = with_stdin_closed(sys.executable, "-c", "import sys; print(sys.stdin)")
+    assert seen.out == "None\n"
+
+
+def test_chat_with_stdin_closed_is_chat_with_an_empty_pipe():
+    empty = run_cli("chat", "-p", "echo", stdin=b"")
+    closed = with_stdin_closed(LLMCLI, "chat", "-p", "echo")
+    assert (closed.code, closed.out, closed.err) == (empty.code, empty.out, empty.err)
+    assert (closed.code, closed.out, closed.err) == (0, "", "")
+
+
+@pytest.mark.parametrize("command", ["ask", "stream"])
+def test_ask_and_stream_with_stdin_closed_use_the_words(command):
+    result = with_stdin_closed(LLMCLI, command, "-p", "echo", "hi")
+    assert (result.code, result.out, result.err) == (0, "hi\n", "")

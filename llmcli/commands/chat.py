@@ -193,7 +193,13 @@ def _interactive(session: Any, terminal: Terminal) -> None:
 
 
 def _piped_lines() -> Iterator[str]:
-    """Standard input as UTF-8 lines; bad bytes are a usage error naming the line."""
+    """Standard input as UTF-8 lines; bad bytes are a usage error naming the line.
+
+    A closed standard input (`llmcli chat <&-`: Python then sets `sys.stdin` to None) has no
+    lines, like an empty pipe.
+    """
+    if sys.stdin is None:
+        return
     for number, raw in enumerate(sys.stdin.buffer, start=1):
         yield decode_input(raw, f"line {number} of standard input")
 
