@@ -131,3 +131,32 @@ def test_chat_with_stdin_closed_is_chat_with_an_empty_pipe():
 def test_ask_and_stream_with_stdin_closed_use_the_words(command):
     result = with_stdin_closed(LLMCLI, command, "-p", "echo", "hi")
     assert (result.code, result.out, result.err) == (0, "hi\n", "")
+
+
+# --- one leading byte-order mark is dropped --------------------------------------------------
+
+BOM = b"\xef\xbb\xbf"  # U+FEFF in UTF-8
+
+
+@pytest.mark.parametrize("command", ["ask", "stream"])
+def test_a_leading_bom_on_piped_input_is_not_sent(cli, fake, command):
+    piped = BOM + "report\nsee \ufeff here\n".encode()
+    result = cli(command, "-p", "openai", "Summarize", stdin=piped)
+    assert result.code == 0, result.err
+    (request,) = fake.requests_for("openai")
+    # The leading mark is gone; one inside the text is the user's and stays.
+    assert user_turns(request) == ["report\nsee \ufeff here\n\nSummarize"]
+
+
+def test_piped_input_of_only_a_bom_is_no_prompt():
+    result = run_cli("ask", "-p", "echo", stdin=BOM + b"\n")
+    assert result.code == 2 and "no prompt given" in result.err
+
+
+def test_a_leading_bom_on_piped_chat_is_dropped_from_the_first_line_only(cli, fake):
+    fake.script("openai", Reply(text="One."), Reply(text="Two."))
+    piped = BOM + b'"""\nblock\n"""\n' + BOM + b"second\n"
+    result = cli("chat", "-p", "openai", stdin=piped)
+    assert result.code == 0, result.err
+    # With the mark dropped, the first line opens a block instead of being sent as text.
+    assert user_turns(fake.requests_for("openai")[-1]) == ["block", "\ufeffsecond"]

@@ -196,12 +196,12 @@ def _piped_lines() -> Iterator[str]:
     """Standard input as UTF-8 lines; bad bytes are a usage error naming the line.
 
     A closed standard input (`llmcli chat <&-`: Python then sets `sys.stdin` to None) has no
-    lines, like an empty pipe.
+    lines, like an empty pipe. A byte-order mark is dropped from the start of the input only.
     """
     if sys.stdin is None:
         return
     for number, raw in enumerate(sys.stdin.buffer, start=1):
-        yield decode_input(raw, f"line {number} of standard input")
+        yield decode_input(raw, f"line {number} of standard input", strip_bom=number == 1)
 
 
 @click.command(context_settings=CONTEXT)
