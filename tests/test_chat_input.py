@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -160,3 +161,51 @@ def test_a_leading_bom_on_piped_chat_is_dropped_from_the_first_line_only(cli, fa
     assert result.code == 0, result.err
     # With the mark dropped, the first line opens a block instead of being sent as text.
     assert user_turns(fake.requests_for("openai")[-1]) == ["block", "\ufeffsecond"]
+
+
+# --- the history file is for its owner's eyes only -------------------------------------------
+
+
+def history_file() -> Path:
+    return Path(os.environ["LLMCLI_HOME"]) / "chat_history"
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "existing-0644"])
+def test_chat_history_is_readable_by_its_owner_only(existing):
+    if existing:
+        history_file().parent.mkdir(parents=True)
+        history_file().write_text("an older line\n")
+        history_file().chmod(0o644)
+    chat = spawn_chat("-p", "echo", env=base_env())
+    try:
+        chat.expect_exact("> ")
+        chat.sendline("my secret plans")
+        chat.expect_exact("> ")
+        chat.sendeof()
+        chat.expect(pexpect.EOF)
+    finally:
+        chat.close()
+    assert chat.exitstatus == 0
+    assert stat.S_IMODE(history_file().stat().st_mode) == 0o600
+    assert "my secret plans" in history_file().read_text()
+    assert ("an older line" in history_file().read_text()) is existing
+
+
+def test_an_existing_history_is_tightened_even_if_readline_cannot_rewrite_it():
+    # GNU readline rewrites its history through `<file>-<pid>.tmp` and a rename, which happens to
+    # leave it 0600 (libedit writes in place and keeps 0644). A directory in the temporary file's
+    # place makes that rewrite fail, as a full disk would: the file must still end up private.
+    history_file().parent.mkdir(parents=True)
+    history_file().write_text("an older line\n")
+    history_file().chmod(0o644)
+    chat = spawn_chat("-p", "echo", env=base_env())
+    try:
+        Path(f"{history_file()}-{chat.pid}.tmp").mkdir()
+        chat.expect_exact("> ")
+        chat.sendeof()
+        chat.expect(pexpect.EOF)
+    finally:
+        chat.close()
+    assert chat.exitstatus == 0
+    assert stat.S_IMODE(history_file().stat().st_mode) == 0o600
+    assert history_file().read_text() == "an older line\n"

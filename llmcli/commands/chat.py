@@ -8,8 +8,11 @@ Ctrl-R search and emacs/vi bindings that people already know from their shell.
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
 import sys
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import click
@@ -74,10 +77,33 @@ class Terminal:
             readline.read_history_file(history_path)
 
     def save(self) -> None:
+        """Write the input history, readable by its owner only: it holds everything typed.
+
+        GNU readline writes the file 0600, but libedit (macOS, some Python builds) writes it
+        with the umask, often 0644; so it is created (or tightened) 0600 first, and a history
+        that cannot be made private is not written at all.
+        """
         if self.readline is not None:
             with contextlib.suppress(OSError):
                 self.history_path.parent.mkdir(parents=True, exist_ok=True)
+                self._make_private(self.history_path)
                 self.readline.write_history_file(self.history_path)
+
+    @staticmethod
+    def _make_private(path: Path) -> None:
+        """Create `path` 0600, or take group and other access off an existing file we own.
+
+        Done through one descriptor so the file checked is the file changed (read-only: a
+        file's owner may change its mode without write access). A file someone else owns is
+        left as it is: its mode is not ours to decide.
+        """
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o600)
+        try:
+            info = os.fstat(fd)
+            if info.st_uid == os.getuid() and info.st_mode & 0o077:
+                os.fchmod(fd, stat.S_IMODE(info.st_mode) & ~0o077)
+        finally:
+            os.close(fd)
 
     def __iter__(self) -> Iterator[str]:
         while True:
