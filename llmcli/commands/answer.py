@@ -26,15 +26,21 @@ def read_stdin() -> str | None:
     return decode_input(data, "standard input")
 
 
-def decode_input(data: bytes, where: str) -> str:
-    """Piped bytes as UTF-8 text; anything else is a usage error saying where the bad byte is."""
+def decode_input(data: bytes, where: str, *, strip_bom: bool = True) -> str:
+    """Piped bytes as UTF-8 text; anything else is a usage error saying where the bad byte is.
+
+    With `strip_bom` (for the start of the input), one leading byte-order mark is dropped:
+    Windows editors and PowerShell put one there, and the provider would be sent an invisible
+    U+FEFF as part of the prompt. A mark anywhere else is the user's text and stays.
+    """
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise errors.UsageError(
             f"{where} is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})",
             "convert it first, e.g. iconv -f latin1 -t utf-8 file.txt | llmcli ...",
         ) from None
+    return text.removeprefix("\ufeff") if strip_bom else text
 
 
 def _with_options(func: Callable[..., Any], options: list[Any]) -> Callable[..., Any]:

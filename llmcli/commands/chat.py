@@ -8,8 +8,11 @@ Ctrl-R search and emacs/vi bindings that people already know from their shell.
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
 import sys
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import click
@@ -34,7 +37,11 @@ Ctrl-C while a reply streams cancels that reply (it is not kept in the conversat
 
 
 def messages(lines: Iterable[str]) -> Iterator[str]:
-    """Messages from input lines: blank lines skipped, a \"\"\" line opens and closes a block."""
+    """Messages from input lines: blank lines skipped, a \"\"\" line opens and closes a block.
+
+    A block the input ends inside (Ctrl-D, or a pipe that stops) is dropped with a note on
+    stderr: nobody finished that message, so sending it would be a paid turn never asked for.
+    """
     source = iter(lines)
     for line in source:
         text = line.rstrip("\n")
@@ -44,6 +51,10 @@ def messages(lines: Iterable[str]) -> Iterator[str]:
                 if inner.rstrip("\n").strip() == BLOCK:
                     break
                 block.append(inner.rstrip("\n"))
+            else:
+                count = f"{len(block)} line{'' if len(block) == 1 else 's'}"
+                render.diag(f"unclosed {BLOCK} block discarded ({count})")
+                return
             text = "\n".join(block)
         if text.strip():
             yield text
@@ -66,10 +77,33 @@ class Terminal:
             readline.read_history_file(history_path)
 
     def save(self) -> None:
+        """Write the input history, readable by its owner only: it holds everything typed.
+
+        GNU readline writes the file 0600, but libedit (macOS, some Python builds) writes it
+        with the umask, often 0644; so it is created (or tightened) 0600 first, and a history
+        that cannot be made private is not written at all.
+        """
         if self.readline is not None:
             with contextlib.suppress(OSError):
                 self.history_path.parent.mkdir(parents=True, exist_ok=True)
+                self._make_private(self.history_path)
                 self.readline.write_history_file(self.history_path)
+
+    @staticmethod
+    def _make_private(path: Path) -> None:
+        """Create `path` 0600, or take group and other access off an existing file we own.
+
+        Done through one descriptor so the file checked is the file changed (read-only: a
+        file's owner may change its mode without write access). A file someone else owns is
+        left as it is: its mode is not ours to decide.
+        """
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o600)
+        try:
+            info = os.fstat(fd)
+            if info.st_uid == os.getuid() and info.st_mode & 0o077:
+                os.fchmod(fd, stat.S_IMODE(info.st_mode) & ~0o077)
+        finally:
+            os.close(fd)
 
     def __iter__(self) -> Iterator[str]:
         while True:
@@ -186,9 +220,15 @@ def _interactive(session: Any, terminal: Terminal) -> None:
 
 
 def _piped_lines() -> Iterator[str]:
-    """Standard input as UTF-8 lines; bad bytes are a usage error naming the line."""
+    """Standard input as UTF-8 lines; bad bytes are a usage error naming the line.
+
+    A closed standard input (`llmcli chat <&-`: Python then sets `sys.stdin` to None) has no
+    lines, like an empty pipe. A byte-order mark is dropped from the start of the input only.
+    """
+    if sys.stdin is None:
+        return
     for number, raw in enumerate(sys.stdin.buffer, start=1):
-        yield decode_input(raw, f"line {number} of standard input")
+        yield decode_input(raw, f"line {number} of standard input", strip_bom=number == 1)
 
 
 @click.command(context_settings=CONTEXT)
