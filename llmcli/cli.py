@@ -100,9 +100,12 @@ def _fail(exc: errors.LlmcliError) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the command, turn every failure into one stderr line and an exit code."""
-    code = run(argv)
-    sys.exit(code)
+    """Entry point: run the command, turn every failure into one stderr line and an exit code.
+
+    A closed, full or broken stderr changes neither the answer nor the exit code.
+    """
+    render.guard_stderr()
+    sys.exit(run(argv))
 
 
 def _check_arguments(argv: list[str]) -> None:
@@ -129,7 +132,8 @@ def run(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _interrupted()
     except click.ClickException as exc:
-        exc.show()
+        # Click would write to stdout when stderr is missing (`2>&-`), and fail on a full one.
+        exc.show(file=render.GuardedStream(sys.stderr))
         return exc.exit_code
     except (BrokenPipeError, PipeClosed):
         return _broken_pipe()
@@ -139,7 +143,8 @@ def run(argv: list[str] | None = None) -> int:
         if STATE.debug:
             import traceback
 
-            traceback.print_exc()
+            # Not print_exc(): with no stderr it prints to stdout, among the answer.
+            render.write_stderr(traceback.format_exc())
         return _fail(
             errors.LlmcliError(
                 f"internal error: {type(exc).__name__}: {exc}",
@@ -149,8 +154,7 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def _interrupted() -> int:
-    with contextlib.suppress(BrokenPipeError, ValueError):
-        render.diag("interrupted")
+    render.diag("interrupted")
     return int(errors.ExitCode.INTERRUPTED)
 
 
