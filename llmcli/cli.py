@@ -122,9 +122,12 @@ def _fail(exc: errors.LlmcliError) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the command, turn every failure into one stderr line and an exit code."""
-    code = run(argv)
-    sys.exit(code)
+    """Entry point: run the command, turn every failure into one stderr line and an exit code.
+
+    A closed, full or broken stderr changes neither the answer nor the exit code.
+    """
+    render.guard_stderr()
+    sys.exit(run(argv))
 
 
 def _check_arguments(argv: list[str]) -> None:
@@ -179,7 +182,8 @@ def _run(argv: list[str] | None) -> int:
     except KeyboardInterrupt as exc:
         return _interrupted(exc)
     except click.ClickException as exc:
-        exc.show()
+        # Click would write to stdout when stderr is missing (`2>&-`), and fail on a full one.
+        exc.show(file=render.GuardedStream(sys.stderr))
         return exc.exit_code
     except (BrokenPipeError, PipeClosed):
         return _broken_pipe()
@@ -189,7 +193,8 @@ def _run(argv: list[str] | None) -> int:
         if STATE.debug:
             import traceback
 
-            traceback.print_exc()
+            # Not print_exc(): with no stderr it prints to stdout, among the answer.
+            render.write_stderr(traceback.format_exc())
         return _fail(
             errors.LlmcliError(
                 f"internal error: {type(exc).__name__}: {exc}",
@@ -200,8 +205,7 @@ def _run(argv: list[str] | None) -> int:
 
 def _interrupted(exc: KeyboardInterrupt | None = None) -> int:
     error = errors.interruption(exc or KeyboardInterrupt())
-    with contextlib.suppress(BrokenPipeError, ValueError):
-        render.diag(error.message)
+    render.diag(error.message)
     return int(error.exit_code)
 
 

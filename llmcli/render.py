@@ -31,14 +31,120 @@ def _style(text: str, stream: IO[str], **style: Any) -> str:
     return click.style(text, **style)
 
 
+def _isatty(stream: IO[str] | None) -> bool:
+    """Whether `stream` is a terminal; False when it is missing (`2>&-`) or closed."""
+    try:
+        return bool(stream is not None and stream.isatty())
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _discard(stream: IO[str]) -> None:
+    """Point a failing stderr's descriptor at /dev/null, and flush what it still buffers there.
+
+    A failed flush leaves the text in the buffer: the interpreter would flush it again at exit,
+    fail again, print "Exception ignored" and exit 120 whatever the command's outcome.
+    Later diagnostics are lost, as they would be anyway on a full disk or a closed pipe.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        fd = stream.fileno()
+        if fd in (0, 1):  # stderr made an alias of stdout: never silence the answer
+            return
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
+        stream.flush()
+
+
+def _write(stream: IO[str] | None, text: str) -> None:
+    """Write `text` to `stream` and flush it, or nowhere: diagnostics never change the outcome.
+
+    The answer on stdout and the exit code are what scripts rely on; a stderr the shell closed
+    (`2>&-`: Python then has none), filled (`2>/dev/full`, a full disk) or whose reader went
+    away must not cost either, so every failure to write here is ignored.
+    """
+    if stream is None:
+        return
+    try:
+        stream.write(text)
+        stream.flush()
+    except ValueError:  # closed, or text it cannot encode: nothing was buffered
+        pass
+    except OSError:
+        _discard(stream)
+
+
+def write_stderr(text: str) -> None:
+    """`text` on stderr, flushed; silently nowhere when stderr is missing or failing."""
+    _write(sys.stderr, text)
+
+
+class GuardedStream:
+    """A text stream over `stream` (None: no stream at all) whose writes and flushes never fail.
+
+    For writers we do not own: Click's usage errors and its newline on Ctrl-C, Python's warnings,
+    an SDK's logging. Anything else is the wrapped stream's own.
+    """
+
+    def __init__(self, stream: IO[str] | None) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        _write(self.stream, text)
+        return len(text)
+
+    def flush(self) -> None:
+        _write(self.stream, "")
+
+    def isatty(self) -> bool:
+        return _isatty(self.stream)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def guard_stderr() -> None:
+    """Make `sys.stderr` safe for every writer in the `llmcli` process, not only ours.
+
+    With stderr closed (`2>&-`), descriptor 2 is held open on /dev/null: otherwise the next file
+    opened (the call log, a socket) would get it, and anything writing to "stderr" below Python
+    would write into it; and `sys.stderr` becomes a stream on it, because Click and `print`
+    write to stdout when it is None. A failing stderr is wrapped in a `GuardedStream`, so that
+    neither Click's newline on Ctrl-C nor the interpreter's final flush (which would exit 120)
+    can fail. The library never calls this: the program that imports it owns `sys.stderr`.
+    """
+    if sys.stderr is None:
+        sys.stderr = _null_stderr()
+    if sys.stderr is not None and not isinstance(sys.stderr, GuardedStream):
+        sys.stderr = GuardedStream(sys.stderr)  # type: ignore[assignment]
+
+
+def _null_stderr() -> IO[str] | None:
+    """A text stream on descriptor 2, reopened on /dev/null; None if that cannot be done."""
+    try:
+        os.fstat(2)
+        return None  # something else holds descriptor 2 now: leave it alone
+    except OSError:
+        pass
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        if null != 2:  # stdin or stdout was closed too, and got the lowest descriptor
+            os.dup2(null, 2)
+            os.close(null)
+        return open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+    except OSError:
+        return None
+
+
 def diag(message: str) -> None:
     """One line on stderr, flushed (it may interleave with a streaming answer).
 
     A waiting indicator on the terminal is erased first, so a retry line does not land on it.
     """
     erase = "\r\033[K" if Waiting.showing else ""
-    sys.stderr.write(f"{erase}{message}\n")  # one write: the indicator's thread cannot cut in
-    sys.stderr.flush()
+    write_stderr(f"{erase}{message}\n")  # one write: the indicator's thread cannot cut in
 
 
 def warn(message: str) -> None:
@@ -160,14 +266,6 @@ def finish_warnings(response: Response, max_tokens: int) -> None:
         warn(f"{response.provider} declined part of it: {' '.join(response.refusal.split())}")
 
 
-def _tty(stream: IO[str] | None) -> bool:
-    """Whether `stream` is a terminal (a closed one, `>&-`, is None: not a terminal)."""
-    try:
-        return stream is not None and stream.isatty()
-    except (OSError, ValueError):
-        return False
-
-
 class Waiting:
     """A small indicator on a terminal's stderr until the first token arrives; nothing otherwise."""
 
@@ -176,7 +274,7 @@ class Waiting:
 
     def __init__(self, label: str) -> None:
         self.label = label
-        self.active = _tty(sys.stdout) and _tty(sys.stderr) and not os.environ.get("NO_COLOR")
+        self.active = _isatty(sys.stdout) and _isatty(sys.stderr) and not os.environ.get("NO_COLOR")
         self._stop: Any = None
         self._thread: Any = None
 
@@ -193,8 +291,7 @@ class Waiting:
     def _spin(self) -> None:
         index = 0
         while not self._stop.wait(0.08):
-            sys.stderr.write(f"\r{self.FRAMES[index % len(self.FRAMES)]} {self.label}")
-            sys.stderr.flush()
+            write_stderr(f"\r{self.FRAMES[index % len(self.FRAMES)]} {self.label}")
             index += 1
 
     def done(self) -> None:
@@ -204,8 +301,7 @@ class Waiting:
             self._thread.join()
             self._thread = None
             Waiting.showing = False
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
+            write_stderr("\r\033[K")
 
     def __exit__(self, *exc: object) -> None:
         self.done()

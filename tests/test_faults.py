@@ -250,6 +250,24 @@ FAULTS = [
     # --- a provider message that echoes the key is scrubbed ----------------------------------------
     Fault("error-message-echoes-key", (Reply(status=404, error_message=f"No model for key {KEY}"),), 9, 1, needle=MASKED),
     Fault("stream-error-echoes-key", lambda p: (Reply(stream_error_after=0, error_type=OVERLOADED[p], error_message=f"overloaded; key {KEY}"),), 6, 1, needle=MASKED, stream=True, retries=0),
+    # --- nonsense waits: a bad retry-after-ms is skipped, a bad Retry-After means our backoff -------
+    Fault("503-retry-after-negative", (Reply(status=503, headers={"Retry-After": "-5"}), Reply(text=OK)), 0, 2, delays=backoff(1), text=OK),
+    Fault("503-retry-after-nan", (Reply(status=503, headers={"Retry-After": "NaN"}), Reply(text=OK)), 0, 2, delays=backoff(1)),
+    Fault("503-retry-after-inf", (Reply(status=503, headers={"Retry-After": "inf"}), Reply(text=OK)), 0, 2, delays=backoff(1)),
+    Fault("503-retry-after-garbage", (Reply(status=503, headers={"Retry-After": "abc"}), Reply(text=OK)), 0, 2, delays=backoff(1)),
+    Fault("503-retry-after-exponent", (Reply(status=503, headers={"Retry-After": "1e1"}), Reply(text=OK)), 0, 2, delays=backoff(1)),
+    Fault("503-retry-after-past-date-is-0", lambda p: (Reply(status=503, headers={"Retry-After": http_date(-3600)}), Reply(text=OK)), 0, 2, delays=exactly(0.0)),
+    Fault("503-retry-after-ms-negative-alone", (Reply(status=503, headers={"retry-after-ms": "-100"}), Reply(text=OK)), 0, 2, delays=backoff(1)),
+    Fault("503-retry-after-ms-negative-beside-2", (Reply(status=503, headers={"retry-after-ms": "-100", "Retry-After": "2"}), Reply(text=OK)), 0, 2, delays=exactly(2.0)),
+    Fault("503-retry-after-ms-nan-beside-2", (Reply(status=503, headers={"retry-after-ms": "NaN", "Retry-After": "2"}), Reply(text=OK)), 0, 2, delays=exactly(2.0)),
+    Fault("503-retry-after-ms-inf-beside-2", (Reply(status=503, headers={"retry-after-ms": "inf", "Retry-After": "2"}), Reply(text=OK)), 0, 2, delays=exactly(2.0)),
+    Fault("503-retry-after-ms-garbage-beside-2", (Reply(status=503, headers={"retry-after-ms": "soon", "Retry-After": "2"}), Reply(text=OK)), 0, 2, delays=exactly(2.0)),
+    Fault("503-retry-after-negative-persistent", (Reply(status=503, headers={"Retry-After": "-5"}),) * 4, 6, 4, needle="{p} server error (503)", retries=3, delays=backoff(3)),
+    Fault("429-retry-after-negative", (Reply(status=429, headers={"Retry-After": "-5"}), Reply(text=OK)), 0, 2, delays=backoff(1)),
+    Fault("429-retry-after-nan", (Reply(status=429, headers={"Retry-After": "NaN"}), Reply(text=OK)), 0, 2, delays=backoff(1)),
+    Fault("429-retry-after-ms-negative-beside-2", (Reply(status=429, headers={"retry-after-ms": "-100", "Retry-After": "2"}), Reply(text=OK)), 0, 2, delays=exactly(2.0)),
+    Fault("429-gemini-retryinfo-inf", (gemini_429("infs"), Reply(text=OK)), 0, 2, delays=backoff(1), only=("gemini",)),
+    Fault("429-gemini-retryinfo-fraction", (gemini_429("1.5s"), Reply(text=OK)), 0, 2, delays=exactly(1.5), only=("gemini",)),
 ]
 # fmt: on
 
@@ -692,3 +710,125 @@ def test_cli_ten_megabytes_refused_by_the_provider_exits_9_with_a_context_hint(f
     assert "context window" in lines[1] and len(lines) == 2
     assert len(fake.requests_for("gemini")) == 1
     assert_secret_kept(result.out, result.err)
+
+
+# ------------------------------------------------------------------------------------------------
+# Nonsense waits: one parser for Retry-After, retry-after-ms and Gemini's RetryInfo
+# ------------------------------------------------------------------------------------------------
+
+# Header sets whose wait must be ignored (None: our backoff) or read as the number given. The
+# matrix rows above cannot tell "retry at once" (0) from a jittered backoff that happens to be
+# small; what the error carries can.
+# fmt: off
+NONSENSE_WAITS = [
+    ({"Retry-After": "-5"}, None),
+    ({"Retry-After": "NaN"}, None),
+    ({"Retry-After": "-0.5"}, None),
+    ({"Retry-After": "inf"}, None),
+    ({"Retry-After": "abc"}, None),
+    ({"retry-after-ms": "-100"}, None),
+    ({"retry-after-ms": "NaN"}, None),
+    ({"retry-after-ms": "-100", "Retry-After": "2"}, 2.0),
+    ({"retry-after-ms": "nan", "Retry-After": "2"}, 2.0),
+    ({"retry-after-ms": "inf", "Retry-After": "2"}, 2.0),
+    ({"retry-after-ms": "-inf", "Retry-After": "2"}, 2.0),
+    ({"retry-after-ms": "1e400", "Retry-After": "2"}, 2.0),
+    ({"retry-after-ms": "later", "Retry-After": "2"}, 2.0),
+    ({"retry-after-ms": "-100", "Retry-After": "-5"}, None),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize(("headers", "wait"), NONSENSE_WAITS, ids=lambda v: json.dumps(v))
+def test_a_nonsense_wait_is_not_read_as_retry_at_once(fake, provider, headers, wait):
+    fake.script(provider, Reply(status=503, headers=headers))
+    out = run_core(fake, provider, retries=0)
+    assert out.code == 6, out.error
+    assert out.error.retry_after == wait, headers
+
+
+# fmt: off
+RETRY_AFTER_HEADERS = [
+    ({}, None),
+    ({"retry-after": "2"}, 2.0),
+    ({"retry-after": " 3 "}, 3.0),
+    ({"retry-after": "0"}, 0.0),
+    ({"retry-after": "2.5"}, 2.5),
+    ({"retry-after": "120"}, 120.0),
+    ({"retry-after": "-5"}, None),
+    ({"retry-after": "-0"}, None),
+    ({"retry-after": "+5"}, None),
+    ({"retry-after": "NaN"}, None),
+    ({"retry-after": "nan"}, None),
+    ({"retry-after": "inf"}, None),
+    ({"retry-after": "Infinity"}, None),
+    ({"retry-after": "1e3"}, None),
+    ({"retry-after": "abc"}, None),
+    ({"retry-after": ""}, None),
+    ({"retry-after": "\u0662"}, None),  # a non-ASCII digit, which float() would accept
+    ({"retry-after": "Mon, 99 Jan 2024 00:00:00 GMT"}, None),
+    ({"retry-after": "Fri, 31 Dec 99999 23:59:59 GMT"}, None),
+    ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),  # in the past: retry now
+    ({"retry-after-ms": "10"}, 0.01),
+    ({"retry-after-ms": "10", "retry-after": "30"}, 0.01),
+    ({"retry-after-ms": "0", "retry-after": "30"}, 0.0),
+    ({"retry-after-ms": "-100"}, None),
+    ({"retry-after-ms": "-100", "retry-after": "2"}, 2.0),
+    ({"retry-after-ms": "NaN", "retry-after": "2"}, 2.0),
+    ({"retry-after-ms": "inf", "retry-after": "2"}, 2.0),
+    ({"retry-after-ms": "garbage", "retry-after": "2"}, 2.0),
+    ({"retry-after-ms": "", "retry-after": "2"}, 2.0),
+    ({"retry-after-ms": "-100", "retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("headers", "wait"), RETRY_AFTER_HEADERS, ids=lambda v: json.dumps(v))
+def test_parse_retry_after(headers, wait):
+    from llmcli.providers.base import parse_retry_after
+
+    assert parse_retry_after(headers) == wait
+
+
+def test_parse_retry_after_of_a_future_date_and_of_no_headers():
+    from llmcli.providers.base import parse_retry_after
+
+    assert 28.0 <= parse_retry_after({"retry-after": http_date(30)}) <= 30.0
+    assert parse_retry_after({"retry-after": "1" + "0" * 400}) == float(
+        "inf"
+    )  # absurd, not nonsense
+    assert parse_retry_after(None) is None
+    assert parse_retry_after(object()) is None
+
+
+# fmt: off
+RETRY_DELAYS = [
+    ([{"retryDelay": "20s"}], 20.0),
+    ([{"retryDelay": "1.5s"}], 1.5),
+    ([{"retryDelay": "0s"}], 0.0),
+    ([{"@type": "QuotaFailure"}, {"retryDelay": "3s"}], 3.0),
+    ([{"retryDelay": "-5s"}], None),
+    ([{"retryDelay": "NaNs"}], None),
+    ([{"retryDelay": "infs"}], None),
+    ([{"retryDelay": "1e3s"}], None),
+    ([{"retryDelay": "soon"}], None),
+    ([{"retryDelay": 20}], None),
+    (["retryDelay"], None),
+    ([], None),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("infos", "wait"), RETRY_DELAYS, ids=lambda v: json.dumps(v))
+def test_gemini_retry_info_is_read_by_the_same_parser(infos, wait):
+    from llmcli.providers.gemini import _retry_delay
+
+    assert _retry_delay(infos) == wait
+
+
+@pytest.mark.parametrize("wait", [-5.0, float("nan"), float("-inf")])
+def test_policy_backs_off_when_an_error_carries_a_nonsense_wait(wait):
+    policy = retry.RetryPolicy(retries=3, jitter=lambda: 1.0)
+    error = errors.ProviderError("boom", status=503, retry_after=wait)
+    assert [policy.delay(error, n) for n in (1, 2, 3)] == [1.0, 2.0, 4.0]

@@ -247,37 +247,57 @@ def error_for_status(
     )
 
 
-def parse_retry_after(headers: object) -> float | None:
-    """Seconds to wait from `retry-after-ms` or `Retry-After` (seconds or an HTTP date)."""
-    if headers is None:
+# A wait as servers write it: decimal digits, perhaps a fraction. HTTP's delay-seconds is only
+# digits; fractions are tolerated (`retry-after-ms`, Gemini's `"1.5s"`). A sign, NaN, inf or an
+# exponent is not a wait anyone meant, and reading it as 0 would retry at once, hammering a
+# server that asked for patience.
+_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+
+
+def parse_seconds(text: object) -> float | None:
+    """A server's wait in seconds from `text` (`"2"`, `"0.5"`), or None when it is nonsense.
+
+    The one parser behind `Retry-After`, `retry-after-ms` and Gemini's RetryInfo, so every
+    provider falls back to our own backoff on the same inputs. A value too big for a float comes
+    back as inf: a real (absurd) wait, which the retry policy refuses at once.
+    """
+    if not isinstance(text, str):
         return None
-    get = getattr(headers, "get", None)
-    if get is None:
-        return None
-    ms = get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    value = get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    text = text.strip()
+    return float(text) if _SECONDS.fullmatch(text) else None
+
+
+def _seconds_until(http_date: str) -> float | None:
+    """Seconds from now until an HTTP date; 0 for a date in the past (retry now: valid)."""
+    import datetime as dt
     from email.utils import parsedate_to_datetime
 
     try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        when = parsedate_to_datetime(http_date)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    import datetime as dt
-
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
     return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+
+
+def parse_retry_after(headers: object) -> float | None:
+    """Seconds to wait from `retry-after-ms` or `Retry-After` (seconds or an HTTP date).
+
+    None when neither holds a sensible wait: the caller then uses its own backoff. A nonsense
+    `retry-after-ms` is skipped, not trusted, so a valid `Retry-After` beside it still counts.
+    """
+    get = getattr(headers, "get", None)
+    if get is None:
+        return None
+    ms = parse_seconds(get("retry-after-ms"))
+    if ms is not None:
+        return ms / 1000
+    value = get("retry-after")
+    if not isinstance(value, str):
+        return None
+    seconds = parse_seconds(value)
+    return seconds if seconds is not None else _seconds_until(value)
 
 
 def _ours(exc: BaseException) -> errors.LlmcliError | None:

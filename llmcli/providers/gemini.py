@@ -104,14 +104,16 @@ def _normalize(raw: str | None, tool: bool) -> FinishReason:
 
 
 def _retry_delay(infos: list[Any]) -> float | None:
-    """Seconds from a google.rpc.RetryInfo detail (`"retryDelay": "20s"`), Gemini's Retry-After."""
+    """Seconds from a google.rpc.RetryInfo detail (`"retryDelay": "20s"`), Gemini's Retry-After.
+
+    Read by the parser `Retry-After` uses, so nonsense (`"-5s"`, `"NaNs"`) is None here too.
+    """
+    from llmcli.providers.base import parse_seconds
+
     for info in infos:
         delay = info.get("retryDelay") if isinstance(info, dict) else None
         if isinstance(delay, str) and delay.endswith("s"):
-            try:
-                return float(delay[:-1])
-            except ValueError:
-                return None
+            return parse_seconds(delay[:-1])
     return None
 
 
