@@ -100,7 +100,9 @@ class Journal:
         try:
             return self._open().add(record)
         except Exception as exc:  # the log must never cost the user an answer or its exit code
-            self.problem = f"could not write the call log at {self.path}: {exc}"
+            from llmcli import logtrouble
+
+            self.problem = str(logtrouble.describe(exc, self.path, writing=True))
             return None
 
     def history(self, conversation_id: str | None) -> tuple[str, str | None, list[dict[str, str]]]:
@@ -116,7 +118,10 @@ class Journal:
             cid = conversation_id or store.latest_conversation()
             found = store.history(cid) if cid else None
         except (sqlite3.Error, OSError) as exc:
-            raise errors.ConfigError(f"cannot read the call log at {self.path}: {exc}") from None
+            from llmcli import logtrouble
+
+            trouble = logtrouble.describe(exc, self.path, writing=False)
+            raise errors.ConfigError(trouble.message, trouble.hint) from None
         if cid is None:
             raise errors.UsageError(
                 "there is no conversation to continue yet", "start one without -c/--continue"
