@@ -127,7 +127,10 @@ def cost(by: str | None, since: str | None, until: str | None, provider: str | N
         # Names come from the log (a provider may report any model name): escaped for the
         # terminal here, since tabulate's formats do not go through render.table.
         cells = (
-            [render.printable(row.group[g]) if row.group[g] is not None else "-" for g in group]
+            [
+                render.printable(str(row.group[g])) if row.group[g] is not None else "-"
+                for g in group
+            ]
             if row.group
             else [""] * len(group)
         )
