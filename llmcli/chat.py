@@ -42,10 +42,12 @@ class Totals:
             self.cost_usd += response.cost_usd
 
     def __str__(self) -> str:
+        from llmcli.wording import plural
+
         cost = f"${self.cost_usd:,.6f}"
         if self.unpriced:
-            cost += f" + n/a ({self.unpriced} turns)"
-        return f"{self.turns} turns · tokens: {self.input_tokens:,} in, {self.output_tokens:,} out · cost {cost}"
+            cost += f" + n/a ({plural(self.unpriced, 'turn')})"
+        return f"{plural(self.turns, 'turn')} · tokens: {self.input_tokens:,} in, {self.output_tokens:,} out · cost {cost}"
 
 
 @dataclass

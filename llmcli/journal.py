@@ -133,7 +133,11 @@ class Journal:
         try:
             return Logged(self._open().add(record), record.uid)
         except Exception as exc:  # the log must never cost the user an answer or its exit code
-            self.problem = f"could not write the call log at {self.path}: {exc}"
+            from llmcli import logtrouble
+            from llmcli.calllog import LogFailure
+
+            cause = exc.error if isinstance(exc, LogFailure) else exc
+            self.problem = str(logtrouble.describe(cause, self.path, writing=True))
             return None
 
     def conversation(self, conversation_id: str | None) -> Conversation:
@@ -147,9 +151,10 @@ class Journal:
         try:
             found = self._open().conversation(conversation_id)
         except LogFailure as exc:
-            raise errors.ConfigError(
-                f"cannot read the call log at {self.path}: {exc.error}"
-            ) from None
+            from llmcli import logtrouble
+
+            trouble = logtrouble.describe(exc.error, self.path, writing=False)
+            raise errors.ConfigError(trouble.message, trouble.hint) from None
         if found is None and conversation_id is None:
             raise errors.UsageError(
                 "there is no conversation to continue yet", "start one without -c/--continue"

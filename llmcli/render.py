@@ -14,6 +14,7 @@ from typing import IO, Any
 
 from llmcli import errors, startup
 from llmcli.types import FinishReason, Response
+from llmcli.wording import plural
 
 
 def _colour(stream: IO[str]) -> bool:
@@ -202,6 +203,8 @@ def table(
     (it loads importlib.metadata to read its own version) costs more than all of llmcli's own
     start-up, so the default format is drawn here and tabulate is loaded only for the others.
     Columns listed in `numeric` are right-aligned and their integers get thousands separators.
+    Control characters are shown escaped (`printable`): cells hold prompts and names from the
+    log, and a raw escape sequence in one would clear the screen or retitle the terminal.
     """
 
     def text(value: Any, column: int) -> str:
@@ -209,9 +212,11 @@ def table(
             return ""
         if column in numeric and isinstance(value, int):
             return f"{value:,}"
-        return str(value)
+        return printable(str(value))
 
-    cells = [list(map(str, headers))] + [[text(v, i) for i, v in enumerate(row)] for row in rows]
+    cells = [[printable(str(h)) for h in headers]] + [
+        [text(v, i) for i, v in enumerate(row)] for row in rows
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
 
     def line(row: list[str]) -> str:
@@ -255,7 +260,7 @@ def finish_warnings(response: Response, max_tokens: int) -> None:
     """Say on stderr when an answer is not the whole answer."""
     if response.finish_reason is FinishReason.LENGTH:
         warn(
-            f"the answer was truncated at {max_tokens} tokens (finish reason: {response.raw_finish_reason}); "
+            f"the answer was truncated at {plural(max_tokens, 'token')} (finish reason: {response.raw_finish_reason}); "
             "raise --max-tokens for the rest"
         )
     elif response.finish_reason is FinishReason.CONTENT_FILTER and response.text:
@@ -347,3 +352,42 @@ class AnswerWriter:
                 assert self.out is not None
                 self.out.write("\n")
                 self.out.flush()
+
+
+# Escapes for what a terminal would act on: C0 and C1 controls and DEL (category Cc), the line
+# and paragraph separators, and the bidirectional overrides that make text display in another
+# order than it reads ("Trojan Source"). Backslashes stay as they are, so escaping twice changes
+# nothing and ordinary text (C:\Users) reads as typed.
+_NAMED_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_BIDI = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _escape(char: str) -> str:
+    import unicodedata
+
+    if char in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[char]
+    if char in _BIDI or unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+        code = ord(char)
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return char
+
+
+def printable(text: str) -> str:
+    """`text` with control characters shown escaped (`\\x1b`, `\\r`, `\\t`), for a table cell.
+
+    For tables only: JSON and CSV output keep the logged text exactly.
+    """
+    if text.isprintable():  # the common case, and fast (isprintable is False for any control)
+        return text
+    return "".join(map(_escape, text))
+
+
+def cost_decimal(cost: Any) -> str:
+    """A cost as a plain decimal for machines (CSV): `0.000022`, never `2.2e-05` or float noise.
+
+    Costs are exact decimals (`llmcli.money`): every digit is kept, none invented.
+    """
+    from llmcli import money
+
+    return money.plain(cost)

@@ -30,10 +30,8 @@ def parse_when(text: str, option: str, now: dt.datetime | None = None) -> str:
     if match:
         try:
             when = now - dt.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-        except OverflowError:
-            raise errors.UsageError(
-                f"invalid value for {option}: {text!r} reaches before year 1"
-            ) from None
+        except (OverflowError, ValueError):  # ValueError: more digits than int() takes
+            raise _out_of_range(text, option) from None
     else:
         try:
             when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
@@ -44,12 +42,29 @@ def parse_when(text: str, option: str, now: dt.datetime | None = None) -> str:
             ) from None
         if when.tzinfo is None:
             when = when.replace(tzinfo=dt.timezone.utc)
-    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    try:
+        when = when.astimezone(dt.timezone.utc)  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+    except OverflowError:
+        raise _out_of_range(text, option) from None
+    # isoformat, not strftime("%Y"): the log's timestamps compare as text, so year 999 must be
+    # written 0999 (glibc's %Y writes 999, which sorts after 2026).
+    return when.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def _out_of_range(text: str, option: str) -> errors.UsageError:
+    return errors.UsageError(
+        f"invalid value for {option}: {text!r} is out of range",
+        "use a time from 0001-01-01 to 9999-12-31 (UTC); an age must not reach before year 1",
+    )
 
 
 @contextmanager
 def _reading(path: Path) -> Iterator[Any]:
-    """The log opened for a report; a damaged file is a configuration error, not a crash."""
+    """The log opened for a report; a log that cannot be read is a configuration error, not a crash.
+
+    What is wrong (damaged, read-only, full disk, no permission) decides what to tell the user:
+    moving a read-only but healthy log aside would be the wrong advice.
+    """
     from llmcli.calllog import LogFailure
     from llmcli.store import Store
 
@@ -60,10 +75,25 @@ def _reading(path: Path) -> Iterator[Any]:
         finally:
             store.close()
     except LogFailure as exc:
-        raise errors.ConfigError(
-            f"cannot read the call log at {path}: {exc.error}",
-            "move the damaged file aside; llmcli starts a new log on the next call",
-        ) from None
+        raise _unreadable(exc.error, path) from None
+
+
+def _unreadable(exc: BaseException, path: Path) -> errors.ConfigError:
+    from llmcli import logtrouble
+
+    trouble = logtrouble.describe(exc, path, writing=False)
+    return errors.ConfigError(trouble.message, trouble.hint)
+
+
+def _logged(path: Path) -> bool:
+    """Whether there is a log to read (reading must not create one).
+
+    `exists`, not `is_file`: a folder in the log's place is reported as such, not as an empty log.
+    """
+    try:
+        return path.exists()
+    except OSError as exc:  # e.g. a folder on the way that may not be entered
+        raise _unreadable(exc, path) from None
 
 
 @dataclass(frozen=True)
@@ -116,7 +146,7 @@ def cost_summary(
     filters: dict[str, str | None] | None = None,
 ) -> tuple[list[CostRow], CostRow | None]:
     """Rows per group and the total; ([], None) when nothing was logged in the range."""
-    if not path.is_file():
+    if not _logged(path):
         return [], None
     with _reading(path) as store:
         grouped = store.aggregate(by, since=since, until=until, filters=filters)
@@ -138,8 +168,13 @@ def cost_summary(
 def recent_calls(
     path: Path, limit: int, conversation_id: str | None = None
 ) -> list[dict[str, Any]]:
-    """The last `limit` calls, oldest first, as dictionaries (messages decoded)."""
-    if not path.is_file():
+    """The last `limit` calls, oldest first, as dictionaries (messages decoded).
+
+    A row whose messages cannot be decoded keeps its other fields: `messages` is None and
+    `messages_error` says why (it is None on every sound row), so one damaged row neither hides
+    the others nor stops the report.
+    """
+    if not _logged(path):
         return []
     with _reading(path) as store:
         return store.recent(limit, conversation_id)

@@ -212,6 +212,9 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         self.db.row_factory = sqlite3.Row
+        # A damaged row may hold bytes that are not UTF-8: read them replaced (U+FFFD) rather
+        # than fail a whole report on one row.
+        self.db.text_factory = lambda data: data.decode("utf-8", "replace")
         self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         self._use_wal()
         self.db.execute("PRAGMA synchronous = NORMAL")
@@ -361,22 +364,31 @@ class Store:
 
     def _full_messages(
         self, uid: str, cache: dict[str, sqlite3.Row]
-    ) -> list[dict[str, Any]] | None:
-        """Every message the call sent; None when one of its rows' messages cannot be read."""
-        try:
-            chain = [
-                (json.loads(r["messages"] or "[]"), r["answer"]) for r in self._chain(uid, cache)
-            ]
-        except ValueError:
-            return None
-        return full_messages(chain)
+    ) -> tuple[list[dict[str, Any]] | None, str | None]:
+        """Every message the call sent, or (None, why not) when a row of its chain is damaged."""
+        chain = []
+        for row in self._chain(uid, cache):
+            try:
+                own = json.loads(row["messages"]) if row["messages"] else []
+            except (ValueError, TypeError, RecursionError) as exc:
+                return None, f"not valid JSON: {exc}"
+            if not isinstance(own, list):
+                return None, "not a list of messages"
+            chain.append((own, row["answer"]))
+        return full_messages(chain), None
 
     def _as_dict(self, row: sqlite3.Row, cache: dict[str, sqlite3.Row]) -> dict[str, Any]:
-        data = dict(row)
+        # A damaged column may hold a BLOB: text, so that --json can print it.
+        data = {
+            k: v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+            for k, v in dict(row).items()
+        }
         picos = data.pop("cost_picousd")
-        data["cost_usd"] = None if picos is None else money.from_pico(picos)
+        data["cost_usd"] = money.from_pico(picos) if isinstance(picos, int) else None
         data.pop("unpriced", None)
-        data["messages"] = self._full_messages(row["uid"], cache)
+        data["messages"], data["messages_error"] = (
+            self._full_messages(row["uid"], cache) if row["messages"] is not None else (None, None)
+        )
         return data
 
     @_failures
@@ -421,7 +433,7 @@ class Store:
                 "SELECT 1 FROM calls WHERE conversation_id = ? LIMIT 1", (cid,)
             ).fetchone()
             return Conversation(cid, None, (), None) if known else None
-        sent = self._full_messages(row["uid"], {}) or []
+        sent = self._full_messages(row["uid"], {})[0] or []
         messages = (*sent, {"role": "assistant", "content": row["answer"]})
         return Conversation(cid, row["system_prompt"], messages, row["uid"])
 

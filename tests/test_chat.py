@@ -161,7 +161,7 @@ def test_ctrl_c_at_an_empty_prompt_leaves_with_totals():
         chat.sendintr()
         chat.expect_exact("> ")  # Ctrl-C with text typed: a fresh prompt
         chat.sendintr()
-        chat.expect_exact("session: 1 turns")
+        chat.expect_exact("session: 1 turn")
         chat.expect(pexpect.EOF)
     finally:
         chat.close()

@@ -59,7 +59,7 @@ def test_leaving_inside_a_block_at_a_terminal_sends_nothing(fake, leave):
         chat.expect_exact("... ")
         getattr(chat, leave)()  # at the empty `... ` prompt
         chat.expect_exact('unclosed """ block discarded (3 lines)')
-        chat.expect_exact("session: 1 turns")
+        chat.expect_exact("session: 1 turn ")
         chat.expect(pexpect.EOF)
     finally:
         chat.close()

@@ -84,7 +84,7 @@ def test_unknown_model_has_null_cost_shown_as_na(cli, fake):
     assert "cost n/a" in result.err
     assert rows()[0]["cost_picousd"] is None
     summary = cli("cost")
-    assert "n/a" in summary.out and "1 calls have no known price" in summary.err
+    assert "n/a" in summary.out and "1 call has no known price" in summary.err
 
 
 def test_echo_costs_zero():
@@ -296,7 +296,7 @@ def test_cost_table_and_filters():
         "2026-11-03",
         "TOTAL",
     ]
-    assert "$0.750000 + n/a (1 calls)" in table[-1]
+    assert "$0.750000 + n/a (1 call)" in table[-1]
     tagged = json.loads(run_cli("cost", "--by", "tag", "--tag", "a", "--format", "json").out)
     assert [r["tag"] for r in tagged["rows"]] == ["a"] and tagged["total"]["calls"] == 2
     ranged = json.loads(

@@ -9,17 +9,30 @@ from typing import Any
 
 import click
 
-from llmcli import render
+from llmcli import errors, render
 from llmcli.cli import CONTEXT, PROVIDER, environment
+from llmcli.wording import plural
 
 TABLE_HEADERS = ["calls", "input tokens", "output tokens", "total tokens", "cost (USD)"]
+# `logs -n`: SQLite's LIMIT takes no more than 2**63 - 1; a round bound that says what it is.
+MAX_COUNT = 1_000_000_000
 
 
 def _cost_cell(cost: float | None, unpriced: int) -> str:
     if cost is None:
         return "n/a"
     text = render.cost_text(cost)
-    return f"{text} + n/a ({unpriced} calls)" if unpriced else text
+    return f"{text} + n/a ({plural(unpriced, 'call')})" if unpriced else text
+
+
+def _not_empty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An empty filter is refused: `--since "$SINCE"` with SINCE unset must not report all time."""
+    if value == "":
+        name = max(param.opts, key=len)
+        raise errors.UsageError(
+            f"invalid value for {name}: it is empty", f"give a value, or leave {name} out"
+        )
+    return value
 
 
 def _check_format(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -42,12 +55,24 @@ def _check_format(ctx: click.Context, param: click.Parameter, value: str) -> str
     help="Group by this (default: provider and model).",
 )
 @click.option(
-    "--since", help="From this time: a date (2026-11-01), a date and time, or an age (24h, 7d, 2w)."
+    "--since",
+    callback=_not_empty,
+    help="From this time: a date (2026-11-01), a date and time, or an age (24h, 7d, 2w).",
 )
-@click.option("--until", help="Up to (not including) this time, in the same forms as --since.")
-@click.option("-p", "--provider", type=PROVIDER, help="Only this provider.")
-@click.option("-m", "--model", help="Only this model.")
-@click.option("--tag", help="Only calls with this tag.")
+@click.option(
+    "--until",
+    callback=_not_empty,
+    help="Up to (not including) this time, in the same forms as --since.",
+)
+@click.option(
+    "-p",
+    "--provider",
+    type=PROVIDER,  # as `ask -p` takes it: OpenAI is openai
+    callback=_not_empty,
+    help="Only this provider.",
+)
+@click.option("-m", "--model", callback=_not_empty, help="Only this model.")
+@click.option("--tag", callback=_not_empty, help="Only calls with this tag.")
 @click.option(
     "--format",
     "fmt",
@@ -74,8 +99,8 @@ def cost(by: str | None, since: str | None, until: str | None, provider: str | N
 
     env = environment()
     path = paths.log_db(env)
-    since_at = report.parse_when(since, "--since") if since else None
-    until_at = report.parse_when(until, "--until") if until else None
+    since_at = report.parse_when(since, "--since") if since is not None else None
+    until_at = report.parse_when(until, "--until") if until is not None else None
     group = report.GROUPINGS[by] if by else report.DEFAULT_GROUPING
     filters = {"provider": provider, "model": model, "tag": tag}
     rows, total = report.cost_summary(path, group, since=since_at, until=until_at, filters=filters)
@@ -93,14 +118,18 @@ def cost(by: str | None, since: str | None, until: str | None, provider: str | N
         sys.stdout.write(_csv([r.to_dict() for r in rows] + totals, group))
         return
     if total is None:
-        render.diag(
-            f"No calls {'match' if since or until or provider or model or tag else 'logged yet'} (log: {path})."
-        )
+        filtered = any(v is not None for v in (since, until, provider, model, tag))
+        render.diag(f"No calls {'match' if filtered else 'logged yet'} (log: {path}).")
         return
 
     def line(row: Any) -> list[Any]:
+        # Names come from the log (a provider may report any model name): escaped for the
+        # terminal here, since tabulate's formats do not go through render.table.
         cells = (
-            [row.group[g] if row.group[g] is not None else "-" for g in group]
+            [
+                render.printable(str(row.group[g])) if row.group[g] is not None else "-"
+                for g in group
+            ]
             if row.group
             else [""] * len(group)
         )
@@ -119,8 +148,9 @@ def cost(by: str | None, since: str | None, until: str | None, provider: str | N
             tabulate(table, headers=headers, tablefmt=fmt, intfmt=",", disable_numparse=False)
         )
     if total.unpriced:
+        have, are = ("has", "is") if total.unpriced == 1 else ("have", "are")
         render.diag(
-            f"note: {total.unpriced} calls have no known price and are not in the cost total"
+            f"note: {plural(total.unpriced, 'call')} {have} no known price and {are} not in the cost total"
         )
 
 
@@ -138,14 +168,30 @@ def _csv(rows: list[dict[str, Any]], group: tuple[str, ...]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
+        if row["cost_usd"] is not None:  # 0.000022, not 2.2e-05: spreadsheets and people read it
+            row = {**row, "cost_usd": render.cost_decimal(row["cost_usd"])}
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
     return buffer.getvalue()
 
 
-def _preview(messages: list[dict[str, str]] | None, width: int = 40) -> str:
-    text = next((m["content"] for m in reversed(messages or []) if m["role"] == "user"), "")
-    text = " ".join(text.split())
+def _preview(call: dict[str, Any], width: int = 40) -> str:
+    """The last thing the user said, on one line; `(unreadable)` when the log row is damaged."""
+    if call.get("messages_error"):
+        return "(unreadable)"
+    said = (
+        m["content"]
+        for m in reversed(call["messages"] or [])
+        if isinstance(m, dict) and m.get("role") == "user" and isinstance(m.get("content"), str)
+    )
+    text = " ".join(next(said, "").split())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _check_count(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    # Not in the IntRange: its upper bound would be in --help, for a limit nobody needs to read.
+    if value > MAX_COUNT:
+        raise click.BadParameter(f"{value} is not in the range 1<=x<={MAX_COUNT}.")
+    return value
 
 
 @click.command(context_settings=CONTEXT)
@@ -156,9 +202,10 @@ def _preview(messages: list[dict[str, str]] | None, width: int = 40) -> str:
     default=10,
     show_default=True,
     type=click.IntRange(1),
+    callback=_check_count,
     help="How many calls.",
 )
-@click.option("--cid", help="Only this conversation.")
+@click.option("--cid", callback=_not_empty, help="Only this conversation.")
 @click.option(
     "--json",
     "as_json",
@@ -183,12 +230,15 @@ def logs(count: int, cid: str | None, as_json: bool) -> None:
         render.as_json_out(calls)
         return
     if not calls:
-        render.diag(f"No calls logged yet (log: {path}).")
+        if cid is not None:
+            render.diag(f"No conversation with id {cid!r} in the log (log: {path}).")
+        else:
+            render.diag(f"No calls logged yet (log: {path}).")
         return
     table = [
         [
             c["id"],
-            c["ts"][:19].replace("T", " "),
+            str(c["ts"])[:19].replace("T", " "),
             c["conversation_id"],
             c["provider"],
             c["model"] or c["requested_model"],
@@ -196,7 +246,7 @@ def logs(count: int, cid: str | None, as_json: bool) -> None:
             c["input_tokens"] if c["input_tokens"] is not None else "?",
             c["output_tokens"] if c["output_tokens"] is not None else "?",
             render.cost_text(c["cost_usd"]),
-            _preview(c["messages"]),
+            _preview(c),
         ]
         for c in calls
     ]
