@@ -397,7 +397,7 @@ def _setting_checks(env: config.Environment, names: list[str]) -> list[Check]:
                 setting.env,
                 INVALID,
                 str(source),
-                raw.strip(),
+                redact.mask_keys(raw.strip()),  # a key pasted into the wrong variable
                 problem=problem,
                 message=error.message,
                 fix=error.hint,
@@ -485,7 +485,7 @@ def _provider_checks(
                     cls.base_url_env,
                     INVALID,
                     str(source),
-                    raw.strip(),
+                    redact.display_url(raw),
                     problem=str(exc),
                     message=error.message if error else f"invalid {cls.base_url_env}: {exc}",
                     fix=error.hint if error else None,
@@ -660,7 +660,7 @@ def show(
                 Shown(
                     setting.name,
                     setting.env,
-                    raw.strip(),
+                    redact.mask_keys(raw.strip()),  # a key pasted into the wrong variable
                     str(source),
                     f"invalid: {exc} (see llmcli config validate)",
                 )
@@ -718,9 +718,19 @@ def _shown_providers(env: config.Environment) -> list[Shown]:
                         cls.base_url_env,
                         redact.display_url(found[0]),
                         str(found[1]),
+                        _url_note(found[0]),
                     )
                 )
     return rows
+
+
+def _url_note(url: str) -> str:
+    """A malformed base URL gets the note every other invalid value gets."""
+    try:
+        config.parse_url(url)
+    except ValueError as exc:
+        return f"invalid: {exc} (see llmcli config validate)"
+    return ""
 
 
 def _key_name_note(

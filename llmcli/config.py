@@ -226,11 +226,15 @@ class Settings(NamedTuple):
 
 
 def _invalid(setting: Setting, raw: Any, source: Source, problem: str) -> errors.LlmcliError:
+    from llmcli import redact
+
+    # A key pasted into the wrong variable must not be echoed back: mask anything key-like.
+    shown = redact.mask_keys(raw) if isinstance(raw, str) else raw
     if source is FLAG:
-        return errors.UsageError(f"invalid value for {setting.flag}: {raw!r} {problem}")
+        return errors.UsageError(f"invalid value for {setting.flag}: {shown!r} {problem}")
     where = f" (from {source})" if source.kind == ".env" else ""
     return errors.ConfigError(
-        f"invalid {setting.env}={str(raw)!r}{where}: {problem}",
+        f"invalid {setting.env}={redact.mask_keys(str(raw))!r}{where}: {problem}",
         f"Set it with: export {setting.env}={setting.example}",
     )
 
@@ -343,8 +347,10 @@ def credentials(provider: str, env: Environment, *, required: bool = True) -> Cr
         try:
             base_url = parse_url(found[0])
         except ValueError as exc:
+            from llmcli import redact
+
             raise errors.ConfigError(
-                f"invalid {cls.base_url_env}={found[0]!r}: {exc}",
+                f"invalid {cls.base_url_env}={redact.display_url(found[0])!r}: {exc}",
                 f"Set it with: export {cls.base_url_env}=https://... (or unset it to use the provider's own endpoint)",
             ) from None
         base_source = found[1]

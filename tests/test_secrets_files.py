@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from llmcli import errors, paths
+from llmcli import errors, paths, redact
 from tests.conftest import base_env, run_cli
 
 SECRET = "sk-proj-SECRETpastedKEY0123456789wxyz"  # a key no variable of the environment holds
@@ -144,3 +144,81 @@ def test_logs_and_cost_on_a_log_that_does_not_exist_create_nothing(tmp_path):
     for args in (("logs",), ("cost",)):
         assert run_cli(*args, env={**base_env(), "LLMCLI_HOME": str(home)}).code == 0
     assert not home.exists()
+
+
+# --- 3. base URLs never shown with credentials or query ------------------------------------------
+
+BAD_URL = "https//admin:pass@host/v1?token=abc"
+
+
+def assert_no_url_secret(text: str) -> None:
+    assert "admin" not in text and "pass@" not in text and "token=abc" not in text
+
+
+def test_an_invalid_base_url_is_shown_without_credentials_or_query_everywhere():
+    env = {**base_env(), "OPENAI_BASE_URL": BAD_URL}
+    ask = run_cli("ask", "-p", "openai", "hi", env=env)
+    assert ask.code == 3 and "invalid OPENAI_BASE_URL='***@host/v1?...'" in ask.err
+    assert_no_url_secret(ask.err)
+    for args in (("config", "validate"), ("config", "validate", "--json"), ("config", "show")):
+        result = run_cli(*args, env=env)
+        assert "***@host/v1?..." in result.out, args
+        assert_no_url_secret(result.out + result.err)
+
+
+def test_config_show_notes_an_invalid_base_url():
+    result = run_cli("config", "show", "--json", env={**base_env(), "OPENAI_BASE_URL": "ftp://x"})
+    assert result.code == 0
+    (row,) = [r for r in json.loads(result.out)["settings"] if r["setting"] == "openai endpoint"]
+    assert row["value"] == "ftp://x"
+    assert row["note"].startswith("invalid: must be an http:// or https:// URL")
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://user:pw@proxy.example.com/v1?token=abc", "https://proxy.example.com/v1?..."),
+        ("https://proxy.example.com/v1#key=abc", "https://proxy.example.com/v1#..."),
+        (BAD_URL, "***@host/v1?..."),
+        ("admin:pass@host:8080/v1", "***@host:8080/v1"),
+        ("htps:/a:b@h", "***@h"),
+        ("ftp://x", "ftp://x"),
+        ("http://[::1", "http://[::1"),
+    ],
+)
+def test_display_url_masks_credentials_whatever_the_parse(url, shown):
+    assert redact.display_url(url) == shown
+
+
+# --- 4. a key pasted into the wrong variable -------------------------------------------------------
+
+
+def test_a_key_in_the_wrong_variable_is_masked_in_every_invalid_message():
+    env = {**base_env(), "LLM_MAX_TOKENS": SECRET}
+    ask = run_cli("ask", "-p", "echo", "hi", env=env)
+    assert ask.code == 3
+    assert ask.err.startswith("Error: invalid LLM_MAX_TOKENS='sk-proj-...wxyz': must be")
+    for args in (("config", "validate", "-p", "echo", "--json"), ("config", "show")):
+        result = run_cli(*args, env=env)
+        assert SECRET not in result.out + result.err and "sk-proj-...wxyz" in result.out
+    plain = run_cli("ask", "-p", "echo", "hi", env={**base_env(), "LLM_MAX_TOKENS": "abc"})
+    assert plain.err.startswith("Error: invalid LLM_MAX_TOKENS='abc': must be")
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("abc", "abc"),
+        ("7", "7"),
+        ("gpt-4o-mini-2024-07-18", "gpt-4o-mini-2024-07-18"),
+        ("claude-3-5-sonnet-20241022", "claude-3-5-sonnet-20241022"),
+        ("a3f9c2e1-7b4d-4e8a-9c1f-2d6e8b0a4f7c", "a3f9c2e1-7b4d-4e8a-9c1f-2d6e8b0a4f7c"),
+        (SECRET, "sk-proj-...wxyz"),
+        ("sk-ant-api03-abcdefgh", "sk-ant-...efgh"),
+        ("AIzaSyD-abc12345", "AIza...2345"),
+        ("gsk_8fJ2kLm9QpR4sT7vW1xY3zA5bC6dE", "...C6dE"),
+        (f"KEY={SECRET} here", "KEY=sk-proj-...wxyz here"),
+    ],
+)
+def test_mask_keys_hides_key_like_words_and_keeps_ordinary_values(text, shown):
+    assert redact.mask_keys(text) == shown
