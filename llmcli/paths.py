@@ -14,7 +14,14 @@ from llmcli import config, errors
 
 
 def home(env: config.Environment) -> Path:
-    """The folder for the call log and user config (not created here)."""
+    """The folder for the call log and user config (not created here).
+
+    LLMCLI_HOME from a `.env` picked up in the current directory is refused while provider keys
+    come from the environment (`Environment.home_refusal`): checked here, so every command obeys.
+    """
+    refusal = env.home_refusal()
+    if refusal is not None:
+        raise refusal
     found = env.lookup("LLMCLI_HOME")
     if found:
         return Path(found[0].strip()).expanduser()
