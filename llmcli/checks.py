@@ -260,7 +260,7 @@ def validate(
         check = Check(
             ".env",
             str(env_file) if env_file is not None else ".env",
-            MISSING if env_file is not None and not os.path.isfile(env_file) else INVALID,
+            MISSING if env_file is not None and not os.path.exists(env_file) else INVALID,
             source=str(config.FLAG) if env_file is not None else None,
             problem=exc.message,
             message=exc.message,
@@ -269,11 +269,12 @@ def validate(
         )
         return Report((check,), (), live, str(env_file) if env_file else None)
 
-    problems = config.dotenv_problems(env.env_file) if env.env_file else ()
+    problems = config.dotenv_problems(env) if env.env_file else ()
     checks: list[Check] = _dotenv_checks(env, problems)
     names, selection = _selection(env, provider_names, all_providers)
     checks += selection
     checks += _setting_checks(env, names)
+    checks += _home_checks(env)
     checks += _prices_checks(env)
     # A key on a line python-dotenv skipped looks "not set"; the fix should point at that line.
     unparsed = {p.name: p.line for p in problems if p.name}
@@ -299,6 +300,8 @@ def _prices_checks(env: config.Environment) -> list[Check]:
     """`prices.toml`, if there is one: every remote call refuses to start when it is malformed."""
     from llmcli import pricing
 
+    if _home_checks(env):
+        return []  # no usable folder: `_home_checks` says why
     path = paths.prices_file(env)
     if not path.is_file():
         return []
@@ -314,6 +317,29 @@ def _prices_checks(env: config.Environment) -> list[Check]:
             problem=problem.message,
             message=problem.message,
             fix="see docs/cost.md for the format",
+            exit_code=int(errors.ExitCode.CONFIG),
+        )
+    ]
+
+
+def _home_checks(env: config.Environment) -> list[Check]:
+    """A failing row when LLMCLI_HOME is refused, or the folder is not the user's alone."""
+    found = env.lookup("LLMCLI_HOME")
+    problem = env.home_refusal()
+    if problem is None:
+        problem = paths.folder_problem(paths.home(env))
+    if problem is None:
+        return []
+    return [
+        Check(
+            "settings",
+            "LLMCLI_HOME",
+            INVALID,
+            _source_of(found) or str(config.DEFAULT),
+            redact.mask_keys(found[0].strip()) if found else None,
+            problem=problem.message,
+            message=problem.message,
+            fix=problem.hint,
             exit_code=int(errors.ExitCode.CONFIG),
         )
     ]
@@ -395,7 +421,7 @@ def _setting_checks(env: config.Environment, names: list[str]) -> list[Check]:
                 setting.env,
                 INVALID,
                 str(source),
-                raw.strip(),
+                redact.mask_keys(raw.strip()),  # a key pasted into the wrong variable
                 problem=problem,
                 message=error.message,
                 fix=error.hint,
@@ -466,26 +492,31 @@ def _provider_checks(
             rows.append(Check(name, var, OK, str(source), redact.mask(key), provider=name))
             rows += _other_key_name(name, env, var, key)
     if cls.base_url_env and (found := env.lookup(cls.base_url_env)) is not None:
-        raw, source = found[0], found[1]
-        try:
-            config.parse_url(raw)
-            rows.append(
-                Check(
-                    name, cls.base_url_env, OK, str(source), redact.display_url(raw), provider=name
-                )
-            )
-        except ValueError as exc:
+        raw, source, shown = found[0], found[1], redact.display_url(found[0])
+        key = env.lookup(*cls.key_env_vars) if cls.key_env_vars else None
+        error = env.endpoint_refusal(found, *((key[2], key[1]) if key else (None, None)))
+        problem = (
+            "not used: a .env found in the current directory may not set it" if error else None
+        )
+        if error is None:
+            try:
+                config.parse_url(raw)
+            except ValueError as exc:
+                problem = str(exc)
+                error = _config_error(lambda: config.credentials(name, env, required=False))
+        if problem is None:
+            rows.append(Check(name, cls.base_url_env, OK, str(source), shown, provider=name))
+        else:
             usable = False
-            error = _config_error(lambda: config.credentials(name, env, required=False))
             rows.append(
                 Check(
                     name,
                     cls.base_url_env,
                     INVALID,
                     str(source),
-                    raw.strip(),
-                    problem=str(exc),
-                    message=error.message if error else f"invalid {cls.base_url_env}: {exc}",
+                    shown,
+                    problem=problem,
+                    message=error.message if error else f"invalid {cls.base_url_env}: {problem}",
                     fix=error.hint if error else None,
                     provider=name,
                     exit_code=int(errors.ExitCode.CONFIG),
@@ -658,7 +689,7 @@ def show(
                 Shown(
                     setting.name,
                     setting.env,
-                    raw.strip(),
+                    redact.mask_keys(raw.strip()),  # a key pasted into the wrong variable
                     str(source),
                     f"invalid: {exc} (see llmcli config validate)",
                 )
@@ -704,8 +735,8 @@ def _shown_providers(env: config.Environment) -> list[Shown]:
                     )
                 )
         if cls.base_url_env:
-            found = env.lookup(cls.base_url_env)
-            if found is None:
+            url = env.lookup(cls.base_url_env)
+            if url is None:
                 rows.append(
                     Shown(f"{name} endpoint", cls.base_url_env, "(the provider's)", "default")
                 )
@@ -714,11 +745,30 @@ def _shown_providers(env: config.Environment) -> list[Shown]:
                     Shown(
                         f"{name} endpoint",
                         cls.base_url_env,
-                        redact.display_url(found[0]),
-                        str(found[1]),
+                        redact.display_url(url[0]),
+                        str(url[1]),
+                        _endpoint_note(env, url, found if cls.key_env_vars else None),
                     )
                 )
     return rows
+
+
+def _endpoint_note(
+    env: config.Environment,
+    url: tuple[str, config.Source, str],
+    key: tuple[str, config.Source, str] | None,
+) -> str:
+    """Why a base URL would not be used (untrusted `.env`, or malformed), as other rows say it."""
+    if key is not None and env.endpoint_refusal(url, key[2], key[1]) is not None:
+        return (
+            f"not used: a .env found in the current directory may not send {key[2]} from the "
+            f"{key[1]} elsewhere (see llmcli config validate)"
+        )
+    try:
+        config.parse_url(url[0])
+    except ValueError as exc:
+        return f"invalid: {exc} (see llmcli config validate)"
+    return ""
 
 
 def _key_name_note(
@@ -748,8 +798,20 @@ def _shown_paths(env: config.Environment, env_file: str | os.PathLike | None) ->
         dotenv = Shown(".env file", "--env-file", str(env.env_file), "current directory")
     home_found = env.lookup("LLMCLI_HOME")
     home_source = _source_of(home_found) or str(config.DEFAULT)
+    if env.home_refusal() is not None and home_found is not None:
+        note = (
+            "not used: a .env found in the current directory may not move the call log while "
+            "keys come from the environment (see llmcli config validate)"
+        )
+        shown = redact.mask_keys(home_found[0].strip())
+        return [
+            dotenv,
+            Shown("config folder", "LLMCLI_HOME", shown, home_source, note),
+            Shown("log database", "-", "(none)", home_source, "LLMCLI_HOME is not used"),
+        ]
     home = paths.home(env)
     log_db = paths.log_db(env)
+    refused = paths.folder_problem(home)
     return [
         dotenv,
         Shown(
@@ -757,7 +819,9 @@ def _shown_paths(env: config.Environment, env_file: str | os.PathLike | None) ->
             "LLMCLI_HOME",
             str(home),
             home_source,
-            "" if home.is_dir() else "not created yet",
+            f"refused: {refused.message}"
+            if refused
+            else ("" if home.is_dir() else "not created yet"),
         ),
         Shown(
             "log database",

@@ -96,7 +96,10 @@ class Group(click.Group):
 @click.version_option(__version__, "-V", "--version", prog_name="llmcli")
 @click.option(
     "--env-file",
-    type=click.Path(dir_okay=False),
+    # No checks here: the library reads any file but a folder (a pipe from <(...), /dev/null)
+    # and reports every problem with the file as a configuration error, exit 3.
+    type=click.Path(dir_okay=True, readable=False),
+    metavar="FILE",
     help="Read settings from this file instead of ./.env.",
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")

@@ -203,33 +203,83 @@ class Environment:
     """The raw variables from the process environment and one `.env` file, with their sources.
 
     Empty or whitespace-only values count as unset: `export OPENAI_API_KEY=` is a missing key.
+    The file is read once, into memory (`--env-file <(...)` is a pipe, readable only once), and
+    `${VAR}` stays literal text: interpolation would let a `.env` copy any secret of the
+    environment into a prompt, a tag and the log.
+
+    A `.env` found in the current directory, not named with `--env-file`, is `implicit`: it may
+    have come with a cloned repository, so it may not choose where a key from the environment is
+    sent, nor where the log is written (`endpoint_refusal`, `home_refusal`).
     """
+
+    #: Settings files larger than this are refused: python-dotenv's parser takes minutes on a
+    #: few megabytes, and a real settings file is a few hundred bytes.
+    MAX_BYTES = 1024 * 1024
 
     def __init__(
         self, environ: Mapping[str, str] | None = None, env_file: str | os.PathLike | None = None
     ):
         self.environ = dict(os.environ if environ is None else environ)
         self.env_file: Path | None = None
+        self.implicit = False
         self.dotenv: dict[str, str] = {}
+        self.dotenv_text = ""  # the file as read, for `dotenv_problems`
         if env_file is not None:
-            path = Path(env_file)
-            if not path.is_file():
-                raise errors.ConfigError(
-                    f"env file not found: {path}", "check the path given to --env-file"
-                )
-            self._load(path)
-        elif Path(".env").is_file():
+            self._load(Path(env_file))
+        elif Path(".env").is_file():  # a FIFO or folder named .env is not a settings file
+            self.implicit = True
             self._load(Path(".env"))
 
     def _load(self, path: Path) -> None:
+        import io
+
         from dotenv import dotenv_values
 
-        self.env_file = path.resolve()
-        try:
-            values = dotenv_values(path, interpolate=True)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise errors.ConfigError(f"cannot read env file {path}: {exc}") from None
+        fix = (
+            "fix or remove .env in the current directory"
+            if self.implicit
+            else "check the path given to --env-file"
+        )
+        self.dotenv_text = self._read(path, fix)
+        # A pipe's resolved name (/proc/.../pipe:[123]) means nothing to the user: keep theirs.
+        self.env_file = path.resolve() if path.is_file() else Path(os.path.abspath(path))
+        values = dotenv_values(stream=io.StringIO(self.dotenv_text), interpolate=False)
         self.dotenv = {k: v for k, v in values.items() if v is not None}
+
+    @classmethod
+    def _read(cls, path: Path, fix: str) -> str:
+        """The file's text, reading at most MAX_BYTES + 1 bytes, whatever kind of file it is.
+
+        Any readable file but a folder will do (`/dev/null`, a pipe from `<(...)`), and every
+        problem is a ConfigError (exit 3) with `fix` as its hint, whether the file was named or
+        found.
+        """
+        chunks: list[bytes] = []
+        left = cls.MAX_BYTES + 1
+        try:
+            with open(path, "rb", buffering=0) as stream:  # unbuffered: no read-ahead past `left`
+                while left > 0 and (chunk := stream.read(left)):
+                    chunks.append(chunk)
+                    left -= len(chunk)
+        except FileNotFoundError:
+            raise errors.ConfigError(f"env file not found: {path}", fix) from None
+        except IsADirectoryError:
+            raise errors.ConfigError(f"env file {path} is a folder, not a file", fix) from None
+        except OSError as exc:
+            raise errors.ConfigError(
+                f"cannot read env file {path}: {exc.strerror or exc}", fix
+            ) from None
+        if left <= 0:
+            raise errors.ConfigError(
+                f"env file {path} is over 1 MiB: too large for a settings file",
+                f"{fix}; a settings file holds a few NAME=value lines",
+            )
+        try:
+            text = b"".join(chunks).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise errors.ConfigError(f"cannot read env file {path}: {exc}", fix) from None
+        # Universal newlines, as reading the file in text mode did.
+        return text.replace("\r\n", "\n").replace("\r", "\n")
 
     def lookup(self, *names: str) -> tuple[str, Source, str] | None:
         """The first set variable among `names`: value, source and name.
@@ -247,6 +297,64 @@ class Environment:
 
     def where_to_set(self, var: str) -> str:
         return f"Set it with: export {var}=your-key-here (or add it to {'.env' if self.env_file is None else self.env_file})"
+
+    def _untrusted(self, source: Source) -> bool:
+        return self.implicit and source.kind == ".env"
+
+    def _trust_hint(self, var: str) -> str:
+        return (
+            f"export {var} yourself if you want it, or, if you trust {self.env_file}, "
+            f"name it: llmcli --env-file {self.env_file} ..."
+        )
+
+    def endpoint_refusal(
+        self,
+        found: tuple[str, Source, str],
+        key_var: str | None,
+        key_source: Source | None,
+    ) -> errors.ConfigError | None:
+        """Why the base URL `found` may not be used with a key from `key_source`, or None.
+
+        In a cloned repository, `git diff | llmcli ask` would otherwise send the key exported in
+        the user's shell to whatever host the repository's `.env` names. A `.env` that holds the
+        key itself, or one named with `--env-file`, is the user's own and is trusted.
+        """
+        if not self._untrusted(found[1]) or key_source is None or key_source.kind == ".env":
+            return None
+        from llmcli import redact
+
+        var = found[2]
+        return errors.ConfigError(
+            f"{var}={redact.display_url(found[0])} in {self.env_file} is not used: a .env found "
+            f"in the current directory may not choose where {key_var} from the {key_source} is sent",
+            self._trust_hint(var),
+        )
+
+    def home_refusal(self) -> errors.ConfigError | None:
+        """Why LLMCLI_HOME may not be taken from this environment's `.env`, or None.
+
+        The log holds every prompt and answer: a repository's `.env` must not move it into the
+        repository (`LLMCLI_HOME=./loot`) while the user's own keys are in use.
+        """
+        found = self.lookup("LLMCLI_HOME")
+        if found is None or not self._untrusted(found[1]):
+            return None
+        key_vars = [
+            var
+            for name in providers.names()
+            for var in providers.spec(name).key_env_vars
+            if (self.environ.get(var) or "").strip()
+        ]
+        if not key_vars:
+            return None
+        from llmcli import redact
+
+        return errors.ConfigError(
+            f"LLMCLI_HOME={redact.mask_keys(found[0].strip())} in {self.env_file} is not used: a "
+            f".env found in the current directory may not move the call log while {key_vars[0]} "
+            "is set in the environment",
+            self._trust_hint("LLMCLI_HOME"),
+        )
 
 
 class Settings(NamedTuple):
@@ -266,11 +374,15 @@ class Settings(NamedTuple):
 
 
 def _invalid(setting: Setting, raw: Any, source: Source, problem: str) -> errors.LlmcliError:
+    from llmcli import redact
+
+    # A key pasted into the wrong variable must not be echoed back: mask anything key-like.
+    shown = redact.mask_keys(raw) if isinstance(raw, str) else raw
     if source is FLAG:
-        return errors.UsageError(f"invalid value for {setting.flag}: {raw!r} {problem}")
+        return errors.UsageError(f"invalid value for {setting.flag}: {shown!r} {problem}")
     where = f" (from {source})" if source.kind == ".env" else ""
     return errors.ConfigError(
-        f"invalid {setting.env}={str(raw)!r}{where}: {problem}",
+        f"invalid {setting.env}={redact.mask_keys(str(raw))!r}{where}: {problem}",
         f"Set it with: export {setting.env}={setting.example}",
     )
 
@@ -379,11 +491,17 @@ def credentials(provider: str, env: Environment, *, required: bool = True) -> Cr
         )
     base_url = base_source = None
     if cls.base_url_env and (found := env.lookup(cls.base_url_env)):
+        refusal = env.endpoint_refusal(found, key_var, key_source)
+        if refusal is not None:
+            refusal.provider = provider
+            raise refusal
         try:
             base_url = parse_url(found[0])
         except ValueError as exc:
+            from llmcli import redact
+
             raise errors.ConfigError(
-                f"invalid {cls.base_url_env}={found[0]!r}: {exc}",
+                f"invalid {cls.base_url_env}={redact.display_url(found[0])!r}: {exc}",
                 f"Set it with: export {cls.base_url_env}=https://... (or unset it to use the provider's own endpoint)",
             ) from None
         base_source = found[1]
@@ -410,19 +528,24 @@ class DotenvProblem(NamedTuple):
     name: str | None
 
 
-def dotenv_problems(path: str | os.PathLike) -> tuple[DotenvProblem, ...]:
+def dotenv_problems(source: Environment | str | os.PathLike) -> tuple[DotenvProblem, ...]:
     """The statements of a `.env` file python-dotenv cannot parse, with their line numbers.
 
     `dotenv_values` skips such a line and says so only through the `dotenv.main` logger, so a
     key that silently went missing would look like "not set"; this finds the lines with the same
-    parser, so what is reported is exactly what was skipped.
+    parser, so what is reported is exactly what was skipped. Given an `Environment`, it parses
+    the text that was read: the file may be a pipe, which cannot be read a second time.
     """
+    import io
     import re
 
     from dotenv.parser import parse_stream
 
-    with open(path, encoding="utf-8") as stream:
-        bindings = list(parse_stream(stream))
+    if isinstance(source, Environment):
+        text = source.dotenv_text
+    else:
+        text = Environment._read(Path(source), "check the file's path")
+    bindings = list(parse_stream(io.StringIO(text)))
     problems = []
     for binding in bindings:
         if binding.error:

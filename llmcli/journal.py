@@ -63,6 +63,8 @@ class Journal:
         self.env = env
         self.path: Path = paths.log_db(env)
         self.enabled = enabled
+        if enabled:  # a log we would refuse to write is refused before any call is sent
+            paths.check_log_location(self.path)
         self.problem: str | None = None
         self._log: CallLog | None = None
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import Any, NoReturn
 
 # Well-known, non-secret key prefixes that help a user recognise which key is meant.
-_PREFIXES = ("sk-ant-", "sk-proj-", "sk-", "AIza")
+KEY_PREFIXES = ("sk-ant-", "sk-proj-", "sk-", "AIza")
 # Shorter strings are not scrubbed from text: they would match ordinary words.
 _MIN_SCRUB = 4
 
@@ -29,7 +29,7 @@ def mask(key: str | None) -> str:
         return ""
     if len(key) < 12:
         return "****"
-    prefix = next((p for p in _PREFIXES if key.startswith(p)), "")
+    prefix = next((p for p in KEY_PREFIXES if key.startswith(p)), "")
     return f"{prefix}...{key[-4:]}"
 
 

@@ -209,7 +209,11 @@ class Store:
     def _open(self, path: Path) -> None:
         self.path = path
         self.location = str(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        from llmcli import paths
+
+        # The log holds every prompt and answer: a private folder, a database only we can read.
+        paths.private_folder(path.parent)
+        paths.private_database(path)
         self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         self.db.row_factory = sqlite3.Row
         # A damaged row may hold bytes that are not UTF-8: read them replaced (U+FFFD) rather
