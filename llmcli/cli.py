@@ -54,6 +54,30 @@ class ProviderName(click.ParamType):
 PROVIDER = ProviderName()
 
 
+class Number(click.ParamType):
+    """A whole or decimal number. Unlike Click's own types, a refused value is not echoed when
+    it looks like a key (`--max-tokens sk-proj-...`, pasted into the wrong option)."""
+
+    def __init__(self, kind: type[int] | type[float]) -> None:
+        self.kind = kind
+        self.name = "integer" if kind is int else "float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, self.kind) and not isinstance(value, bool):
+            return value
+        try:
+            return self.kind(str(value).strip())
+        except ValueError:
+            from llmcli import redact
+
+            shown = redact.mask_keys(str(value))
+            self.fail(f"{shown!r} is not a valid {self.name}.", param, ctx)
+
+
+INTEGER = Number(int)
+FLOAT = Number(float)
+
+
 class PipeClosed(Exception):
     """stdout's reader went away; not an OSError, so Click does not turn it into exit 1."""
 

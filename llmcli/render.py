@@ -234,10 +234,18 @@ def _count(value: int | None) -> str:
     return "?" if value is None else f"{value:,}"
 
 
-def cost_text(cost: float | None) -> str:
-    """A cost for people: `$0.000031`; `n/a` when the price is unknown (never $0)."""
+def cost_text(cost: Any) -> str:
+    """A cost for people: `$0.000031`; `n/a` when the price is unknown (never $0).
+
+    Six decimals, except for a cost below a millionth of a dollar that is not zero: its digits
+    are shown (`$0.00000015`), so a call that cost something never reads as free.
+    """
     if cost is None:
         return "n/a"
+    if cost and abs(cost) < 0.0000005:
+        from llmcli import money
+
+        return f"${money.plain(cost)}"
     return f"${cost:,.6f}"
 
 

@@ -311,54 +311,44 @@ def run_core(
     refused: bool = False,
     **flags,
 ) -> Outcome:
-    """One call through `llmcli.core`, as `ask`/`stream` make it, waits recorded rather than
-    slept, and its outcome written to the call log as `ask`/`stream` write it."""
+    """One call through the same lifecycle `ask`/`stream` use (`llmcli.lifecycle.run`), waits
+    recorded rather than slept, its outcome written to the call log by that lifecycle."""
+    from llmcli import lifecycle
+    from llmcli.journal import Journal
+
     importlib.import_module(SDK[provider])  # so an SDK's first import is not timed as a wait
     env = config.Environment(_environ(fake, refused=refused))
     call = core.prepare([Message("user", "Hello?")], {"provider": provider, **flags}, env)
     notices: list[retry.RetryNotice] = []
     waits: list[float] = []
-    kwargs = {"on_retry": notices.append, "sleep": sleep or waits.append}
-    started = time.monotonic()
-    error = response = None
-    if stream:
-        answer = core.Stream(call, **kwargs)
-        try:
-            for _ in answer:
-                pass
-        except errors.LlmcliError as exc:
-            error = exc
-        text, attempts, response = answer.text, answer.attempts, answer.response
-    else:
-        try:
-            response = core.complete(call, **kwargs)
-            text, attempts = response.text, response.attempts
-        except errors.LlmcliError as exc:
-            error, text, attempts = exc, "", exc.attempts
-    elapsed = time.monotonic() - started
-    code = int(error.exit_code) if error else 0
-    if error is not None:
-        attempts = error.attempts
-    log(call, env, response=response, error=error, partial=text if stream and error else None)
-    return Outcome(code, attempts, text, error, notices, waits, elapsed)
-
-
-def log(call, env, *, response, error, partial) -> None:
-    from llmcli.journal import Journal
-
+    delivered: list[str] = []
     journal = Journal(env)
+    started = time.monotonic()
+    error = outcome = None
     try:
-        journal.record(
+        outcome = lifecycle.run(
             call,
+            journal,
             conversation_id="fault-matrix",
-            response=response,
-            error=error,
-            status="error" if error else "ok",
-            partial_text=partial,
+            stream=stream,
+            deliver=delivered.append,
+            on_retry=notices.append,
+            sleep=sleep or waits.append,
         )
+    except errors.LlmcliError as exc:
+        error = exc
     finally:
         journal.close()
+    elapsed = time.monotonic() - started
     assert journal.problem is None, journal.problem
+    if outcome is not None:
+        return Outcome(
+            0, outcome.response.attempts, "".join(delivered), None, notices, waits, elapsed
+        )
+    assert error is not None
+    return Outcome(
+        int(error.exit_code), error.attempts, "".join(delivered), error, notices, waits, elapsed
+    )
 
 
 def _params(rows):

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from llmcli import errors, render
-from llmcli.cli import CONTEXT, PROVIDER, environment
+from llmcli.cli import CONTEXT, FLOAT, INTEGER, PROVIDER, environment
 
 
 def read_stdin() -> str | None:
@@ -66,18 +66,18 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "-t",
             "--temperature",
-            type=float,
+            type=FLOAT,
             help="Sampling temperature, checked against the provider's range.  [env: LLM_TEMPERATURE]",
         ),
         click.option(
             "--max-tokens",
-            type=int,
+            type=INTEGER,
             help="Most tokens to generate.  [env: LLM_MAX_TOKENS; default: 1000]",
         ),
-        click.option("--top-p", type=float, help="Nucleus sampling, 0 to 1."),
+        click.option("--top-p", type=FLOAT, help="Nucleus sampling, 0 to 1."),
         click.option("--stop", multiple=True, help="Stop at this text (repeatable)."),
         click.option(
-            "--seed", type=int, help="Seed for more repeatable sampling (openai, gemini)."
+            "--seed", type=INTEGER, help="Seed for more repeatable sampling (openai, gemini)."
         ),
         click.option(
             "--response-format",
@@ -86,12 +86,12 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--timeout",
-            type=float,
+            type=FLOAT,
             help="Seconds to wait for each attempt.  [env: LLM_TIMEOUT; default: 60]",
         ),
         click.option(
             "--retries",
-            type=int,
+            type=INTEGER,
             help="Retries after the first attempt.  [env: LLM_MAX_RETRIES; default: 3]",
         ),
         click.option(

@@ -84,8 +84,10 @@ class Terminal:
         that cannot be made private is not written at all.
         """
         if self.readline is not None:
-            with contextlib.suppress(OSError):
-                self.history_path.parent.mkdir(parents=True, exist_ok=True)
+            from llmcli import paths
+
+            with contextlib.suppress(OSError, errors.ConfigError):
+                paths.private_folder(self.history_path.parent)  # the log's folder: ours alone
                 self._make_private(self.history_path)
                 self.readline.write_history_file(self.history_path)
 
