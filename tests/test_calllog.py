@@ -1,0 +1,137 @@
+"""The log's interface as the SQLite backend implements it: idempotent rows, reservations held
+against spending windows without races, conversations as chains, rows exported for a copy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from decimal import Decimal
+
+import pytest
+
+from llmcli import calllog
+from llmcli.calllog import CallRecord, OverLimit, Window
+from llmcli.store import Store
+
+DAY = Window("daily", "2000-01-01T00:00:00.000000Z", Decimal("1.00"))
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store(tmp_path / "logs.db") as opened:
+        yield opened
+
+
+def test_a_row_added_twice_is_one_row(store):
+    record = CallRecord("echo", "ok", cost_usd=Decimal("0.1"))
+    first = store.add(record)
+    assert store.add(record) == first
+    assert len(store.recent(10)) == 1
+
+
+def test_reservations_count_against_the_limit_until_settled_or_released(store):
+    held = store.reserve(Decimal("0.60"), [DAY], ttl_s=60)
+    (spent,) = store.spent([DAY])
+    assert (spent.spent_usd, spent.reserved_usd) == (Decimal(0), Decimal("0.6"))
+    with pytest.raises(OverLimit) as info:
+        store.reserve(Decimal("0.50"), [DAY], ttl_s=60)
+    assert info.value.spent.reserved_usd == Decimal("0.6")
+    # Settled: the reservation is replaced by what the call really cost.
+    store.settle(held, CallRecord("echo", "ok", cost_usd=Decimal("0.25")))
+    (spent,) = store.spent([DAY])
+    assert (spent.spent_usd, spent.reserved_usd) == (Decimal("0.25"), Decimal(0))
+    other = store.reserve(Decimal("0.75"), [DAY], ttl_s=60)  # exactly up to the limit
+    store.release(other)
+    assert store.spent([DAY])[0].reserved_usd == Decimal(0)
+
+
+def test_a_reservation_left_by_a_killed_process_expires(store):
+    store.reserve(Decimal("0.90"), [DAY], ttl_s=0.001)
+    import time
+
+    time.sleep(0.01)
+    assert store.spent([DAY])[0].reserved_usd == Decimal(0)
+    store.reserve(Decimal("0.90"), [DAY], ttl_s=60)  # the expired hold no longer counts
+
+
+def test_a_tag_window_counts_only_its_tag(store):
+    ci = Window("ci", DAY.since, Decimal("0.10"), tag="ci")
+    store.add(CallRecord("echo", "ok", tag="ci", cost_usd=Decimal("0.08")))
+    store.add(CallRecord("echo", "ok", tag="other", cost_usd=Decimal("0.50")))
+    assert store.spent([ci])[0].spent_usd == Decimal("0.08")
+    with pytest.raises(OverLimit):
+        store.reserve(Decimal("0.05"), [ci], ttl_s=60, tag="ci")
+    store.reserve(Decimal("0.05"), [ci], ttl_s=60, tag="other")  # not this window's calls
+
+
+RACER = """
+import json, sys
+from decimal import Decimal
+from pathlib import Path
+from llmcli.calllog import OverLimit, Window
+from llmcli.store import Store
+window = Window("daily", "2000-01-01T00:00:00.000000Z", Decimal("1.00"))
+won = 0
+with Store(Path(sys.argv[1])) as store:
+    for _ in range(5):
+        try:
+            store.reserve(Decimal("0.07"), [window], ttl_s=60)
+            won += 1
+        except OverLimit:
+            pass
+print(json.dumps(won))
+"""
+
+
+def test_eight_processes_racing_for_the_last_dollars_never_pass_the_limit(tmp_path):
+    path = tmp_path / "logs.db"
+    with Store(path) as store:
+        store.add(CallRecord("echo", "ok", cost_usd=Decimal("0.30")))
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, str(path)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(8)
+    ]
+    won = [json.loads(r.communicate(timeout=60)[0]) for r in racers]
+    assert all(r.returncode == 0 for r in racers)
+    # $0.70 left at $0.07 a call: exactly ten reservations fit, whoever wins them.
+    assert sum(won) == 10
+    with Store(path) as store:
+        (spent,) = store.spent([DAY])
+    assert spent.spent_usd + spent.reserved_usd == Decimal("1.00")
+
+
+def test_conversations_are_chains_and_export_carries_them(store):
+    first = CallRecord(
+        "echo",
+        "ok",
+        conversation_id="c1",
+        messages=[{"role": "user", "content": "hi"}],
+        answer="hi",
+        exit_code=0,
+    )
+    store.add(first)
+    second = CallRecord(
+        "echo",
+        "ok",
+        conversation_id="c1",
+        parent_uid=first.uid,
+        messages=[{"role": "user", "content": "again"}],
+        answer="again",
+        exit_code=0,
+    )
+    store.add(second)
+    found = store.conversation("c1")
+    assert found.tip == second.uid
+    assert [m["content"] for m in found.messages] == ["hi", "hi", "again", "again"]
+    assert store.conversation(None) == found  # the latest one
+    assert store.conversation("nope") is None
+    # A copy of the rows (a spool, a migration to another backend) keeps their identity.
+    exported = store.export()
+    assert [r.uid for r in exported] == [first.uid, second.uid]
+    assert exported[1].parent_uid == first.uid and exported[1].cost_usd is None
+    assert calllog.full_messages([([{"role": "user", "content": "a"}], "b")]) == [
+        {"role": "user", "content": "a"}
+    ]
