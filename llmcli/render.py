@@ -330,11 +330,15 @@ class AnswerWriter:
     answer (one line per reply, for chat).
     """
 
-    def __init__(self, label: str, *, quiet: bool = False, end_line: bool = False) -> None:
+    def __init__(
+        self, label: str | None, *, quiet: bool = False, end_line: bool = False
+    ) -> None:
         self.quiet = quiet
         self.end_line = end_line
         self.out = None if quiet else stdout()
-        self.waiting = Waiting(label)
+        # No label, no indicator: a complete answer (`ask`) is printed whole, not streamed.
+        self.waiting = Waiting(label or "")
+        self.waiting.active = self.waiting.active and label is not None
         self.last = ""
 
     def __enter__(self) -> AnswerWriter:

@@ -218,16 +218,17 @@ def _run_answer(prompt: tuple[str, ...], params: dict[str, Any], *, stream: bool
     quiet = params["as_json"]
     request = call.request
     try:
-        with render.AnswerWriter(
-            f"waiting for {request.provider} {request.model}", quiet=quiet or not stream
-        ) as writer:
+        label = f"waiting for {request.provider} {request.model}" if stream else None
+        with render.AnswerWriter(label, quiet=quiet or not stream) as writer:
             outcome = lifecycle.run(
                 call,
                 journal,
                 conversation_id=cid,
                 before=before,
                 stream=stream,
-                deliver=None if quiet else (writer.write if stream else render.answer),
+                # A stream's pieces go through the writer even with --json (it prints nothing then,
+                # but ends the waiting indicator and start-up's pause of the collector).
+                deliver=writer.write if stream else (None if quiet else render.answer),
                 strict=params["strict"],
                 # Priced once the answer is out, and only if the cost is shown or logged.
                 price=journal.enabled or params["usage"] or params["as_json"],
