@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from decimal import Decimal
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from llmcli import errors, money, providers
+from llmcli import errors, providers
 from llmcli.types import Usage
+
+if TYPE_CHECKING:
+    from decimal import Decimal
+
+# `decimal` (and `llmcli.money`) load only when something is priced: after the answer is out,
+# never on a command's way to its first token.
 
 # A rough, offline token estimate for `--dry-run`: about four characters per token in English.
 CHARS_PER_TOKEN = 4
@@ -48,6 +53,8 @@ class Override(NamedTuple):
         total = fresh * self.input + (usage.output_tokens or 0) * self.output
         total += cached * (self.cached_input if self.cached_input is not None else self.input)
         total += written * (self.cache_write if self.cache_write is not None else self.input)
+        from llmcli import money
+
         return money.exact(total / 1_000_000)
 
 
@@ -57,6 +64,8 @@ def _price(value: Any) -> Decimal:
         raise ValueError("not a number")
     if not (math.isfinite(value) and 0 <= value <= MAX_PRICE_PER_MILLION):
         raise ValueError("out of range")
+    from decimal import Decimal
+
     return Decimal(str(value))
 
 
@@ -111,6 +120,8 @@ def _calc(provider_id: str, model: str, usage: Usage, when: dt.datetime) -> Deci
         result = calc_price(tokens, model, provider_id=provider_id, genai_request_timestamp=when)
     except LookupError:
         return None
+    from llmcli import money
+
     return money.exact(result.total_price)
 
 
@@ -125,6 +136,8 @@ def cost(
     """The cost of one call; `models` in order of preference (reported, then requested)."""
     cls = providers.spec(provider)
     if not cls.remote:
+        from decimal import Decimal
+
         return Price(Decimal(0), "free")
     if usage.input_tokens is None and usage.output_tokens is None:
         return Price(None, None)
