@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar, NamedTuple
 
 from llmcli import errors
-from llmcli.secret import Secret, mask
+from llmcli.secret import Secret, mask, scrub
 from llmcli.types import Attachment, Chunk, Message, Part, Request, Response, Text
 
 # Names used in `Request.options_set()`; a provider lists the ones it can honour.
@@ -157,7 +157,9 @@ def unsupported_attachment(provider: str, part: Attachment) -> errors.UsageError
 
 
 def short(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
+    """`text` on one line, cut to `limit` characters. Keys are masked before the cut: a key the
+    cut went through would otherwise show its first characters (a provider's message can echo it)."""
+    text = scrub(" ".join(str(text).split()))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
