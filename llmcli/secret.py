@@ -19,6 +19,10 @@ from typing import Any, NoReturn
 KEY_PREFIXES = ("sk-ant-", "sk-proj-", "sk-", "AIza")
 # Shorter strings are not scrubbed from text: they would match ordinary words.
 _MIN_SCRUB = 4
+# A key cut short where a message quotes only the first bytes of something (a reply's head, a
+# shortened provider message) is still a trace of it: this many characters of a key after its
+# public prefix, at its start, are masked as the whole key would be.
+_MIN_FRAGMENT = 6
 
 _known: set[str] = set()
 
@@ -42,13 +46,40 @@ def scrub(text: str, secrets: Iterable[Any] = ()) -> str:
     """`text` with every occurrence of each key replaced by its masked form.
 
     The keys are those given (strings or `Secret`s) plus every `Secret` made so far. Longer keys
-    are replaced first, so a key that contains another is masked whole.
+    are replaced first, so a key that contains another is masked whole; then any beginning of a
+    key that something cut short (`_scrub_cut`).
     """
     values = {s.reveal() if isinstance(s, Secret) else s for s in secrets if s}
     values |= _known
-    for value in sorted(values, key=len, reverse=True):
+    ordered = sorted(values, key=len, reverse=True)
+    for value in ordered:
         if len(value) >= _MIN_SCRUB and value in text:
             text = text.replace(value, mask(value))
+    for value in ordered:
+        text = _scrub_cut(text, value)
+    return text
+
+
+def _scrub_cut(text: str, value: str) -> str:
+    """`text` with every beginning of `value` that was cut short masked as the whole key.
+
+    Only keys long enough to be masked by prefix (`mask`) count, and only a beginning longer
+    than the key's public prefix by `_MIN_FRAGMENT` characters: shorter ones match ordinary text.
+    """
+    if len(value) < 12:
+        return text
+    prefix = next((p for p in KEY_PREFIXES if value.startswith(p)), "")
+    head = value[: len(prefix) + _MIN_FRAGMENT]
+    if len(head) == len(value):
+        return text
+    shown = mask(value)
+    start = text.find(head)
+    while start != -1:
+        end = start + len(head)
+        while end < len(text) and end - start < len(value) and text[end] == value[end - start]:
+            end += 1
+        text = text[:start] + shown + text[end:]
+        start = text.find(head, start + len(shown))
     return text
 
 

@@ -93,7 +93,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["PROVIDERS", "FakeServer", "Recorded", "Reply"]
+__all__ = ["PROVIDERS", "FakeServer", "Recorded", "Reply", "decode_base64"]
 
 PROVIDERS = ("openai", "anthropic", "gemini")
 
@@ -252,7 +252,9 @@ class Recorded:
     """One request as the server saw it, plus live progress of the reply.
 
     ``model`` and ``api_key`` are ``None`` when the request carried none. ``status`` is the HTTP
-    status sent (``None`` if the connection was dropped before any response).
+    status sent (``None`` if the connection was dropped before any response). ``client_port`` is
+    the client's side of the TCP connection the request came over: two requests with the same
+    port came over one kept-alive connection (a client reusing its connection pool).
     """
 
     provider: str  # "openai" | "anthropic" | "gemini" | "unknown" (no route matched)
@@ -270,6 +272,7 @@ class Recorded:
     started_at: float = field(default_factory=time.monotonic)
     finished_at: float | None = None
     status: int | None = None
+    client_port: int | None = None
 
 
 def split_words(text: str) -> list[str]:
@@ -922,6 +925,10 @@ class _Exchange:
                         "Missing required parameter: 'messages'.",
                         code="missing_required_parameter",
                     )
+                if kind == "chat":
+                    problem = _openai_content_problem(self.body.get("messages"))
+                    if problem is not None:
+                        return 400, self._error_envelope(400, problem, code="invalid_value")
             if model.startswith("no-such"):
                 return 404, self._error_envelope(404)
             return None
@@ -958,6 +965,10 @@ class _Exchange:
             )
         if generating and not isinstance(rec.body, dict):
             return 400, self._error_envelope(400, "Invalid JSON payload received.")
+        if kind == "generate":
+            problem = _gemini_content_problem(self.body.get("contents"))
+            if problem is not None:
+                return 400, self._error_envelope(400, problem, "INVALID_ARGUMENT")
         if model.startswith("no-such"):
             what = f" or is not supported for {route.action}" if route.action else ""
             return 404, self._error_envelope(
@@ -985,7 +996,7 @@ class _Exchange:
                 )
         if self.route.kind == "messages" and "max_tokens" not in self.body:
             return "max_tokens: Field required"
-        return None
+        return _anthropic_content_problem(messages)
 
     # --- OpenAI -------------------------------------------------------------------------------
 
@@ -1539,6 +1550,195 @@ class _Exchange:
                 return
 
 
+# --- request-body checks: message content parts ----------------------------------------------
+#
+# Each API accepts text and attachments only in its own shapes, and answers any other shape with
+# a 400 in its own words, as below. Attachments are accepted as the real APIs take them inline:
+# OpenAI an `image_url` data URL (png, jpeg, gif, webp) or a `file` whose `file_data` is a PDF
+# data URL; Anthropic an `image` (png, jpeg, gif, webp) or `document` (PDF) block with a base64
+# source; Gemini an `inlineData`/`inline_data` part with `mimeType`/`mime_type` and base64 data
+# (standard or URL-safe alphabet, as protobuf's JSON reader takes it). A test reads the bytes
+# back with `decode_base64`.
+
+_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+_DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+);base64,(.*)", re.DOTALL)
+_OPENAI_PART_TYPES = ("text", "image_url", "input_audio", "refusal", "audio", "file")
+_ANTHROPIC_BLOCK_TYPES = (
+    "text",
+    "image",
+    "document",
+    "search_result",
+    "thinking",
+    "redacted_thinking",
+    "tool_use",
+    "tool_result",
+    "server_tool_use",
+    "web_search_tool_result",
+)
+# Part fields Gemini's JSON reader knows (protobuf accepts the camelCase and the proto name).
+_GEMINI_PART_FIELDS = frozenset(
+    {
+        "text",
+        "inlineData",
+        "inline_data",
+        "fileData",
+        "file_data",
+        "functionCall",
+        "function_call",
+        "functionResponse",
+        "function_response",
+        "executableCode",
+        "executable_code",
+        "codeExecutionResult",
+        "code_execution_result",
+        "videoMetadata",
+        "video_metadata",
+        "thought",
+        "thoughtSignature",
+        "thought_signature",
+    }
+)
+# Gemini takes these inline (its image understanding lists no GIF).
+_GEMINI_INLINE_TYPES = re.compile(
+    r"image/(png|jpeg|webp|heic|heif)|application/pdf|text/[\w.+-]+|audio/[\w.+-]+|video/[\w.+-]+"
+)
+
+
+def decode_base64(data: object, *, url_safe: bool = True) -> bytes | None:
+    """The bytes of base64 text, None if it is not base64. `url_safe` (protobuf's reading) also
+    takes the URL-safe alphabet and missing padding; otherwise only the standard, padded form."""
+    if not isinstance(data, str) or not data:
+        return None
+    text = data
+    if url_safe:
+        text = data.replace("-", "+").replace("_", "/")
+        text += "=" * (-len(text) % 4)
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        return None
+
+
+def _quoted(names: Iterable[str]) -> str:
+    quoted = [f"'{n}'" for n in names]
+    return ", ".join(quoted[:-1]) + f", and {quoted[-1]}"
+
+
+def _openai_content_problem(messages: Any) -> str | None:
+    """The 400 message OpenAI sends for a content part it cannot take, or None."""
+    for i, message in enumerate(messages if isinstance(messages, list) else ()):
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
+            continue
+        for j, part in enumerate(content):
+            where = f"messages[{i}].content[{j}]"
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind not in _OPENAI_PART_TYPES:
+                return (
+                    f"Invalid value: {kind!r}. Supported values are: "
+                    f"{_quoted(_OPENAI_PART_TYPES)}. ({where}.type)"
+                )
+            if kind == "text" and not isinstance(part.get("text"), str):
+                return f"Invalid type for '{where}.text': expected a string."
+            if kind == "image_url":
+                url = (part.get("image_url") or {}).get("url")
+                if not isinstance(url, str):
+                    return f"Missing required parameter: '{where}.image_url.url'."
+                if url.startswith(("http://", "https://")):
+                    continue
+                data_url = _DATA_URL.fullmatch(url)
+                if data_url is None or data_url.group(1) not in _IMAGE_TYPES:
+                    return (
+                        f"Invalid image URL: '{where}.image_url.url'. Expected a base64-encoded "
+                        "data URL with an image MIME type (e.g. 'data:image/png;base64,...')."
+                    )
+                if decode_base64(data_url.group(2), url_safe=False) is None:
+                    return (
+                        "You uploaded an unsupported image. Please make sure your image is valid."
+                    )
+            if kind == "file":
+                file = part.get("file") if isinstance(part.get("file"), dict) else {}
+                if "file_id" in file:
+                    continue
+                data_url = _DATA_URL.fullmatch(str(file.get("file_data", "")))
+                if (
+                    data_url is None
+                    or data_url.group(1) != "application/pdf"
+                    or decode_base64(data_url.group(2), url_safe=False) is None
+                ):
+                    return (
+                        f"Invalid file data: '{where}.file.file_data'. Expected a base64-encoded "
+                        "data URL with an application/pdf MIME type."
+                    )
+    return None
+
+
+def _anthropic_content_problem(messages: list[Any]) -> str | None:
+    """The 400 message Anthropic sends for a content block it cannot take, or None."""
+    for i, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
+            continue
+        for j, block in enumerate(content):
+            where = f"messages.{i}.content.{j}"
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind not in _ANTHROPIC_BLOCK_TYPES:
+                expected = ", ".join(f"'{t}'" for t in _ANTHROPIC_BLOCK_TYPES)
+                return (
+                    f"{where}: Input tag {kind!r} found using 'type' does not match any of the "
+                    f"expected tags: {expected}"
+                )
+            if kind == "text" and not isinstance(block.get("text"), str):
+                return f"{where}.text.text: Input should be a valid string"
+            if kind not in ("image", "document"):
+                continue
+            source = block.get("source") if isinstance(block.get("source"), dict) else {}
+            if source.get("type") in ("url", "file") or (
+                kind == "document" and source.get("type") == "text"
+            ):
+                continue
+            if source.get("type") != "base64":
+                return f"{where}.{kind}.source: Input tag {source.get('type')!r} does not match"
+            allowed = _IMAGE_TYPES if kind == "image" else ("application/pdf",)
+            if source.get("media_type") not in allowed:
+                expected = " or ".join(f"'{t}'" for t in allowed)
+                return f"{where}.{kind}.source.base64.media_type: Input should be {expected}"
+            if decode_base64(source.get("data"), url_safe=False) is None:
+                return f"{where}.{kind}.source.base64.data: invalid base64 data"
+    return None
+
+
+def _gemini_content_problem(contents: Any) -> str | None:
+    """The 400 message Gemini sends for a part it cannot take, or None."""
+    for i, content in enumerate(contents if isinstance(contents, list) else ()):
+        parts = content.get("parts") if isinstance(content, dict) else None
+        for j, part in enumerate(parts if isinstance(parts, list) else ()):
+            where = f"contents[{i}].parts[{j}]"
+            if not isinstance(part, dict):
+                return f"Invalid JSON payload received. Expected an object at '{where}'."
+            for name in part:
+                if name not in _GEMINI_PART_FIELDS:
+                    return (
+                        f"Invalid JSON payload received. Unknown name {name!r} at '{where}': "
+                        "Cannot find field."
+                    )
+            blob = part.get("inlineData", part.get("inline_data"))
+            if blob is None:
+                continue
+            blob = blob if isinstance(blob, dict) else {}
+            mime = blob.get("mimeType", blob.get("mime_type"))
+            if not isinstance(mime, str) or not mime:
+                return "Request contains an invalid argument."
+            if not _GEMINI_INLINE_TYPES.fullmatch(mime):
+                return f"Unsupported MIME type: {mime}"
+            if decode_base64(blob.get("data")) is None:
+                return (
+                    f"Invalid value at '{where}.inline_data.data' (TYPE_BYTES), Base64 decoding "
+                    "failed"
+                )
+    return None
+
+
 def _gemini_thought_part() -> dict[str, Any]:
     """A Gemini thought-summary part: text that ``response.text`` must not include."""
     return {"text": "**Planning** The user wants a short answer.", "thought": True}
@@ -1634,6 +1834,7 @@ class _Handler(BaseHTTPRequestHandler):
             model=_requested_model(route, body),
             api_key=_api_key(route.provider, headers, query),
             started_at=started,
+            client_port=self.client_address[1],
         )
         reply = fake._record(rec)
         try:

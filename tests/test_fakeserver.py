@@ -7,6 +7,7 @@ fault injections (drops, in-stream errors, malformed data, delays, gates).
 
 from __future__ import annotations
 
+import base64
 import http.client
 import itertools
 import json
@@ -21,7 +22,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
-from tests.fakeserver import FakeServer, Reply, split_words
+from tests.fakeserver import FakeServer, Reply, decode_base64, split_words
 
 MESSAGES = [{"role": "user", "content": "Hello?"}]
 WORDS = ["Hello", " from", " the", " fake", " server."]
@@ -634,3 +635,118 @@ def test_anthropic_without_cache_counts_sends_no_cache_fields(srv, ant):
     usage = ant.messages.create(model="claude-haiku-4-5", max_tokens=100, messages=MESSAGES).usage
     assert usage.cache_read_input_tokens is None and usage.cache_creation_input_tokens is None
     assert usage.cache_creation is None and usage.output_tokens_details is None
+
+
+# --- the client's connection, and attachment parts -------------------------------------------
+
+
+def test_client_port_tells_one_kept_alive_connection_from_another(srv, oai):
+    oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    raw_request(srv, "GET", "/v1/models", headers={"Authorization": "Bearer sk-test-1"})
+    first, second, other = srv.requests
+    assert first.client_port is not None
+    assert second.client_port == first.client_port  # the SDK's pool kept the connection
+    assert other.client_port != first.client_port  # a connection of its own
+
+
+PNG_BYTES = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+PNG_B64 = base64.b64encode(PNG_BYTES).decode()
+
+
+def _openai_with(part):
+    return [{"role": "user", "content": [{"type": "text", "text": "what is this?"}, part]}]
+
+
+def test_openai_takes_images_and_pdfs_as_data_urls(srv, oai):
+    parts = [
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+        {
+            "type": "file",
+            "file": {"filename": "a.pdf", "file_data": f"data:application/pdf;base64,{PNG_B64}"},
+        },
+    ]
+    for part in parts:
+        oai.chat.completions.create(model="gpt-4o-mini", messages=_openai_with(part))
+    assert [r.status for r in srv.requests] == [200, 200, 200]
+
+
+@pytest.mark.parametrize(
+    ("part", "words"),
+    [
+        ({"type": "image", "image": "x"}, "Invalid value: 'image'"),
+        ({"type": "image_url", "image_url": {"url": f"data:audio/wav;base64,{PNG_B64}"}}, "Invalid image URL"),
+        ({"type": "image_url", "image_url": {"url": "data:image/png;base64,not base64!"}}, "unsupported image"),
+        ({"type": "file", "file": {"filename": "a.wav", "file_data": f"data:audio/wav;base64,{PNG_B64}"}}, "Invalid file data"),
+    ],
+)  # fmt: skip
+def test_openai_refuses_other_content_parts_with_a_400(srv, oai, part, words):
+    with pytest.raises(openai.BadRequestError) as info:
+        oai.chat.completions.create(model="gpt-4o-mini", messages=_openai_with(part))
+    assert words in info.value.message
+
+
+def _anthropic_with(block):
+    return [{"role": "user", "content": [{"type": "text", "text": "what is this?"}, block]}]
+
+
+def test_anthropic_takes_base64_images_and_pdfs(srv, ant):
+    for block in (
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}},
+        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": PNG_B64}},
+    ):  # fmt: skip
+        ant.messages.create(
+            model="claude-haiku-4-5", max_tokens=10, messages=_anthropic_with(block)
+        )
+    assert [r.status for r in srv.requests] == [200, 200]
+
+
+@pytest.mark.parametrize(
+    ("block", "words"),
+    [
+        ({"type": "picture", "source": {}}, "Input tag 'picture'"),
+        ({"type": "image", "source": {"type": "base64", "media_type": "audio/wav", "data": PNG_B64}}, "media_type: Input should be 'image/jpeg'"),
+        ({"type": "document", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}}, "Input should be 'application/pdf'"),
+        ({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "-_-_"}}, "invalid base64"),
+    ],
+)  # fmt: skip
+def test_anthropic_refuses_other_content_blocks_with_a_400(srv, ant, block, words):
+    with pytest.raises(anthropic.BadRequestError) as info:
+        ant.messages.create(
+            model="claude-haiku-4-5", max_tokens=10, messages=_anthropic_with(block)
+        )
+    assert words in info.value.message
+
+
+def test_gemini_takes_inline_data_and_reads_its_bytes_back(srv, gem):
+    for mime in ("image/png", "application/pdf"):
+        part = genai_types.Part.from_bytes(data=PNG_BYTES, mime_type=mime)
+        gem.models.generate_content(model="gemini-2.5-flash", contents=["what is this?", part])
+    for request, mime in zip(srv.requests, ("image/png", "application/pdf"), strict=True):
+        blob = request.body["contents"][0]["parts"][1]["inlineData"]
+        assert blob.get("mimeType", blob.get("mime_type")) == mime
+        assert decode_base64(blob["data"]) == PNG_BYTES
+
+
+@pytest.mark.parametrize(
+    ("part", "words"),
+    [
+        ({"inlineData": {"mimeType": "image/gif", "data": PNG_B64}}, "Unsupported MIME type: image/gif"),
+        ({"inline_data": {"data": PNG_B64}}, "invalid argument"),
+        ({"inlineData": {"mimeType": "image/png", "data": "not base64!"}}, "Base64 decoding failed"),
+        ({"image": {"mimeType": "image/png", "data": PNG_B64}}, "Unknown name 'image'"),
+    ],
+)  # fmt: skip
+def test_gemini_refuses_other_parts_with_a_400(srv, part, words):
+    body = {"contents": [{"role": "user", "parts": [{"text": "what is this?"}, part]}]}
+    status, _, raw = raw_request(
+        srv,
+        "POST",
+        "/v1/models/gemini-2.5-flash:generateContent",
+        body,
+        {"x-goog-api-key": "AIza-test-3", "Content-Type": "application/json"},
+    )
+    error = json.loads(raw)["error"]
+    assert (status, error["status"]) == (400, "INVALID_ARGUMENT")
+    assert words in error["message"]

@@ -60,6 +60,17 @@ def register(provider: ProviderSpec) -> None:
     _registered[provider.name] = provider
 
 
+def unregister(name: str) -> None:
+    """Forget a registered endpoint and close its kept instances (a reloaded config, tests).
+
+    Its instances go too: one kept under the old spec would go on answering for a name that
+    no longer means it.
+    """
+    found = _registered.pop(name, None)
+    for key in [k for k in _connected if k[0] == found]:
+        _connected.pop(key).close()
+
+
 def protocol(provider: str | ProviderSpec) -> type[Provider]:
     """The class that speaks `provider`'s wire: its capabilities are class attributes."""
     found = provider if isinstance(provider, ProviderSpec) else spec(provider)

@@ -145,15 +145,16 @@ class AnthropicProvider(Provider):
         return self._client
 
     def async_client(self) -> Any:
-        if self._async_client is None:
+        client = self._kept_async_client()  # one for each event loop
+        if client is None:
             import anthropic
 
             from llmcli import transport
 
-            self._async_client = anthropic.AsyncAnthropic(
-                **self._options(), http_client=transport.async_client()
+            client = self._keep_async_client(
+                anthropic.AsyncAnthropic(**self._options(), http_client=transport.async_client())
             )
-        return self._async_client
+        return client
 
     def part(self, part: Part) -> dict[str, Any]:
         if isinstance(part, Attachment) and part.media_type in self.attachment_types:

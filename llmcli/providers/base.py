@@ -14,13 +14,14 @@ SDKs are imported inside the methods, never at module level.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar, NamedTuple
 
 from llmcli import errors
-from llmcli.secret import Secret, mask
+from llmcli.secret import Secret, mask, scrub
 from llmcli.types import Attachment, Chunk, Message, Part, Request, Response, Text
 
 # Names used in `Request.options_set()`; a provider lists the ones it can honour.
@@ -70,6 +71,8 @@ class Provider:
         self.base_url = base_url or spec.base_url
         self._client: Any = None
         self._async_client: Any = None
+        self._async_loop: Any = None  # a weak reference to the event loop `_async_client` is for
+        self._async_closer: Any = None  # closes `_async_client` when its loop shuts down
 
     @property
     def name(self) -> str:
@@ -81,6 +84,57 @@ class Provider:
 
     def _key(self) -> str | None:
         return self.api_key.reveal() if self.api_key is not None else None
+
+    def _kept_async_client(self) -> Any:
+        """The async SDK client if it was made in the running event loop, else None.
+
+        An async client's connections belong to the loop that opened them. Reused under a later
+        `asyncio.run`, it writes the request to a socket no loop serves any more: the request
+        goes out (and is paid for) and the answer is lost to "Event loop is closed". So each
+        loop gets its own client (`_keep_async_client`).
+        """
+        import asyncio
+        import weakref
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # another event loop library (trio): one client, as it is
+            return self._async_client
+        if self._async_loop is None or self._async_loop() is not loop:
+            # A loop that ended without closing its async generators (not `asyncio.run`) left
+            # its client open: forget it, and finish its closer here, as that loop cannot.
+            self._async_client = None
+            closer, self._async_closer = self._async_closer, None
+            if closer is not None:
+                with contextlib.suppress(StopIteration, RuntimeError):
+                    closer.aclose().send(None)
+            self._async_loop = weakref.ref(loop)
+        return self._async_client
+
+    def _keep_async_client(self, client: Any) -> Any:
+        """Keep `client` for the running loop, and close it when that loop shuts down.
+
+        `asyncio.run` ends by closing every async generator its loop has started: one started
+        here, paused at its `yield`, closes the client then, while the loop still runs, so its
+        connections end cleanly rather than as sockets left open by a closed loop.
+        """
+        self._async_client = client
+        closer = self._close_at_loop_end(client)
+        with contextlib.suppress(StopIteration):
+            closer.__anext__().send(None)  # run it to its `yield` (nothing before it awaits)
+        self._async_closer = closer  # the loop holds only a weak reference to it
+        return client
+
+    async def _close_at_loop_end(self, client: Any) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if self._async_client is client:
+                self._async_client = None
+                await self._close_async(client)
+
+    async def _close_async(self, client: Any) -> None:
+        await client.close()
 
     # --- what each protocol implements -----------------------------------------------------------
 
@@ -132,7 +186,7 @@ class Provider:
     async def aclose(self) -> None:
         client, self._async_client = self._async_client, None
         if client is not None:
-            await client.close()
+            await self._close_async(client)
 
     # --- message serialization: one place per protocol ----------------------------------------
 
@@ -157,7 +211,9 @@ def unsupported_attachment(provider: str, part: Attachment) -> errors.UsageError
 
 
 def short(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
+    """`text` on one line, cut to `limit` characters. Keys are masked before the cut: a key the
+    cut went through would otherwise show its first characters (a provider's message can echo it)."""
+    text = scrub(" ".join(str(text).split()))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -184,33 +184,52 @@ class GeminiProvider(Provider):
     max_stop_sequences = 5
     max_seed = 2**31 - 1  # an int32 field in the API
     attachment_types = frozenset({"image/png", "image/jpeg", "image/webp", "application/pdf"})
+    # google-genai never closes an httpx client it was given, so the provider closes its own.
+    _http: Any = None  # the httpx2 client of `_client`
+    _async_owner: Any = None  # the Client whose `.aio` is `_async_client`
+    _async_http: Any = None  # the httpx2 client of `_async_client`
 
-    def _sdk_client(self) -> Any:
+    def _sdk_client(self) -> tuple[Any, Any, Any]:
+        """A genai Client, and the sync and async httpx2 clients it was given (ours to close)."""
         from google import genai
         from google.genai import types
 
         from llmcli import transport
 
+        http, async_http = transport.client(), transport.async_client()
         # No retry_options: google-genai then makes exactly one attempt; retries are ours.
         options = types.HttpOptions(
-            base_url=self.base_url,
-            httpx_client=transport.client(),
-            httpx_async_client=transport.async_client(),
+            base_url=self.base_url, httpx_client=http, httpx_async_client=async_http
         )
-        return genai.Client(api_key=self._key(), vertexai=False, http_options=options)
+        client = genai.Client(api_key=self._key(), vertexai=False, http_options=options)
+        return client, http, async_http
 
     def client(self) -> Any:
-        # Keep the client (a dropped Client closes its transport, wire.md §0.7); async is `.aio`.
+        # Keep the client (a dropped Client closes its transport, wire.md §0.7).
         if self._client is None:
-            self._client = self._sdk_client()
+            self._client, self._http, _ = self._sdk_client()
         return self._client
 
-    def async_client(self) -> Any:
-        return self.client().aio
+    def close(self) -> None:
+        http, self._http = self._http, None
+        super().close()
+        if http is not None:
+            http.close()
 
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aio.aclose()
+    def async_client(self) -> Any:
+        # A Client of its own for each event loop (`_kept_async_client`), kept whole: a dropped
+        # Client closes its transport, `.aio` with it.
+        client = self._kept_async_client()
+        if client is None:
+            self._async_owner, _, self._async_http = self._sdk_client()
+            client = self._keep_async_client(self._async_owner.aio)
+        return client
+
+    async def _close_async(self, client: Any) -> None:
+        http, self._async_http, self._async_owner = self._async_http, None, None
+        await client.aclose()
+        if http is not None:
+            await http.aclose()
 
     def content(self, message: Message) -> list[dict[str, Any]]:
         return [self.part(p) for p in message.parts]
