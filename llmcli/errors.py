@@ -82,6 +82,32 @@ class LlmcliError(Exception):
         return f"{type(self).__name__}({self.message!r})"
 
 
+def defuse(exc: BaseException) -> None:
+    """Empty an SDK's exception (and its causes) of anything that could hold a key, in place.
+
+    Once translated to ours it is used no more, but a traceback's frames may still hold it,
+    and an error reporter that records local variables would print it: its request carries the
+    key in its headers, its body may echo it. What is left is its type and scrubbed words.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if not isinstance(current, LlmcliError):
+            current.__traceback__ = None  # its frames hold the request's headers
+            text = scrub(str(current))
+            try:
+                current.args = (text,)
+                for name, value in list(vars(current).items()):
+                    if isinstance(value, str):
+                        setattr(current, name, scrub(value))
+                    elif not isinstance(value, int | float | bool | type(None)):
+                        setattr(current, name, None)
+            except (AttributeError, TypeError):  # a read-only attribute: what it holds stays
+                pass
+        current = current.__cause__ or current.__context__
+
+
 class SdkFailure(Exception):
     """What an SDK raised, as text only: the cause kept on our error instead of the SDK's object.
 

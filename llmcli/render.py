@@ -330,9 +330,7 @@ class AnswerWriter:
     answer (one line per reply, for chat).
     """
 
-    def __init__(
-        self, label: str | None, *, quiet: bool = False, end_line: bool = False
-    ) -> None:
+    def __init__(self, label: str | None, *, quiet: bool = False, end_line: bool = False) -> None:
         self.quiet = quiet
         self.end_line = end_line
         self.out = None if quiet else stdout()

@@ -113,15 +113,21 @@ class Retrier:
         """After attempt `number` failed with `exc`: the wait before the next, or raise.
 
         Provider failures are raised as our error classes with `.attempts` set, their cause a
-        scrubbed stand-in for the SDK's exception (which holds the request and its key); anything
-        that is not a provider failure (a bug) propagates untouched, as an internal error. Call
-        it outside an `except` block, so the SDK's exception is not kept as the context either.
+        scrubbed stand-in for the SDK's exception (which holds the request and its key), and
+        the SDK's exception itself emptied (`errors.defuse`): decide once per exception.
+        Anything that is not a provider failure (a bug) propagates untouched, as an internal
+        error. Call it outside an `except` block, so the SDK's exception is not the context.
         """
         error = self.translate(exc)
         if error is None:
             raise exc
         error.attempts = number
-        cause = None if error is exc else errors.SdkFailure(exc)
+        cause = None
+        if error is not exc:
+            cause = errors.SdkFailure(exc)
+            errors.defuse(exc)  # frames that still hold it show nothing of the key
+        # Ours may have been raised inside an SDK (the guarded HTTP client): not its frames.
+        error.__traceback__ = None
         if not error.retryable or not may_retry:
             raise error from cause
         # Checked before the attempts left, so the user hears when to come back even on the

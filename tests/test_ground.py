@@ -153,6 +153,12 @@ def assert_no_trace_of_key(error: errors.LlmcliError) -> None:
     formatted = "".join(traceback.format_exception(error))
     assert KEY_BODY not in formatted, formatted
     assert KEY_BODY.encode() not in pickle.dumps(error)
+    # An error reporter that records each frame's local variables (by their repr) sees no key
+    # either: the SDK's exception is still held there, emptied.
+    for frame, _ in traceback.walk_tb(error.__traceback__):
+        for name, value in frame.f_locals.items():
+            shown = repr(value)
+            assert KEY_BODY not in shown, f"the key is in {frame.f_code.co_name}'s {name}"
 
 
 def _echo_401(provider: str) -> Reply:
@@ -610,17 +616,17 @@ def test_decide_computes_the_wait_and_notice_without_sleeping(fake, provider):
     notices: list[retry.RetryNotice] = []
     policy = retry.RetryPolicy(retries=2, sleep=_never_sleep, jitter=lambda: 0.5)
     retrier = retry.Retrier(policy, call.provider.translate_error, notices.append)
-    exc = sdk_failure(fake, provider, Reply(status=503))
-
-    first = retrier.decide(exc, 1)
-    second = retrier.decide(exc, 2)
+    # `decide` empties what it was given of anything that could hold a key (errors.defuse):
+    # each decision gets an exception of its own.
+    first = retrier.decide(sdk_failure(fake, provider, Reply(status=503)), 1)
+    second = retrier.decide(sdk_failure(fake, provider, Reply(status=503)), 2)
 
     assert (first.delay, second.delay) == (0.5, 1.0)  # full jitter of 1 s, then 2 s
     assert isinstance(first.error, errors.ServerError) and first.error.attempts == 1
     assert str(first.notice) == "server error (503); retrying in 0.5s (attempt 2 of 3)"
     assert notices == [first.notice, second.notice]
     with pytest.raises(errors.ServerError) as last:  # attempts used up
-        retrier.decide(exc, 3)
+        retrier.decide(sdk_failure(fake, provider, Reply(status=503)), 3)
     assert last.value.attempts == 3
     assert isinstance(last.value.__cause__, errors.SdkFailure)
     with pytest.raises(errors.RequestRejected):  # never retried
@@ -635,15 +641,16 @@ def test_decide_computes_the_wait_and_notice_without_sleeping(fake, provider):
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_run_and_arun_make_the_same_decisions(fake, provider):
-    failures = [
-        sdk_failure(fake, provider, Reply(status=500)),
-        sdk_failure(fake, provider, Reply(status=429, headers={"retry-after-ms": "10"})),
-        sdk_failure(fake, provider, Reply(status=503)),
+    replies = [
+        Reply(status=500),
+        Reply(status=429, headers={"retry-after-ms": "10"}),
+        Reply(status=503),
     ]
     translate = prepare(fake, provider).provider.translate_error
 
     def attempts(then_fail: bool):
-        left = list(failures) + ([failures[0]] if then_fail else [])
+        # Fresh exceptions for each run: a decision empties the one it was given.
+        left = [sdk_failure(fake, provider, r) for r in replies + replies[:1] * then_fail]
 
         def attempt():
             if left:

@@ -130,31 +130,17 @@ class AnthropicProvider(Provider):
         {"image/png", "image/jpeg", "image/webp", "image/gif", "application/pdf"}
     )
 
-    def _options(self) -> dict[str, Any]:
+    def _new_client(self, *, asynchronous: bool) -> Any:
+        import anthropic
+
+        from llmcli import transport
+
         # Retries are ours, so the SDK's are off. An explicit timeout (given with every call)
         # also skips the SDK's "streaming is required" guard for a big max_tokens.
-        return {"api_key": self._key(), "base_url": self.base_url, "max_retries": 0}
-
-    def client(self) -> Any:
-        if self._client is None:
-            import anthropic
-
-            from llmcli import transport
-
-            self._client = anthropic.Anthropic(**self._options(), http_client=transport.client())
-        return self._client
-
-    def async_client(self) -> Any:
-        client = self._kept_async_client()  # one for each event loop
-        if client is None:
-            import anthropic
-
-            from llmcli import transport
-
-            client = self._keep_async_client(
-                anthropic.AsyncAnthropic(**self._options(), http_client=transport.async_client())
-            )
-        return client
+        options = {"api_key": self._key(), "base_url": self.base_url, "max_retries": 0}
+        if asynchronous:
+            return anthropic.AsyncAnthropic(**options, http_client=transport.async_client())
+        return anthropic.Anthropic(**options, http_client=transport.client())
 
     def part(self, part: Part) -> dict[str, Any]:
         if isinstance(part, Attachment) and part.media_type in self.attachment_types:

@@ -136,6 +136,23 @@ class Provider:
     async def _close_async(self, client: Any) -> None:
         await client.close()
 
+    def client(self) -> Any:
+        """The SDK client, made on first use and kept: attempts and turns share its connections."""
+        if self._client is None:
+            self._client = self._new_client(asynchronous=False)
+        return self._client
+
+    def async_client(self) -> Any:
+        """The async SDK client for the running event loop (one for each loop)."""
+        client = self._kept_async_client()
+        if client is None:
+            client = self._keep_async_client(self._new_client(asynchronous=True))
+        return client
+
+    def _new_client(self, *, asynchronous: bool) -> Any:
+        """A new SDK client (or async client) given llmcli's guarded HTTP client."""
+        raise NotImplementedError
+
     # --- what each protocol implements -----------------------------------------------------------
 
     def params(self, request: Request) -> dict[str, Any]:

@@ -117,30 +117,16 @@ class OpenAIProvider(Provider):
         {"image/png", "image/jpeg", "image/webp", "image/gif", "application/pdf"}
     )
 
-    def _options(self) -> dict[str, Any]:
+    def _new_client(self, *, asynchronous: bool) -> Any:
+        import openai
+
+        from llmcli import transport
+
         # Retries are ours (one policy for every provider), so the SDK's are off.
-        return {"api_key": self._key(), "base_url": self.base_url, "max_retries": 0}
-
-    def client(self) -> Any:
-        if self._client is None:
-            import openai
-
-            from llmcli import transport
-
-            self._client = openai.OpenAI(**self._options(), http_client=transport.client())
-        return self._client
-
-    def async_client(self) -> Any:
-        client = self._kept_async_client()  # one for each event loop
-        if client is None:
-            import openai
-
-            from llmcli import transport
-
-            client = self._keep_async_client(
-                openai.AsyncOpenAI(**self._options(), http_client=transport.async_client())
-            )
-        return client
+        options = {"api_key": self._key(), "base_url": self.base_url, "max_retries": 0}
+        if asynchronous:
+            return openai.AsyncOpenAI(**options, http_client=transport.async_client())
+        return openai.OpenAI(**options, http_client=transport.client())
 
     def part(self, part: Part) -> dict[str, Any]:
         if isinstance(part, Attachment):
