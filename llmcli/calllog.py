@@ -53,6 +53,7 @@ class CallRecord:
     cached_input_tokens: int | None = None
     cache_write_tokens: int | None = None
     reasoning_tokens: int | None = None
+    cache_write_1h_tokens: int | None = None
     cost_usd: Decimal | None = None
     price_source: str | None = None
     duration_ms: int | None = None

@@ -117,6 +117,7 @@ class Journal:
             record.output_tokens = usage.output_tokens
             record.cached_input_tokens = usage.cached_input_tokens
             record.cache_write_tokens = usage.cache_write_tokens
+            record.cache_write_1h_tokens = usage.cache_write_1h_tokens
             record.reasoning_tokens = usage.reasoning_tokens
             record.cost_usd = response.cost_usd
             record.price_source = response.price_source

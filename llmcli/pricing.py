@@ -45,14 +45,18 @@ class Override(NamedTuple):
     output: Decimal
     cached_input: Decimal | None = None
     cache_write: Decimal | None = None
+    cache_write_1h: Decimal | None = None  # cache writes kept an hour (default: cache_write)
 
     def cost(self, usage: Usage) -> Decimal:
         cached = usage.cached_input_tokens or 0
         written = usage.cache_write_tokens or 0
+        hour = min(usage.cache_write_1h_tokens or 0, written)
         fresh = (usage.input_tokens or 0) - cached - written
+        write = self.cache_write if self.cache_write is not None else self.input
         total = fresh * self.input + (usage.output_tokens or 0) * self.output
         total += cached * (self.cached_input if self.cached_input is not None else self.input)
-        total += written * (self.cache_write if self.cache_write is not None else self.input)
+        total += (written - hour) * write
+        total += hour * (self.cache_write_1h if self.cache_write_1h is not None else write)
         from llmcli import money
 
         return money.exact(total / 1_000_000)
@@ -95,7 +99,7 @@ def load_overrides(path: Path) -> dict[tuple[str, str], Override]:
                 raise errors.ConfigError(
                     f'{path}: [{provider}."{model}"] needs numbers for input and output '
                     f"(USD per million tokens, from 0 to {MAX_PRICE_PER_MILLION:,}), "
-                    "optionally cached_input and cache_write"
+                    "optionally cached_input, cache_write and cache_write_1h"
                 ) from None
     return overrides
 
@@ -115,6 +119,7 @@ def _calc(provider_id: str, model: str, usage: Usage, when: dt.datetime) -> Deci
         output_tokens=usage.output_tokens or 0,
         cache_read_tokens=usage.cached_input_tokens or None,
         cache_write_tokens=usage.cache_write_tokens or None,
+        cache_write_1h_tokens=usage.cache_write_1h_tokens or None,
     )
     try:
         result = calc_price(tokens, model, provider_id=provider_id, genai_request_timestamp=when)

@@ -96,7 +96,7 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 4: exact money (whole picodollars, summed as integers), a uid per row (the same row in every
     # backend), a conversation's rows refer to the one they continue instead of repeating its
-    # messages, and budget reservations. The table is rebuilt: SQLite cannot drop the float
+    # messages, cache writes kept an hour (billed higher), and budget reservations. The table is rebuilt: SQLite cannot drop the float
     # column while an index and a generated column use it. Old rows keep their full messages
     # and no parent, which reads back the same.
     f"""
@@ -119,6 +119,7 @@ MIGRATIONS: tuple[str, ...] = (
         cached_input_tokens INTEGER,
         cache_write_tokens INTEGER,
         reasoning_tokens INTEGER,
+        cache_write_1h_tokens INTEGER,
         cost_picousd INTEGER,
         price_source TEXT,
         duration_ms INTEGER,

@@ -152,10 +152,11 @@ class Usage(NamedTuple):
     input_tokens: int | None = None  # every input token, cached or not
     output_tokens: int | None = None  # every output token, reasoning included
     cached_input_tokens: int | None = None  # of input_tokens, read from the prompt cache
-    cache_write_tokens: int | None = (
-        None  # of input_tokens, written to it (Anthropic bills these higher)
-    )
+    cache_write_tokens: int | None = None  # of input_tokens, written to it (billed higher)
     reasoning_tokens: int | None = None  # of output_tokens, spent thinking
+    #: Of cache_write_tokens, those kept an hour rather than five minutes (Anthropic bills them
+    #: higher still). Last, so that positional construction keeps its meaning.
+    cache_write_1h_tokens: int | None = None
 
     @property
     def total_tokens(self) -> int | None:

@@ -160,7 +160,8 @@ class Reply:
         input_tokens, output_tokens, cached_tokens, reasoning_tokens: usage numbers;
             ``usage=False`` sends no usage at all.
         cache_write_tokens: Anthropic only: ``cache_creation_input_tokens`` (prompt-cache
-            writes, all in the 5-minute cache, as ``cache_creation`` says).
+            writes, in the 5-minute cache unless ``cache_write_1h_tokens`` says how many of
+            them are kept an hour; ``cache_creation`` breaks them down so).
         model: model name reported back (default: the requested one).
         refusal: OpenAI only: the model declines: ``message.refusal`` holds this text and
             ``content`` is null (streamed: ``delta.refusal`` pieces instead of ``delta.content``),
@@ -200,6 +201,7 @@ class Reply:
     output_tokens: int = 7
     cached_tokens: int | None = None
     cache_write_tokens: int | None = None
+    cache_write_1h_tokens: int | None = None
     reasoning_tokens: int | None = None
     usage: bool = True
     model: str | None = None
@@ -1137,9 +1139,10 @@ class _Exchange:
             usage["cache_creation_input_tokens"] = written
             usage["cache_read_input_tokens"] = r.cached_tokens or 0
             if start or not self.rec.stream:
+                hour = r.cache_write_1h_tokens or 0
                 usage["cache_creation"] = {
-                    "ephemeral_5m_input_tokens": written,
-                    "ephemeral_1h_input_tokens": 0,
+                    "ephemeral_5m_input_tokens": written - hour,
+                    "ephemeral_1h_input_tokens": hour,
                 }
         # message_start reports the output so far (the real API says 1); message_delta the total.
         usage["output_tokens"] = 1 if start else r.output_tokens

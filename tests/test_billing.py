@@ -62,23 +62,25 @@ CASES = {
             "input_tokens": 12_000,
             "cached_input_tokens": 10_000,
             "cache_write_tokens": None,
+            "cache_write_1h_tokens": None,
             "output_tokens": 3_000,
             "reasoning_tokens": 2_000,
             "total_tokens": 15_000,
         },
         cost_usd=0.01815,
     ),
-    # claude-haiku-4-5: $1 input, $0.10 cache read, $1.25 cache write (5 minutes), $5 output.
-    # input_tokens 1,000 uncached + 20,000 cache reads + 4,000 cache writes = 25,000 in;
-    # output_tokens 2,500 of which 1,500 thinking.
-    # (1,000 × 1 + 20,000 × 0.10 + 4,000 × 1.25 + 2,500 × 5) / 1e6
-    #   = (1,000 + 2,000 + 5,000 + 12,500) / 1e6 = 20,500 / 1e6 = $0.0205
+    # claude-haiku-4-5: $1 input, $0.10 cache read, $1.25 cache write kept 5 minutes, $2 one
+    # kept an hour, $5 output. input_tokens 1,000 uncached + 20,000 cache reads + 4,000 cache
+    # writes (1,000 of them for an hour) = 25,000 in; output_tokens 2,500 of which 1,500 thinking.
+    # (1,000 × 1 + 20,000 × 0.10 + 3,000 × 1.25 + 1,000 × 2 + 2,500 × 5) / 1e6
+    #   = (1,000 + 2,000 + 3,750 + 2,000 + 12,500) / 1e6 = 21,250 / 1e6 = $0.02125
     "anthropic": Case(
         model="claude-haiku-4-5",
         reply={
             "input_tokens": 1_000,
             "cached_tokens": 20_000,
             "cache_write_tokens": 4_000,
+            "cache_write_1h_tokens": 1_000,
             "output_tokens": 2_500,
             "reasoning_tokens": 1_500,
         },
@@ -86,11 +88,12 @@ CASES = {
             "input_tokens": 25_000,
             "cached_input_tokens": 20_000,
             "cache_write_tokens": 4_000,
+            "cache_write_1h_tokens": 1_000,
             "output_tokens": 2_500,
             "reasoning_tokens": 1_500,
             "total_tokens": 27_500,
         },
-        cost_usd=0.0205,
+        cost_usd=0.02125,
     ),
     # gemini-2.5-flash: $0.30 input, $0.03 cached input, $2.50 output (thinking included).
     # promptTokenCount 30,000 of which 24,000 cached; 800 candidates + 3,200 thoughts = 4,000 out.
@@ -108,6 +111,7 @@ CASES = {
             "input_tokens": 30_000,
             "cached_input_tokens": 24_000,
             "cache_write_tokens": None,
+            "cache_write_1h_tokens": None,
             "output_tokens": 4_000,
             "reasoning_tokens": 3_200,
             "total_tokens": 34_000,
@@ -117,7 +121,7 @@ CASES = {
 }
 
 LOGGED = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens")
-LOGGED += ("reasoning_tokens",)
+LOGGED += ("reasoning_tokens", "cache_write_1h_tokens")
 
 
 def logged_row(cli, log_id: int) -> dict[str, Any]:
@@ -157,6 +161,7 @@ def test_anthropic_thinking_without_caching_is_still_reasoning(cli, fake):
         "input_tokens": 300,
         "cached_input_tokens": None,
         "cache_write_tokens": None,
+        "cache_write_1h_tokens": None,
         "output_tokens": 900,
         "reasoning_tokens": 700,
         "total_tokens": 1_200,
@@ -171,6 +176,7 @@ input = 2.0
 output = 10.0
 cached_input = 0.2
 cache_write = 2.5
+cache_write_1h = 4.0
 
 [gemini."acme-gemini"]
 input = 0.5
@@ -191,12 +197,12 @@ def test_prices_toml_prices_cache_reads_writes_and_thinking(cli, fake):
     assert result.code == 0, result.err
     data = json.loads(result.out)
     assert data["usage"] == CASES["anthropic"].usage
-    # 1,000 uncached × 2.0 + 20,000 read × 0.2 + 4,000 written × 2.5 + 2,500 out × 10.0
-    #   = 2,000 + 4,000 + 10,000 + 25,000 = 41,000 per million = $0.041
-    # Float sums of whole-number products: within 1e-12 USD of the exact value.
-    assert abs(data["cost_usd"] - 0.041) < EXACT, data["cost_usd"]
+    # 1,000 uncached × 2.0 + 20,000 read × 0.2 + 3,000 written for 5 minutes × 2.5
+    #   + 1,000 written for an hour × 4.0 + 2,500 out × 10.0
+    #   = 2,000 + 4,000 + 7,500 + 4,000 + 25,000 = 42,500 per million = $0.0425
+    assert abs(data["cost_usd"] - 0.0425) < EXACT, data["cost_usd"]
     row = logged_row(cli, data["log_id"])
-    assert abs(row["cost_usd"] - 0.041) < EXACT and row["price_source"] == "prices.toml"
+    assert abs(row["cost_usd"] - 0.0425) < EXACT and row["price_source"] == "prices.toml"
 
 
 def test_prices_toml_without_cache_prices_bills_cached_input_as_input(cli, fake):
@@ -221,6 +227,7 @@ WRITTEN_PRICES = {
         "input": "1",
         "cache_read": "0.1",
         "cache_write": "1.25",
+        "cache_write_1h": "2",
         "output": "5",
     },
     ("google", "gemini-2.5-flash"): {"input": "0.3", "cache_read": "0.03", "output": "2.5"},
@@ -238,6 +245,9 @@ def test_the_written_prices_are_genai_prices_own(provider_id, model):
         "input": PriceUsage(input_tokens=million),
         "cache_read": PriceUsage(input_tokens=million, cache_read_tokens=million),
         "cache_write": PriceUsage(input_tokens=million, cache_write_tokens=million),
+        "cache_write_1h": PriceUsage(
+            input_tokens=million, cache_write_tokens=million, cache_write_1h_tokens=million
+        ),
         "output": PriceUsage(output_tokens=million),
     }
     now = dt.datetime.now(dt.timezone.utc)

@@ -89,6 +89,7 @@ def test_json_output_holds_the_documented_fields():
         "cached_input_tokens": None,
         "cache_write_tokens": None,
         "reasoning_tokens": None,
+        "cache_write_1h_tokens": None,
         "total_tokens": 4,
     }
 

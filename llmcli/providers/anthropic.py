@@ -50,6 +50,8 @@ def _usage(usage: Any, previous: Usage | None = None) -> Usage:
     fresh = getattr(usage, "input_tokens", None)
     cache_read = getattr(usage, "cache_read_input_tokens", None)
     cache_write = getattr(usage, "cache_creation_input_tokens", None)
+    # Writes kept an hour are billed higher than five-minute ones: `cache_creation` splits them.
+    hour = getattr(getattr(usage, "cache_creation", None), "ephemeral_1h_input_tokens", None)
     if fresh is None:
         input_tokens, cached, written = (
             previous.input_tokens,
@@ -59,6 +61,8 @@ def _usage(usage: Any, previous: Usage | None = None) -> Usage:
     else:
         input_tokens = fresh + (cache_read or 0) + (cache_write or 0)
         cached, written = cache_read, cache_write
+    if hour is None:
+        hour = previous.cache_write_1h_tokens
     output = getattr(usage, "output_tokens", None)
     thinking = getattr(getattr(usage, "output_tokens_details", None), "thinking_tokens", None)
     return Usage(
@@ -67,6 +71,7 @@ def _usage(usage: Any, previous: Usage | None = None) -> Usage:
         cached_input_tokens=cached,
         cache_write_tokens=written,
         reasoning_tokens=thinking if thinking is not None else previous.reasoning_tokens,
+        cache_write_1h_tokens=hour,
     )
 
 
