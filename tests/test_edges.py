@@ -164,8 +164,9 @@ def test_system_dash_removes_a_system_prompt_set_in_the_environment(tmp_path):
     [
         ("[openai.x]\ninput = 'cheap'\n", "prices.toml"),
         ("[openai.x]\ninput = nan\noutput = 1.0\n", "from 0 to 100,000"),  # finite prices only
+        ("[openai.x]\ninput = 1e308\noutput = 1.0\n", "from 0 to 100,000"),  # no Infinity
     ],
-    ids=["not-a-number", "nan"],
+    ids=["not-a-number", "nan", "absurd"],
 )
 def test_config_validate_fails_on_a_broken_prices_file(prices, needle):
     home = Path(os.environ["LLMCLI_HOME"])
