@@ -114,6 +114,10 @@ class Group(click.Group):
             return super().invoke(ctx)
         except BrokenPipeError:
             raise PipeClosed() from None
+        except errors.Terminated as exc:
+            # Not through Click's Ctrl-C handling: it writes a blank line (to close a terminal's
+            # ^C echo, which a signal has not printed) and forgets which signal it was.
+            return _interrupted(exc)
 
 
 @click.group(cls=Group, context_settings=CONTEXT)
@@ -232,6 +236,12 @@ def _run(argv: list[str] | None) -> int:
 
 
 def _interrupted(exc: KeyboardInterrupt | None = None) -> int:
+    """Say why the command stopped; the status is 130 for Ctrl-C, 128 + N for signal N."""
+    if exc is None:
+        # Click turns a KeyboardInterrupt (or our Terminated) into Abort, raised from it.
+        cause = sys.exc_info()[1]
+        cause = cause.__cause__ if cause is not None else None
+        exc = cause if isinstance(cause, KeyboardInterrupt) else None
     error = errors.interruption(exc or KeyboardInterrupt())
     render.diag(error.message)
     return int(error.exit_code)

@@ -6,8 +6,11 @@ login page, a 204, a JSON body of the wrong shape) differently: a crash, an empt
 string where an object was expected. All three accept an httpx2 client of our making, so this
 module gives them one whose `send` does, for every request made inside `guard(...)`:
 
-* shrinks each phase's timeout to what is left of the attempt's deadline, and checks the
-  deadline again whenever bytes of the body arrive, so an attempt ends when `--timeout` says;
+* shrinks each phase's timeout to what is left of the attempt's deadline, checks the deadline
+  again whenever bytes of the body arrive, and shuts the connection down when it passes while
+  the body is still coming, so an attempt ends when `--timeout` says, even if the server falls
+  silent just before (the clock starts when the first request is sent: importing the SDK and
+  building its client on a first call is not the provider's time);
 * refuses a 2xx whose content type is not what was asked for (`expect="json"` or `"stream"`)
   or that has no body, with `errors.MalformedReply` saying what came back;
 * remembers the reply, so a provider that finds its body of the wrong shape can say what it
@@ -20,6 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -32,7 +37,12 @@ HEAD_BYTES = 120  # how much of an unexpected body an error message quotes
 
 
 class DeadlineExceeded(httpx2.ReadTimeout):
-    """The attempt's deadline passed while its reply was still arriving."""
+    """The attempt's deadline passed while its reply was still arriving.
+
+    Not raised any more: a deadline is our `errors.Timeout`, raised as it is (see `_late`), which
+    every provider's translation recognises as its own, whatever the SDK wraps it in. Kept for
+    callers that look for it in an exception's causes.
+    """
 
 
 class _Guard:
@@ -43,7 +53,7 @@ class _Guard:
     def __init__(self, provider: str, timeout: float | None, expect: str) -> None:
         self.provider = provider
         self.timeout = timeout
-        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.deadline: float | None = None  # set when the first request is sent
         self.expect = expect
         self.response: httpx2.Response | None = None
         self.head = bytearray()
@@ -58,7 +68,8 @@ _LAST: contextvars.ContextVar[_Guard | None] = contextvars.ContextVar("llmcli_la
 
 @contextlib.contextmanager
 def guard(provider: str, timeout: float | None, expect: str = "json") -> Iterator[None]:
-    """Requests made inside get a deadline `timeout` seconds from now and vetted replies.
+    """Requests made inside get vetted replies, and a deadline `timeout` seconds after the
+    first of them is sent.
 
     `expect` is `"json"` for a complete reply, `"stream"` for server-sent events.
     """
@@ -114,6 +125,17 @@ def _expected(current: _Guard, response: httpx2.Response) -> bool:
     return "json" in kind
 
 
+def _late(current: _Guard, what: str) -> errors.Timeout:
+    """The attempt's deadline passed. Our own error, not an httpx2 timeout: an SDK lets it
+    through or keeps it as the cause of its own, and the provider's translation finds it either
+    way (google-genai lets a raw httpx2 error out of a stream, which no translation would name)."""
+    return errors.Timeout(
+        f"{current.provider} did not finish in time: {what}",
+        "try again, or raise --timeout / LLM_TIMEOUT (seconds for each attempt)",
+        provider=current.provider,
+    )
+
+
 def _malformed(current: _Guard, response: httpx2.Response) -> errors.MalformedReply:
     wanted = "a stream of events" if current.expect == "stream" else "JSON"
     return errors.MalformedReply(
@@ -133,50 +155,130 @@ def _vetted(current: _Guard, response: httpx2.Response) -> bool:
     return response.status_code not in (204, 205) and _expected(current, response)
 
 
-class _Watched(httpx2.SyncByteStream):
-    """A body that checks the deadline as its bytes arrive and keeps the first ones."""
+def _socket(response: httpx2.Response) -> Any:
+    """The reply's socket (sync: a `socket.socket`; async: asyncio's `TransportSocket`), if any."""
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    return sock if hasattr(sock, "shutdown") else None
 
-    def __init__(self, inner: Any, current: _Guard) -> None:
+
+def _cut(sock: Any) -> None:
+    """End the connection under a read that is waiting on it: the read returns at once.
+
+    `socket.socket.shutdown`, not an `ssl.SSLSocket`'s own method: that one also drops the TLS
+    state that the blocked read is using.
+    """
+    with contextlib.suppress(OSError):  # already closed: nothing is waiting on it
+        if isinstance(sock, socket.socket):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        else:
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _overdue(current: _Guard) -> bool:
+    return current.deadline is not None and time.monotonic() >= current.deadline
+
+
+def _still_arriving(current: _Guard) -> errors.Timeout:
+    return _late(current, f"the reply was still arriving after {current.timeout:g}s")
+
+
+class _Watched(httpx2.SyncByteStream):
+    """A body that checks the deadline as its bytes arrive and keeps the first ones.
+
+    Each read's own timeout was set when the request went out, so a read that began just before
+    the deadline could wait nearly a whole `--timeout` more; an alarm ends it at the deadline.
+    """
+
+    def __init__(self, inner: Any, current: _Guard, sock: Any) -> None:
         self.inner = inner
         self.current = current
+        self.sock = sock
+        self.alarm: threading.Timer | None = None
 
     def __iter__(self) -> Iterator[bytes]:
         current = self.current
-        for chunk in self.inner:
-            if len(current.head) < HEAD_BYTES:
-                current.head += chunk[: HEAD_BYTES - len(current.head)]
-            yield chunk
-            if current.deadline is not None and time.monotonic() > current.deadline:
-                raise DeadlineExceeded(f"the reply was still arriving after {current.timeout}s")
+        if current.deadline is not None and self.sock is not None:
+            left = max(current.deadline - time.monotonic(), 0.0)
+            self.alarm = threading.Timer(left, _cut, (self.sock,))
+            self.alarm.daemon = True
+            self.alarm.start()
+        try:
+            for chunk in self.inner:
+                if len(current.head) < HEAD_BYTES:
+                    current.head += chunk[: HEAD_BYTES - len(current.head)]
+                yield chunk
+                if _overdue(current):
+                    raise _still_arriving(current)
+        except errors.Timeout:
+            raise
+        except Exception:
+            if _overdue(current):  # the alarm cut the connection, or a read timed out at it
+                raise _still_arriving(current) from None
+            raise
+        finally:
+            self._disarm()
+
+    def _disarm(self) -> None:
+        if self.alarm is not None:
+            self.alarm.cancel()
+            self.alarm = None
 
     def close(self) -> None:
+        self._disarm()
         self.inner.close()
 
 
 class _AsyncWatched(httpx2.AsyncByteStream):
-    def __init__(self, inner: Any, current: _Guard) -> None:
+    """`_Watched` for the async client; the alarm is a callback on the event loop."""
+
+    def __init__(self, inner: Any, current: _Guard, sock: Any) -> None:
         self.inner = inner
         self.current = current
+        self.sock = sock
+        self.alarm: Any = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        import asyncio
+
         current = self.current
-        async for chunk in self.inner:
-            if len(current.head) < HEAD_BYTES:
-                current.head += chunk[: HEAD_BYTES - len(current.head)]
-            yield chunk
-            if current.deadline is not None and time.monotonic() > current.deadline:
-                raise DeadlineExceeded(f"the reply was still arriving after {current.timeout}s")
+        if current.deadline is not None and self.sock is not None:
+            left = max(current.deadline - time.monotonic(), 0.0)
+            self.alarm = asyncio.get_running_loop().call_later(left, _cut, self.sock)
+        try:
+            async for chunk in self.inner:
+                if len(current.head) < HEAD_BYTES:
+                    current.head += chunk[: HEAD_BYTES - len(current.head)]
+                yield chunk
+                if _overdue(current):
+                    raise _still_arriving(current)
+        except errors.Timeout:
+            raise
+        except Exception:
+            if _overdue(current):
+                raise _still_arriving(current) from None
+            raise
+        finally:
+            self._disarm()
+
+    def _disarm(self) -> None:
+        if self.alarm is not None:
+            self.alarm.cancel()
+            self.alarm = None
 
     async def aclose(self) -> None:
+        self._disarm()
         await self.inner.aclose()
 
 
 def _before(client: Any, request: httpx2.Request) -> _Guard | None:
     current = _CURRENT.get()
-    if current is not None and current.deadline is not None:
+    if current is not None and current.timeout is not None:
+        if current.deadline is None:
+            current.deadline = time.monotonic() + current.timeout
         remaining = current.deadline - time.monotonic()
         if remaining <= 0:
-            raise DeadlineExceeded(f"no time left of the {current.timeout}s attempt")
+            raise _late(current, f"no time left of the {current.timeout:g}s attempt")
         _timeouts(request, client.timeout, remaining)
     return current
 
@@ -193,7 +295,7 @@ class Client(httpx2.Client):
             if not _vetted(current, response):
                 response.read()
                 raise _malformed(current, response)
-            response.stream = _Watched(response.stream, current)
+            response.stream = _Watched(response.stream, current, _socket(response))
             if not stream:
                 response.read()
         except BaseException:
@@ -214,7 +316,7 @@ class AsyncClient(httpx2.AsyncClient):
             if not _vetted(current, response):
                 await response.aread()
                 raise _malformed(current, response)
-            response.stream = _AsyncWatched(response.stream, current)
+            response.stream = _AsyncWatched(response.stream, current, _socket(response))
             if not stream:
                 await response.aread()
         except BaseException:

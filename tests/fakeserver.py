@@ -23,7 +23,8 @@ for that provider, or uses ``Reply()`` when the queue is empty; auxiliary routes
 lists and token counting pop too, so a script covers *every* request a provider receives):
 
 * Order of decisions for one request: ``delay`` → non-stream ``drop_after`` (close, no response)
-  → scripted ``status >= 400`` → built-in auth / validation / unknown-model errors → the reply.
+  → scripted ``status >= 400`` → an exact ``body`` or a 204/205 → built-in auth / validation /
+  unknown-model errors → the reply.
 * Built-in errors (only when no error status is scripted):
   no key → OpenAI 401 (code null), Anthropic 401 ``authentication_error``, Gemini 403
   ``PERMISSION_DENIED``; a key starting with ``bad`` → OpenAI 401 ``invalid_api_key``, Anthropic
@@ -68,7 +69,9 @@ SDK caveats found while building this (anthropic 2.14, openai 3.57, google-genai
 
 Besides the brief's API: ``FakeServer.pending()``, ``wait_idle()``, ``errors`` (tracebacks of bugs
 in the fake), ``Recorded.status`` and ``Reply.error_code``/``Reply.thinking``/
-``Reply.cache_write_tokens``.
+``Reply.cache_write_tokens``, and for the ends of calls ``Reply(finish=None)`` (a stream cut
+cleanly without a finish reason) and ``Reply(body=..., content_type=...)`` / ``Reply(status=204)``
+(a 2xx that is not the API).
 
 Standard library only, so it can run inside any test process without extra dependencies.
 """
@@ -155,7 +158,14 @@ class Reply:
         thinking: put one non-text block before the text so clients are tested on skipping it:
             Anthropic a ``thinking`` block with a signature, Gemini a ``thought: true`` part
             (its own first chunk when streaming). OpenAI chat completions have no such block.
-        finish: normalised finish reason: "stop" | "length" | "content_filter" | "tool_calls".
+        finish: normalised finish reason: "stop" | "length" | "content_filter" | "tool_calls",
+            or None: no finish reason at all, as when a proxy ends the stream cleanly (chunked
+            terminator) in the middle of the answer. A stream then stops right after its last
+            text chunk: OpenAI sends no chunk with a ``finish_reason``, no usage chunk and no
+            ``[DONE]``; Anthropic no ``content_block_stop``, ``message_delta`` or
+            ``message_stop``; Gemini's last chunk has no ``finishReason`` (and only the prompt
+            count in its usage). A non-stream reply carries a null finish reason
+            (``finish_reason``/``stop_reason`` null, no Gemini ``finishReason``).
         raw_finish: exact provider value instead (e.g. "stop_sequence", "RECITATION").
         input_tokens, output_tokens, cached_tokens, reasoning_tokens: usage numbers;
             ``usage=False`` sends no usage at all.
@@ -176,6 +186,10 @@ class Reply:
         error_code: OpenAI ``error.code``, Anthropic ``error.details.error_code``, Gemini
             ErrorInfo ``reason`` (an addition to the original brief, for finer error mapping).
         error_body: exact bytes to send instead of the envelope.
+        body, content_type: a reply that is not the API: exactly these bytes, with this
+            ``Content-Type`` (default ``application/json``) and the scripted ``status``, for a
+            stream request too (a captive portal's HTML page, a ``{}``). ``status=204`` (or
+            205) sends no body and no content type at all, whatever ``body`` says.
 
     Faults:
         delay: seconds before the response headers (interruptible by ``FakeServer.stop``).
@@ -195,7 +209,7 @@ class Reply:
     chunks: list[str] | None = None
     blocks: list[str] | None = None
     thinking: bool = False
-    finish: str = "stop"
+    finish: str | None = "stop"
     raw_finish: str | None = None
     input_tokens: int = 11
     output_tokens: int = 7
@@ -218,11 +232,15 @@ class Reply:
     stream_error_after: int | None = None
     malformed: bool = False
     gate: threading.Event | None = None
+    body: bytes | None = None
+    content_type: str | None = None
 
     def __post_init__(self) -> None:
         # Fail at scripting time, not as a confusing SDK error inside some subprocess.
-        if self.finish not in _FINISHES:
-            raise ValueError(f"finish must be one of {_FINISHES}, got {self.finish!r}")
+        if self.finish is not None and self.finish not in _FINISHES:
+            raise ValueError(f"finish must be one of {_FINISHES} or None, got {self.finish!r}")
+        if self.body is not None and not isinstance(self.body, bytes):
+            raise TypeError(f"body must be bytes, got {type(self.body).__name__}")
 
     def answer(self) -> str:
         """The complete answer text for a non-stream reply."""
@@ -244,9 +262,16 @@ class Reply:
             return [split_words(block) for block in self.blocks]
         return [self.pieces()]
 
-    def raw_finish_for(self, provider: str) -> str:
-        """The provider's own finish/stop reason string for this reply."""
-        return self.raw_finish or _RAW_FINISH[provider][self.finish]
+    def raw_finish_for(self, provider: str) -> str | None:
+        """The provider's own finish/stop reason string for this reply (None: no finish)."""
+        if self.raw_finish is not None:
+            return self.raw_finish
+        return None if self.finish is None else _RAW_FINISH[provider][self.finish]
+
+    @property
+    def cut(self) -> bool:
+        """A stream that ends cleanly without a finish reason (``finish=None``)."""
+        return self.finish is None and self.raw_finish is None
 
 
 @dataclass
@@ -831,6 +856,9 @@ class _Exchange:
         if reply.status >= 400:
             self._send_scripted_error()
             return
+        if reply.body is not None or reply.status in (204, 205):
+            self._send_exact()
+            return
         error = self._builtin_error()
         if error is not None:
             self._send_json(*error)
@@ -842,6 +870,22 @@ class _Exchange:
         handler()
 
     # --- errors -------------------------------------------------------------------------------
+
+    def _send_exact(self) -> None:
+        """A reply that is not the API: the scripted bytes and type, or an empty 204/205."""
+        reply = self.reply
+        if reply.status in (204, 205):
+            self._start_response(reply.status, [])
+            return
+        data = reply.body or b""
+        self._start_response(
+            reply.status,
+            [
+                ("Content-Type", reply.content_type or "application/json"),
+                ("Content-Length", str(len(data))),
+            ],
+        )
+        self.h.wfile.write(data)
 
     def _send_scripted_error(self) -> None:
         reply = self.reply
@@ -1086,6 +1130,8 @@ class _Exchange:
             for field_name, piece in pieces:
                 yield ("text", chunk([choice({field_name: piece})]))
             yield ("end", b"")
+            if reply.cut:
+                return
             yield ("raw", chunk([choice({}, finish)]))
             if include_usage and reply.usage:
                 yield ("raw", chunk([], self._openai_usage()))
@@ -1263,6 +1309,8 @@ class _Exchange:
                     yield ("text", event("content_block_delta", delta))
                 if block_number == last_text_block:
                     yield ("end", b"")
+                    if reply.cut:
+                        return
                 yield raw("content_block_stop", {"type": "content_block_stop", "index": index})
                 index += 1
             message_delta: dict[str, Any] = {
@@ -1273,6 +1321,8 @@ class _Exchange:
                 message_delta["usage"] = self._anthropic_usage(start=False)
             if last_text_block is None:
                 yield ("end", b"")
+                if reply.cut:
+                    return
             yield raw("message_delta", message_delta)
             yield raw("message_stop", {"type": "message_stop"})
 
@@ -1373,7 +1423,8 @@ class _Exchange:
                 parts = [_gemini_thought_part()] if reply.thinking else []
                 parts.append({"text": reply.answer()})
                 candidate["content"] = {"parts": parts, "role": "model"}
-            candidate["finishReason"] = finish
+            if finish is not None:
+                candidate["finishReason"] = finish
             if blocked:
                 candidate["safetyRatings"] = self._gemini_safety_ratings(finish)
             candidate["index"] = 0
@@ -1393,13 +1444,15 @@ class _Exchange:
                 thought = {"content": content(_gemini_thought_part()), "index": 0}
                 yield ("raw", data(self._gemini_response(thought, final=False)))
             for i, piece in enumerate(pieces):
-                last = i == len(pieces) - 1 and not blocked
+                last = i == len(pieces) - 1 and not blocked and not reply.cut
                 candidate: dict[str, Any] = {"content": content({"text": piece})}
                 if last:
                     candidate["finishReason"] = finish
                 candidate["index"] = 0
                 yield ("text", data(self._gemini_response(candidate, final=last)))
             yield ("end", b"")
+            if reply.cut:
+                return
             if blocked or not pieces:
                 candidate = {} if blocked else {"content": content({"text": ""})}
                 candidate["finishReason"] = finish

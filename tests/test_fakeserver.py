@@ -750,3 +750,125 @@ def test_gemini_refuses_other_parts_with_a_400(srv, part, words):
     error = json.loads(raw)["error"]
     assert (status, error["status"]) == (400, "INVALID_ARGUMENT")
     assert words in error["message"]
+
+
+# --- the ends of calls: a stream cut without a finish reason, a 2xx that is not the API -------
+
+
+def test_openai_stream_cut_without_finish_reason(srv, oai):
+    srv.script("openai", Reply(finish=None))
+    chunks = list(
+        oai.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert [openai_text(c) for c in chunks if openai_text(c)] == WORDS
+    assert all(c.choices and c.choices[0].finish_reason is None for c in chunks)
+    assert all(c.usage is None for c in chunks)  # the usage chunk comes after the finish
+    srv.wait_idle()
+    assert srv.requests_for("openai")[0].chunks_sent == len(WORDS)
+    # The body ends cleanly (chunked terminator) with no [DONE] and no finish reason in it.
+    srv.script("openai", Reply(finish=None))
+    body = {"model": "m", "messages": MESSAGES, "stream": True}
+    status, _, data = raw_request(
+        srv, "POST", "/v1/chat/completions", body, {"authorization": "Bearer sk-test-1"}
+    )
+    assert status == 200 and b"[DONE]" not in data and b'"finish_reason":"' not in data
+
+
+def test_anthropic_stream_cut_without_message_delta_or_stop(srv, ant):
+    srv.script("anthropic", Reply(finish=None, blocks=["a b", "c d"]))
+    events = list(
+        ant.messages.create(model="claude-x", max_tokens=10, messages=MESSAGES, stream=True)
+    )
+    types = [e.type for e in events]
+    assert types[0] == "message_start"
+    assert not {"message_delta", "message_stop"} & set(types)
+    assert types[-1] == "content_block_delta"  # cut right after the last text, mid-block
+    assert "".join(anthropic_text(e) or "" for e in events) == "a bc d"
+
+
+def test_gemini_stream_cut_without_finish_reason(srv, gem):
+    srv.script("gemini", Reply(finish=None))
+    chunks = list(gem.models.generate_content_stream(model="gemini-2.5-flash", contents="Hello?"))
+    assert [c.text for c in chunks] == WORDS
+    assert all(c.candidates[0].finish_reason is None for c in chunks)
+    assert chunks[-1].usage_metadata.candidates_token_count is None  # no final usage either
+
+
+def test_a_stream_cut_before_any_text_sends_no_text(srv, oai, ant, gem):
+    srv.script("openai", Reply(chunks=[], finish=None))
+    srv.script("anthropic", Reply(chunks=[], finish=None))
+    srv.script("gemini", Reply(chunks=[], finish=None))
+    chunks = list(oai.chat.completions.create(model="m", messages=MESSAGES, stream=True))
+    assert not any(openai_text(c) for c in chunks)
+    assert all(c.choices[0].finish_reason is None for c in chunks)
+    events = list(ant.messages.create(model="m", max_tokens=5, messages=MESSAGES, stream=True))
+    assert "message_delta" not in [e.type for e in events]
+    assert list(gem.models.generate_content_stream(model="gemini-2.5-flash", contents="x")) == []
+
+
+def test_non_stream_without_finish_reason(srv, oai, ant, gem):
+    for provider in ("openai", "anthropic", "gemini"):
+        srv.script(provider, Reply(text="Half an", finish=None))
+    reply = oai.chat.completions.create(model="m", messages=MESSAGES)
+    assert reply.choices[0].finish_reason is None
+    assert reply.choices[0].message.content == "Half an"
+    message = ant.messages.create(model="m", max_tokens=5, messages=MESSAGES)
+    assert message.stop_reason is None and message.content[0].text == "Half an"
+    response = gem.models.generate_content(model="gemini-2.5-flash", contents="x")
+    assert response.candidates[0].finish_reason is None and response.text == "Half an"
+
+
+HTML = b"<!DOCTYPE html><html><title>Sign in</title><body>Log in to the Wi-Fi</body></html>"
+ROUTES = {
+    "openai": ("/v1/chat/completions", {"model": "m", "messages": MESSAGES}),
+    "anthropic": ("/v1/messages", {"model": "m", "max_tokens": 5, "messages": MESSAGES}),
+    "gemini": ("/v1beta/models/gemini-2.5-flash:generateContent", {"contents": []}),
+}
+KEY_HEADERS = {
+    "openai": {"authorization": "Bearer sk-test-1"},
+    "anthropic": {"x-api-key": "sk-ant-test-2", "anthropic-version": "2023-06-01"},
+    "gemini": {"x-goog-api-key": "AIza-test-3"},
+}
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_exact_body_with_its_content_type(srv, provider, stream):
+    path, body = ROUTES[provider]
+    if stream and provider == "gemini":
+        path = path.replace(":generateContent", ":streamGenerateContent")
+    elif stream:
+        body = {**body, "stream": True}
+    srv.script(provider, Reply(body=HTML, content_type="text/html; charset=utf-8"))
+    status, headers, data = raw_request(srv, "POST", path, body, KEY_HEADERS[provider])
+    assert (status, data) == (200, HTML)
+    assert headers["Content-Type"] == "text/html; charset=utf-8"
+    srv.script(provider, Reply(body=b"{}"))
+    status, headers, data = raw_request(srv, "POST", path, body, KEY_HEADERS[provider])
+    assert (status, headers["Content-Type"], data) == (200, "application/json", b"{}")
+    # Whatever the key: a captive portal answers before the API could check it.
+    srv.script(provider, Reply(body=HTML, content_type="text/html"))
+    assert raw_request(srv, "POST", path, body)[2] == HTML
+
+
+def test_a_204_has_no_body_and_no_content_type(srv):
+    for provider, (path, body) in ROUTES.items():
+        srv.script(provider, Reply(status=204, body=b"ignored"))
+        status, headers, data = raw_request(srv, "POST", path, body, KEY_HEADERS[provider])
+        assert (status, data) == (204, b"")
+        assert "Content-Type" not in headers and "Content-Length" not in headers
+    assert [r.status for r in srv.requests] == [204, 204, 204]
+
+
+def test_new_reply_options_are_checked_when_scripted():
+    with pytest.raises(TypeError):
+        Reply(body="text, not bytes")
+    with pytest.raises(ValueError):
+        Reply(finish="cut")
+    assert Reply(finish=None).raw_finish_for("gemini") is None
+    assert Reply(finish=None, raw_finish="OTHER").raw_finish_for("gemini") == "OTHER"
