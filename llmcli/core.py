@@ -349,7 +349,7 @@ class AsyncStream(_Streaming):
     async def __aiter__(self) -> AsyncIterator[str]:
         import asyncio
 
-        sleep = self.sleep if self.sleep is not time.sleep else asyncio.sleep
+        sleep = self.sleep if self.sleep is not time.sleep else asyncio.sleep  # never block a loop
         self.started = time.monotonic()
         while True:
             self.attempts += 1

@@ -150,16 +150,20 @@ async def arun(
     strict: bool = False,
     price: bool = True,
     on_retry: Callable[[RetryNotice], None] | None = None,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
 ) -> Outcome:
-    """`run` on the provider's async client; `deliver` is awaited. Cancellation (a client that
-    went away) is recorded as an interruption, with what had arrived."""
+    """`run` on the provider's async client; `deliver` and `sleep` (default `asyncio.sleep`)
+    are awaited. Cancellation (a client that went away) is recorded as an interruption, with
+    what had arrived."""
     import asyncio
 
     recorder = _Recorder(call, journal, conversation_id, before, strict, price)
     streamer: core.AsyncStream | None = None
     try:
         if stream:
-            streamer = core.AsyncStream(call, on_retry=on_retry, price=False)
+            streamer = core.AsyncStream(
+                call, on_retry=on_retry, sleep=sleep or asyncio.sleep, price=False
+            )
             async for text in streamer:
                 recorder.sent = True
                 if deliver is not None:
@@ -167,7 +171,9 @@ async def arun(
             recorder.response = streamer.response
         else:
             recorder.sent = True
-            recorder.response = await core.acomplete(call, on_retry=on_retry, price=False)
+            recorder.response = await core.acomplete(
+                call, on_retry=on_retry, sleep=sleep, price=False
+            )
             if deliver is not None:
                 await deliver(recorder.response.text)
     except errors.LlmcliError as exc:

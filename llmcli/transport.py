@@ -36,15 +36,6 @@ from llmcli import errors
 HEAD_BYTES = 120  # how much of an unexpected body an error message quotes
 
 
-class DeadlineExceeded(httpx2.ReadTimeout):
-    """The attempt's deadline passed while its reply was still arriving.
-
-    Not raised any more: a deadline is our `errors.Timeout`, raised as it is (see `_late`), which
-    every provider's translation recognises as its own, whatever the SDK wraps it in. Kept for
-    callers that look for it in an exception's causes.
-    """
-
-
 class _Guard:
     """What one attempt expects of its replies, and the last one it received."""
 
@@ -90,6 +81,20 @@ def describe() -> str:
     if current is None or current.response is None:
         return "no reply"
     return _describe(current.response, bytes(current.head))
+
+
+def reply_json() -> Any:
+    """The last complete reply of this attempt as parsed JSON; None if there is none or it is
+    not JSON. For a provider to check a field the SDK quietly defaults when it is missing."""
+    import json
+
+    current = _CURRENT.get() or _LAST.get()
+    if current is None or current.response is None:
+        return None
+    try:
+        return json.loads(current.response.content)
+    except (httpx2.ResponseNotRead, ValueError):
+        return None
 
 
 def _describe(response: httpx2.Response, head: bytes) -> str:

@@ -191,14 +191,7 @@ def test_a_2xx_that_is_not_the_api_is_a_provider_error_saying_what_came_back(
     "kind",
     [
         "html",
-        pytest.param(
-            "empty-json",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="list_models takes `{}` for an empty model list (0 models listed, exit 0): "
-                "the fix belongs in providers/*.list_models or checks._live_checks",
-            ),
-        ),
+        "empty-json",
         "204",
     ],
 )
@@ -326,11 +319,6 @@ def test_sigterm_stops_a_piped_chat_without_going_on_to_the_next_line(fake, prov
     assert (row["status"], row["answer"], row["exit_code"]) == ("interrupted", HELD, 143)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="commands/chat.py Terminal.__iter__ takes a Terminated for Ctrl-C at the prompt: "
-    "it leaves with 0, or with text typed, ignores the signal",
-)
 @pytest.mark.parametrize("typed", ["", "half a question"])
 def test_sigterm_at_an_idle_chat_prompt_stops_the_session_with_143(typed):
     chat = pexpect.spawn(LLMCLI, ["chat", "-p", "echo"], env=base_env(), timeout=3)

@@ -537,12 +537,6 @@ def test_arun_retries_a_429_and_records_the_answer(fake, provider):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="lifecycle.arun takes no `sleep`, so its retry waits are always really slept "
-    "(lifecycle.py: pass a `sleep` through to core.acomplete and core.AsyncStream)",
-)
 def test_arun_records_its_retry_waits_instead_of_sleeping(fake):
     from llmcli import lifecycle
 

@@ -114,7 +114,9 @@ class Terminal:
             except EOFError:
                 render.diag("")
                 return
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as exc:
+                if isinstance(exc, errors.Terminated):
+                    raise  # SIGTERM or SIGHUP at the prompt ends the session, not a line
                 typed = self.readline.get_line_buffer() if self.readline is not None else ""
                 render.diag("")
                 if not typed:

@@ -15,6 +15,7 @@ from llmcli.providers.base import (
     LIST_TIMEOUT,
     Provider,
     ProviderSpec,
+    listed,
     malformed,
     translate_stainless,
 )
@@ -223,7 +224,7 @@ class AnthropicProvider(Provider):
         # The largest page the API allows, so one request usually lists them all.
         with transport.guard(self.name, timeout):
             pager = self.client().models.list(limit=1000, timeout=timeout)
-            return [model.id for model in pager]
+            return listed(self.name, [model.id for model in pager], "data")
 
     def translate_error(self, exc: BaseException) -> errors.LlmcliError | None:
         import anthropic

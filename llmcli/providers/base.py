@@ -387,17 +387,16 @@ def _ours(exc: BaseException) -> errors.LlmcliError | None:
     return found if isinstance(found, errors.LlmcliError) else None
 
 
-def _deadline_passed(provider: str, exc: BaseException) -> errors.LlmcliError | None:
+def listed(provider: str, names: list[str], field: str) -> list[str]:
+    """A model list, unless it came from a reply without its list at all (`{}`: a proxy, a
+    wrong endpoint), which the SDKs take for an empty one: then a malformed reply."""
     from llmcli import transport
 
-    found = transport.find(exc, transport.DeadlineExceeded)
-    if found is None:
-        return None
-    return errors.Timeout(
-        f"{provider} did not finish in time: {found}",
-        "try again, or raise --timeout / LLM_TIMEOUT (seconds for each attempt)",
-        provider=provider,
-    )
+    if not names:
+        reply = transport.reply_json()
+        if not (isinstance(reply, dict) and isinstance(reply.get(field), list)):
+            raise malformed(provider, f"a model list without its `{field}`")
+    return names
 
 
 def malformed(provider: str, what: str) -> errors.MalformedReply:
@@ -422,9 +421,6 @@ def translate_common(provider: str, exc: BaseException, key_hint: str) -> errors
         return ours
     module = type(exc).__module__.split(".")[0]
     if module in ("httpx2", "httpx", "httpcore", "httpcore2"):
-        deadline = _deadline_passed(provider, exc)
-        if deadline is not None:
-            return deadline
         name = type(exc).__name__
         if "Timeout" in name:
             return errors.Timeout(
@@ -492,7 +488,7 @@ def translate_stainless(
             kind=kind,
         )
     if isinstance(exc, sdk.APITimeoutError):  # type: ignore[attr-defined]
-        return _deadline_passed(provider, exc) or errors.Timeout(
+        return errors.Timeout(
             f"{provider} did not answer in time",
             "try again, or raise --timeout / LLM_TIMEOUT",
             provider=provider,
@@ -501,9 +497,6 @@ def translate_stainless(
         cause = exc.__cause__
         if cause is not None and type(cause).__name__ in ("RemoteProtocolError", "ReadError"):
             return translate_common(provider, cause, key_hint)
-        deadline = _deadline_passed(provider, exc)
-        if deadline is not None:
-            return deadline
         reason = short(str(cause)) if cause is not None and str(cause) else "connection error"
         return errors.NetworkError(
             f"could not reach {provider}: {reason}",

@@ -17,6 +17,7 @@ from llmcli.providers.base import (
     Provider,
     ProviderSpec,
     error_for_status,
+    listed,
     malformed,
     mid_stream,
     parse_retry_after,
@@ -311,7 +312,8 @@ class GeminiProvider(Provider):
         config = {"page_size": 1000, "http_options": {"timeout": _milliseconds(timeout)}}
         with transport.guard(self.name, timeout):
             pager = self.client().models.list(config=config)
-            return [(model.name or "").removeprefix("models/") for model in pager if model.name]
+            names = [(model.name or "").removeprefix("models/") for model in pager if model.name]
+            return listed(self.name, names, "models")
 
     def translate_error(self, exc: BaseException) -> errors.LlmcliError | None:
         from google.genai import errors as genai_errors

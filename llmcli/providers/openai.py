@@ -10,6 +10,7 @@ from llmcli.providers.base import (
     LIST_TIMEOUT,
     Provider,
     ProviderSpec,
+    listed,
     malformed,
     translate_stainless,
 )
@@ -215,7 +216,8 @@ class OpenAIProvider(Provider):
         from llmcli import transport
 
         with transport.guard(self.name, timeout):
-            return [model.id for model in self.client().models.list(timeout=timeout)]
+            names = [model.id for model in self.client().models.list(timeout=timeout)]
+            return listed(self.name, names, "data")
 
     def translate_error(self, exc: BaseException) -> errors.LlmcliError | None:
         import openai
