@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _measure import REPO, Sandbox, llmcli, machine, ms, replace_block, run_once, table
 
-from llmcli.store import COLUMNS, CallRecord, Store
+from llmcli.calllog import CallRecord
+from llmcli.store import COLUMNS, Store, row_values
 
 GOAL_S = 1.5
 MODELS = {
@@ -45,21 +46,23 @@ def fill(path: Path, rows: int) -> None:
         model = rng.choice(MODELS[provider])
         ts = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(start + i * 90 * 86400 / rows))
         failed = rng.random() < 0.03
-        return CallRecord(
-            provider,
-            "error" if failed else "ok",
-            ts=ts,
-            requested_model=model,
-            model=None if failed else model,
-            conversation_id=f"{i:012x}",
-            messages=[{"role": "user", "content": "synthetic"}],
-            answer=None if failed else "synthetic answer",
-            input_tokens=None if failed else rng.randint(10, 5000),
-            output_tokens=None if failed else rng.randint(1, 2000),
-            cost_usd=None if failed or rng.random() < 0.02 else rng.random() / 100,
-            tag=rng.choice([None, "nightly", "ci", "adhoc"]),
-            exit_code=6 if failed else 0,
-        ).values()
+        return row_values(
+            CallRecord(
+                provider,
+                "error" if failed else "ok",
+                ts=ts,
+                requested_model=model,
+                model=None if failed else model,
+                conversation_id=f"{i:012x}",
+                messages=[{"role": "user", "content": "synthetic"}],
+                answer=None if failed else "synthetic answer",
+                input_tokens=None if failed else rng.randint(10, 5000),
+                output_tokens=None if failed else rng.randint(1, 2000),
+                cost_usd=None if failed or rng.random() < 0.02 else rng.random() / 100,
+                tag=rng.choice([None, "nightly", "ci", "adhoc"]),
+                exit_code=6 if failed else 0,
+            )
+        )
 
     with db:
         db.executemany(

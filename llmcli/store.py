@@ -171,7 +171,8 @@ COLUMNS = tuple("cost_picousd" if f.name == "cost_usd" else f.name for f in fiel
 T = TypeVar("T")
 
 
-def _values(record: CallRecord) -> list[Any]:
+def row_values(record: CallRecord) -> list[Any]:
+    """A record as the values of `COLUMNS`, in order (messages as JSON, cost in picodollars)."""
     data = dict(record.__dict__)
     data["messages"] = (
         json.dumps(record.messages, ensure_ascii=False) if record.messages is not None else None
@@ -287,7 +288,7 @@ class Store:
         cursor = db.execute(
             f"INSERT INTO calls ({', '.join(COLUMNS)}) VALUES ({placeholders}) "
             "ON CONFLICT (uid) DO NOTHING",
-            _values(record),
+            row_values(record),
         )
         if cursor.rowcount:
             return int(cursor.lastrowid)
