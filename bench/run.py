@@ -41,7 +41,7 @@ BIG_LOG_ROWS = 1_000_000
 # that keeps the log in SQLite).
 COST_QUERY = (
     "SELECT provider, COALESCE(model, requested_model) AS model, COUNT(*), SUM(input_tokens), "
-    "SUM(output_tokens), SUM(cost_usd), SUM(unpriced) FROM calls GROUP BY 1, 2 ORDER BY 1, 2"
+    "SUM(output_tokens), SUM(cost_picousd), SUM(unpriced) FROM calls GROUP BY 1, 2 ORDER BY 1, 2"
 )
 
 

@@ -129,9 +129,12 @@ class CallLog(Protocol):
         """Insert one call (idempotent on its uid); its row id."""
         ...
 
-    def reserve(self, amount: Decimal, windows: Sequence[Window], ttl_s: float) -> Reservation:
-        """Hold `amount` against every window, in the same transaction that checks them all
-        (`OverLimit` if one would pass its limit); it expires after `ttl_s` if never settled."""
+    def reserve(
+        self, amount: Decimal, windows: Sequence[Window], ttl_s: float, tag: str | None = None
+    ) -> Reservation:
+        """Hold `amount` against every window (a tag's window only for a call with that tag), in
+        the same transaction that checks them all (`OverLimit` if one would pass its limit); it
+        expires after `ttl_s` if never settled."""
         ...
 
     def settle(self, reservation: Reservation, record: CallRecord) -> int:

@@ -42,9 +42,10 @@ class Totals:
             self.cost_usd += response.cost_usd
 
     def __str__(self) -> str:
+        from llmcli.money import usd
         from llmcli.wording import plural
 
-        cost = f"${self.cost_usd:,.6f}"
+        cost = usd(self.cost_usd)
         if self.unpriced:
             cost += f" + n/a ({plural(self.unpriced, 'turn')})"
         return f"{plural(self.turns, 'turn')} · tokens: {self.input_tokens:,} in, {self.output_tokens:,} out · cost {cost}"

@@ -189,7 +189,10 @@ def _stopping_signals() -> Any:
     def stop(signum: int, frame: object) -> None:
         raise errors.Terminated(signum)
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    # A signal ignored on purpose stays ignored: under `nohup` a closed terminal is no reason
+    # to stop.
+    watched = [s for s in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(s) != signal.SIG_IGN]
+    previous = {sig: signal.signal(sig, stop) for sig in watched}
     try:
         yield
     finally:
@@ -225,8 +228,11 @@ def _run(argv: list[str] | None) -> int:
         if STATE.debug:
             import traceback
 
-            # Not print_exc(): with no stderr it prints to stdout, among the answer.
-            render.write_stderr(traceback.format_exc())
+            from llmcli.secret import scrub
+
+            # Not print_exc(): with no stderr it prints to stdout, among the answer. Scrubbed:
+            # a frame's line may quote a key.
+            render.write_stderr(scrub(traceback.format_exc()))
         return _fail(
             errors.LlmcliError(
                 f"internal error: {type(exc).__name__}: {exc}",

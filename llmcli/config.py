@@ -20,7 +20,10 @@ from llmcli.secret import Secret
 
 DEFAULT_PROVIDER = "openai"
 DEFAULT_MAX_TOKENS = 1000
-DEFAULT_TIMEOUT = 60.0
+# A deadline for each whole attempt, as the SDKs' own default: a long answer streams for minutes,
+# and one cut off at its deadline is paid for and lost. A dead endpoint is found sooner: the
+# connection itself must be made within CONNECT_TIMEOUT (llmcli.transport).
+DEFAULT_TIMEOUT = 600.0
 DEFAULT_RETRIES = 3
 MAX_RETRIES_LIMIT = 10
 # Bounds every SDK accepts: google-genai counts timeouts in whole milliseconds (0 = none at all),
@@ -149,9 +152,14 @@ def parse_url(raw: Any) -> str:
     from urllib.parse import urlsplit
 
     value = str(raw).strip()
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError("must be an http:// or https:// URL, e.g. https://api.example.com/v1")
+    problem = "must be an http:// or https:// URL, e.g. https://api.example.com/v1"
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises for `user:pa/ss@host`, read as host `user`, port `pa`
+    except ValueError:
+        raise ValueError(f"{problem} (a password with / ? # or @ in it must be %-encoded)") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(problem)
     return value
 
 
@@ -229,6 +237,15 @@ class Environment:
         elif Path(".env").is_file():  # a FIFO or folder named .env is not a settings file
             self.implicit = True
             self._load(Path(".env"))
+        self._remember_keys()
+
+    def _remember_keys(self) -> None:
+        """Every provider key set anywhere is scrubbed from errors, not only the one in use."""
+        from llmcli.secret import remember
+
+        for name in providers.names():
+            for var in providers.spec(name).key_env_vars:
+                remember(self.environ.get(var), self.dotenv.get(var))
 
     def _load(self, path: Path) -> None:
         import io
@@ -466,6 +483,17 @@ class Credentials(NamedTuple):
     key_source: Source | None
     base_url: str | None
     base_url_source: Source | None
+
+    def __repr__(self) -> str:
+        """The endpoint without user, password or query: a base URL may carry credentials."""
+        from llmcli.redact import display_url
+
+        url = display_url(self.base_url) if self.base_url else None
+        return (
+            f"Credentials(api_key={self.api_key!r}, key_var={self.key_var!r}, "
+            f"key_source={self.key_source!r}, base_url={url!r}, "
+            f"base_url_source={self.base_url_source!r})"
+        )
 
 
 def credentials(provider: str, env: Environment, *, required: bool = True) -> Credentials:

@@ -7,6 +7,7 @@ optional `on_retry` callback. `llmcli.ask()` and `llmcli.stream()` are the Pytho
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -356,10 +357,15 @@ class AsyncStream(_Streaming):
             attempt = _Attempt()
             failure: BaseException | None = None
             try:
-                async for chunk in self.call.provider.astream(self.call.request):
-                    attempt.read(chunk)
-                    if chunk.text:
-                        yield self._text(chunk)
+                # Closed as soon as this stream is: left to the collector, an async generator
+                # keeps its connection (and the provider's billing) open until the loop ends.
+                async with contextlib.aclosing(
+                    self.call.provider.astream(self.call.request)
+                ) as chunks:
+                    async for chunk in chunks:
+                        attempt.read(chunk)
+                        if chunk.text:
+                            yield self._text(chunk)
             except (KeyboardInterrupt, GeneratorExit, asyncio.CancelledError):
                 raise
             except Exception as exc:

@@ -62,11 +62,17 @@ class Journal:
     def __init__(self, env: config.Environment, *, enabled: bool = True) -> None:
         self.env = env
         self.path: Path = paths.log_db(env)
-        self.enabled = enabled
-        if enabled:  # a log we would refuse to write is refused before any call is sent
-            paths.check_log_location(self.path)
+        self.enabled = False
+        self.enable(enabled)
         self.problem: str | None = None
         self._log: CallLog | None = None
+
+    def enable(self, on: bool = True) -> None:
+        """Record calls (or not). A log we would refuse to write is refused now, before any
+        call is sent (ConfigError: a folder not ours alone, a log that is a link)."""
+        if on:
+            paths.check_log_location(self.path)
+        self.enabled = on
 
     def _open(self) -> CallLog:
         if self._log is None:

@@ -16,6 +16,7 @@ The exception then goes on to the caller, who decides the exit code.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, NamedTuple
@@ -164,10 +165,12 @@ async def arun(
             streamer = core.AsyncStream(
                 call, on_retry=on_retry, sleep=sleep or asyncio.sleep, price=False
             )
-            async for text in streamer:
-                recorder.sent = True
-                if deliver is not None:
-                    await deliver(text)
+            # Closed at once when delivery fails or the caller goes away (not at the loop's end).
+            async with contextlib.aclosing(streamer.__aiter__()) as pieces:
+                async for text in pieces:
+                    recorder.sent = True
+                    if deliver is not None:
+                        await deliver(text)
             recorder.response = streamer.response
         else:
             recorder.sent = True

@@ -74,8 +74,31 @@ def describe(exc: BaseException, path: Path, *, writing: bool) -> Trouble:
     return Trouble(kind, f"{verb} the call log at {path}: {reason}", hint)
 
 
-def _kind(exc: BaseException, path: Path) -> str:
+# SQLite's own words for its result codes, for Pythons before 3.11, whose sqlite3 errors carry
+# no `sqlite_errorname` (the words are SQLite's sqlite3_errstr, the same on every platform).
+_SQLITE_WORDS = (
+    ("attempt to write a readonly database", "SQLITE_READONLY"),
+    ("database or disk is full", "SQLITE_FULL"),
+    ("unable to open database file", "SQLITE_CANTOPEN"),
+    ("file is not a database", "SQLITE_NOTADB"),
+    ("database disk image is malformed", "SQLITE_CORRUPT"),
+    ("database is locked", "SQLITE_BUSY"),
+    ("database table is locked", "SQLITE_LOCKED"),
+    ("disk I/O error", "SQLITE_IOERR"),
+    ("access permission denied", "SQLITE_PERM"),
+)
+
+
+def _sqlite_name(exc: BaseException) -> str | None:
     name = getattr(exc, "sqlite_errorname", None)
+    if isinstance(name, str) or type(exc).__module__ != "sqlite3":
+        return name if isinstance(name, str) else None
+    text = str(exc)
+    return next((code for words, code in _SQLITE_WORDS if words in text), None)
+
+
+def _kind(exc: BaseException, path: Path) -> str:
+    name = _sqlite_name(exc)
     if isinstance(name, str):
         kind = _SQLITE_KINDS.get("_".join(name.split("_")[:2]), "other")
         if name == "SQLITE_CANTOPEN_ISDIR":

@@ -36,6 +36,14 @@ def plain(amount: Decimal | float) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-def json_number(amount: Decimal | None) -> float | None:
-    """A JSON number for an exact amount: the shortest float that reads back as the same decimal."""
-    return None if amount is None else float(amount)
+def usd(amount: Decimal | float | None) -> str:
+    """An amount for people: `$0.000031`; `n/a` when the price is unknown (never $0).
+
+    Six decimals, except for an amount below a millionth of a dollar that is not zero: its
+    digits are shown (`$0.00000015`), so a call that cost something never reads as free.
+    """
+    if amount is None:
+        return "n/a"
+    if amount and abs(amount) < 0.0000005:
+        return f"${plain(amount)}"
+    return f"${amount:,.6f}"

@@ -54,11 +54,15 @@ def folder_problem(folder: Path) -> errors.ConfigError | None:
     """
     if not _posix():
         return None
+    elsewhere = "point LLMCLI_HOME at a folder of your own (e.g. under your home folder)"
     try:
         info = os.stat(folder)
     except FileNotFoundError:
         return None
-    elsewhere = "point LLMCLI_HOME at a folder of your own (e.g. under your home folder)"
+    except OSError as exc:  # a file on the way (ENOTDIR), a folder we may not enter (EACCES)
+        return errors.ConfigError(
+            f"cannot use the llmcli folder {folder}: {exc.strerror or exc}", elsewhere
+        )
     if not stat.S_ISDIR(info.st_mode):
         return errors.ConfigError(f"the llmcli folder {folder} is not a folder", elsewhere)
     if info.st_uid != os.geteuid():
@@ -104,14 +108,23 @@ def check_log_location(path: Path) -> None:
 
     Nothing is created here: the folder and database are made private when first written.
     """
-    folder = path.parent
-    if folder.exists():
-        problem = folder_problem(folder)
-        if problem is not None:
-            raise problem
+    problem = folder_problem(path.parent)
+    if problem is not None:
+        raise problem
     if _posix():
-        for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-            _private_file(file)
+        try:
+            for file in (
+                path,
+                path.with_name(path.name + "-wal"),
+                path.with_name(path.name + "-shm"),
+            ):
+                _private_file(file, tighten=False)  # tightened when written (private_database)
+        except OSError as exc:  # e.g. a folder on the way we may not enter
+            raise errors.ConfigError(
+                f"cannot use the call log {path}: {exc.strerror or exc}",
+                "check the folder's and the file's owner and permissions (ls -ld), "
+                "or point LLMCLI_HOME at a folder of your own",
+            ) from None
 
 
 def private_database(path: Path) -> None:
@@ -138,7 +151,7 @@ def private_database(path: Path) -> None:
         _private_file(file)
 
 
-def _private_file(path: Path) -> None:
+def _private_file(path: Path, *, tighten: bool = True) -> None:
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -153,5 +166,5 @@ def _private_file(path: Path) -> None:
             f"the call log {path} is not a regular file",
             "move it aside; llmcli starts a new log on the next call",
         )
-    if info.st_uid == os.geteuid() and info.st_mode & 0o077:
+    if tighten and info.st_uid == os.geteuid() and info.st_mode & 0o077:
         os.chmod(path, info.st_mode & 0o700)  # only others' access goes: read-only stays so

@@ -66,7 +66,8 @@ def _price(value: Any) -> Decimal:
     """One price from prices.toml: a finite number from 0 to MAX_PRICE_PER_MILLION."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError("not a number")
-    if not (math.isfinite(value) and 0 <= value <= MAX_PRICE_PER_MILLION):
+    # The range first: a 400-digit integer overflows `isfinite`'s float.
+    if not (0 <= value <= MAX_PRICE_PER_MILLION and math.isfinite(value)):
         raise ValueError("out of range")
     from decimal import Decimal
 

@@ -65,6 +65,13 @@ def display_url(url: str) -> str:
     from urllib.parse import urlsplit, urlunsplit
 
     text = url.strip()
+    # The credentials first, up to the last `@`: a password may hold an unencoded `/`, `?` or
+    # `#`, which would otherwise cut the URL inside it and show its first half.
+    scheme = text.find("://")
+    start = scheme + 3 if scheme >= 0 else 0
+    at = text.rfind("@")
+    if at >= start:
+        text = text[:start] + "***@" + text[at + 1 :]
     cuts = [i for i in (text.find("?"), text.find("#")) if i >= 0]
     tail = ""
     if cuts:

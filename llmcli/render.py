@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 from typing import IO, Any
 
@@ -176,21 +177,36 @@ def answer(text: str) -> None:
     out.flush()
 
 
-def _json_value(value: Any) -> Any:
-    """Exact amounts (Decimal) as JSON numbers; anything else JSON cannot hold is a bug."""
-    from decimal import Decimal
+def json_text(data: Any, indent: int | None = None) -> str:
+    """`data` as JSON, exact amounts (Decimal) as JSON numbers written digit for digit.
 
-    from llmcli import money
+    `json` writes a number only from a float, which keeps 15 to 17 digits; an amount is
+    exact to the picodollar at any size. So each is written as a placeholder string, then the
+    placeholder, quotes and all, is replaced by the amount's plain digits (`0.0000003`).
+    """
+    amounts: list[str] = []
+    token = os.urandom(8).hex()  # no text in the data can be mistaken for a placeholder
 
-    if isinstance(value, Decimal):
-        return money.json_number(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+    def value(item: Any) -> Any:
+        from decimal import Decimal
+
+        from llmcli import money
+
+        if isinstance(item, Decimal):
+            amounts.append(money.plain(item))
+            return f"{token}:{len(amounts) - 1}"
+        raise TypeError(f"{type(item).__name__} is not JSON serializable")
+
+    text = json.dumps(data, ensure_ascii=False, indent=indent, default=value)
+    if amounts:
+        text = re.sub(f'"{token}:(\\d+)"', lambda m: amounts[int(m.group(1))], text)
+    return text
 
 
 def as_json_out(data: Any, indent: int | None = None) -> None:
     startup.settle()
     out = stdout()
-    out.write(json.dumps(data, ensure_ascii=False, indent=indent, default=_json_value) + "\n")
+    out.write(json_text(data, indent) + "\n")
     out.flush()
 
 
@@ -235,18 +251,10 @@ def _count(value: int | None) -> str:
 
 
 def cost_text(cost: Any) -> str:
-    """A cost for people: `$0.000031`; `n/a` when the price is unknown (never $0).
+    """A cost for people: `$0.000031`, `$0.00000015`, or `n/a` when unknown (`money.usd`)."""
+    from llmcli import money
 
-    Six decimals, except for a cost below a millionth of a dollar that is not zero: its digits
-    are shown (`$0.00000015`), so a call that cost something never reads as free.
-    """
-    if cost is None:
-        return "n/a"
-    if cost and abs(cost) < 0.0000005:
-        from llmcli import money
-
-        return f"${money.plain(cost)}"
-    return f"${cost:,.6f}"
+    return money.usd(cost)
 
 
 def usage_line(response: Response) -> str:

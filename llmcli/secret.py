@@ -37,6 +37,14 @@ def mask(key: str | None) -> str:
     return f"{prefix}...{key[-4:]}"
 
 
+def remember(*values: str | None) -> None:
+    """Scrub these from every error from now on, as if each were held as a `Secret`: keys read
+    for a provider not in use can still reach an error (pasted into a model name, echoed)."""
+    for value in values:
+        if value and value.strip():
+            _known.update({value, value.strip()})
+
+
 def known() -> frozenset[str]:
     """Every key value this process has held as a `Secret`."""
     return frozenset(_known)

@@ -34,6 +34,7 @@ import httpx2
 from llmcli import errors
 
 HEAD_BYTES = 120  # how much of an unexpected body an error message quotes
+CONNECT_TIMEOUT = 30.0  # seconds to make a connection, whatever the attempt's deadline
 
 
 class _Guard:
@@ -114,13 +115,13 @@ def _describe(response: httpx2.Response, head: bytes) -> str:
 
 
 def _timeouts(request: httpx2.Request, default: httpx2.Timeout, remaining: float) -> None:
-    """Every phase of `request` waits at most what is left of the deadline."""
+    """Every phase of `request` waits at most what is left of the deadline, and the connection
+    at most CONNECT_TIMEOUT: an address that never answers is not worth a long deadline."""
     current = request.extensions.get("timeout") or default.as_dict()
     left = max(remaining, 0.001)
-    request.extensions = {
-        **request.extensions,
-        "timeout": {k: left if v is None else min(v, left) for k, v in current.items()},
-    }
+    limits = {k: left if v is None else min(v, left) for k, v in current.items()}
+    limits["connect"] = min(limits.get("connect") or left, CONNECT_TIMEOUT)
+    request.extensions = {**request.extensions, "timeout": limits}
 
 
 def _expected(current: _Guard, response: httpx2.Response) -> bool:

@@ -413,7 +413,7 @@ def test_show_lists_effective_values_sources_and_paths(isolated, tmp_path):
     assert (model.value, model.source) == ("claude-haiku-4-5", "default")
     tokens = shown(rows, "max_tokens")
     assert (tokens.value, tokens.source) == ("250", f".env ({(isolated / '.env').resolve()})")
-    assert shown(rows, "timeout").value == "60"
+    assert shown(rows, "timeout").value == "600"
     assert shown(rows, "anthropic key").value == "sk-ant-...7777"
     assert shown(rows, "openai key").value == "(not set)"
     assert shown(rows, ".env file").value == str((isolated / ".env").resolve())

@@ -172,7 +172,7 @@ def test_costs_are_exact_in_json_the_log_and_the_sums(cli, fake, dime_prices):
         assert result.code == 0, result.err
     # 1 token at $0.1/M plus 1 at $0.2/M is $0.0000003 exactly; a float sum says 3.0000000000000004e-07.
     assert json.loads(result.out)["cost_usd"] == 3e-07
-    assert '"cost_usd": 3e-07' in result.out
+    assert '"cost_usd": 0.0000003,' in result.out  # written digit for digit
     assert column("SELECT DISTINCT cost_picousd FROM calls") == [300_000]
     # Ten of them are $0.000003, not 2.9999999999999997e-06.
     total = json.loads(run_cli("cost", "--format", "json").out)["total"]

@@ -455,11 +455,11 @@ def test_backoff_doubles_from_one_second_and_is_capped_at_30():
     assert retry.RetryPolicy(retries=3, jitter=lambda: 0.0).delay(error, 5) == 0.0
 
 
-def test_defaults_are_three_retries_and_sixty_seconds_per_attempt(fake):
+def test_defaults_are_three_retries_and_ten_minutes_per_attempt(fake):
     call = core.prepare(
         [Message("user", "hi")], {"provider": "gemini"}, config.Environment(_environ(fake))
     )
-    assert (call.request.retries, call.request.timeout) == (3, 60.0)
+    assert (call.request.retries, call.request.timeout) == (3, 600.0)
 
 
 def test_retry_after_wins_over_backoff():

@@ -87,7 +87,7 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--timeout",
             type=FLOAT,
-            help="Seconds to wait for each attempt.  [env: LLM_TIMEOUT; default: 60]",
+            help="Seconds each attempt may take, whole.  [env: LLM_TIMEOUT; default: 600]",
         ),
         click.option(
             "--retries",

@@ -205,7 +205,7 @@ def _interactive(session: Any, terminal: Terminal) -> None:
         render.diag(f"continuing conversation {session.conversation_id}:")
         for message in session.history[-6:]:
             who = "you" if message.role == "user" else "assistant"
-            render.diag(f"  {who}: {' '.join(message.content.split())[:200]}")
+            render.diag(f"  {who}: {' '.join(message.text.split())[:200]}")
     for text in messages(terminal):
         if text.startswith("/"):
             try:
@@ -259,12 +259,12 @@ def chat(**params: Any) -> None:
 
     flags = command_flags(params)
     env = environment()
-    journal = Journal(env)
+    journal = Journal(env, enabled=False)  # reads a conversation to resume; records once enabled
     try:
         session = ChatSession.start(
             env, flags, journal, resume=params["continue_"], conversation_id=params["cid"]
         )
-        journal.enabled = session.check().settings.log and not params["no_log"]
+        journal.enable(session.check().settings.log and not params["no_log"])
         session.on_retry = lambda notice: render.diag(str(notice))
         if sys.stdin is not None and sys.stdin.isatty():
             terminal = Terminal(paths.home(env) / "chat_history")

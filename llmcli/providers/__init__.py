@@ -9,6 +9,7 @@ file is `register`ed at run time) and an instance of its protocol's class, made 
 from __future__ import annotations
 
 import importlib
+import threading
 from collections import OrderedDict
 from types import ModuleType
 
@@ -27,6 +28,7 @@ BUILTIN = tuple(PROTOCOLS)
 _registered: dict[str, ProviderSpec] = {}
 _connected: OrderedDict[tuple[object, ...], Provider] = OrderedDict()
 _KEEP_CONNECTED = 16  # instances (and their connections) kept for reuse across calls
+_lock = threading.Lock()  # threads of one server share the kept instances
 
 
 def _module(protocol: str) -> ModuleType:
@@ -67,8 +69,9 @@ def unregister(name: str) -> None:
     no longer means it.
     """
     found = _registered.pop(name, None)
-    for key in [k for k in _connected if k[0] == found]:
-        _connected.pop(key).close()
+    with _lock:
+        for key in [k for k in _connected if k[0] == found]:
+            _connected.pop(key).close()
 
 
 def protocol(provider: str | ProviderSpec) -> type[Provider]:
@@ -87,17 +90,19 @@ def connect(
     """
     found = provider if isinstance(provider, ProviderSpec) else spec(provider)
     key = (found, api_key, base_url)
-    instance = _connected.get(key)
-    if instance is None:
-        instance = protocol(found)(found, api_key, base_url)
-        _connected[key] = instance
-        while len(_connected) > _KEEP_CONNECTED:
-            _connected.popitem(last=False)[1].close()
-    _connected.move_to_end(key)
-    return instance
+    with _lock:
+        instance = _connected.get(key)
+        if instance is None:
+            instance = protocol(found)(found, api_key, base_url)
+            _connected[key] = instance
+            while len(_connected) > _KEEP_CONNECTED:
+                _connected.popitem(last=False)[1].close()
+        _connected.move_to_end(key)
+        return instance
 
 
 def disconnect() -> None:
     """Close every kept provider's connections (tests, a server shutting down)."""
-    while _connected:
-        _connected.popitem()[1].close()
+    with _lock:
+        while _connected:
+            _connected.popitem()[1].close()

@@ -60,8 +60,10 @@ def _usage(usage: Any, previous: Usage | None = None) -> Usage:
             previous.cache_write_tokens,
         )
     else:
-        input_tokens = fresh + (cache_read or 0) + (cache_write or 0)
-        cached, written = cache_read, cache_write
+        # Field by field: a delta that repeats the input but not the cache counts keeps them.
+        cached = cache_read if cache_read is not None else previous.cached_input_tokens
+        written = cache_write if cache_write is not None else previous.cache_write_tokens
+        input_tokens = fresh + (cached or 0) + (written or 0)
     if hour is None:
         hour = previous.cache_write_1h_tokens
     output = getattr(usage, "output_tokens", None)

@@ -47,6 +47,12 @@ class ProviderSpec(NamedTuple):
     #: False for a provider that never touches the network and costs nothing (echo).
     remote: bool = True
 
+    def __repr__(self) -> str:
+        from llmcli.redact import display_url
+
+        shown = self._replace(base_url=display_url(self.base_url) if self.base_url else None)
+        fields = ", ".join(f"{f}={v!r}" for f, v in zip(self._fields, shown, strict=True))
+        return f"ProviderSpec({fields})"
 
 class Provider:
     """Base class for a protocol. Subclasses set the class attributes and implement the methods."""
@@ -79,8 +85,11 @@ class Provider:
         return self.spec.name
 
     def __repr__(self) -> str:
+        from llmcli.redact import display_url
+
         key = mask(self.api_key.reveal()) if self.api_key else None
-        return f"<{type(self).__name__} {self.name!r} endpoint={self.base_url!r} key={key!r}>"
+        endpoint = display_url(self.base_url) if self.base_url else None
+        return f"<{type(self).__name__} {self.name!r} endpoint={endpoint!r} key={key!r}>"
 
     def _key(self) -> str | None:
         return self.api_key.reveal() if self.api_key is not None else None

@@ -324,8 +324,11 @@ class GeminiProvider(Provider):
             if exc.response is not None and getattr(exc.response, "status_code", status) == 200:
                 # An `{"error": ...}` chunk inside a stream that had begun well.
                 return mid_stream(self.name, detail, exc.status or str(exc.code))
+            # Any shape a proxy may send: `{"error": "Bad gateway"}` has no details to read.
             details = exc.details if isinstance(exc.details, dict) else {}
-            infos = (details.get("error") or {}).get("details") or []
+            inner = details.get("error")
+            infos = inner.get("details") if isinstance(inner, dict) else None
+            infos = infos if isinstance(infos, list) else []
             reasons = {d.get("reason") for d in infos if isinstance(d, dict)}
             # Gemini says 400 INVALID_ARGUMENT for a wrong key (wire.md §0.6): the reason tells.
             kind = "API_KEY_INVALID" if "API_KEY_INVALID" in reasons else exc.status
