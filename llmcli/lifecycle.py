@@ -7,7 +7,8 @@
   or truncated under `--strict`) and recorded with its verdict;
 * a provider failure is recorded with its class and exit code, and any text a stream had given;
 * Ctrl-C or a stopping signal (`errors.Terminated`) records the call as interrupted with what had
-  arrived, if a request had gone out; a call never sent leaves no row;
+  arrived, once it may have been sent (a stream counts from its start); a call stopped before
+  that leaves no row;
 * a delivery that fails (stdout closed or full) records the call as answered if the answer was
   complete (it was paid for), else as interrupted with what had arrived.
 
