@@ -157,7 +157,9 @@ def parse_url(raw: Any) -> str:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises for `user:pa/ss@host`, read as host `user`, port `pa`
     except ValueError:
-        raise ValueError(f"{problem} (a password with / ? # or @ in it must be %-encoded)") from None
+        raise ValueError(
+            f"{problem} (a password with / ? # or @ in it must be %-encoded)"
+        ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(problem)
     return value

@@ -189,88 +189,95 @@ def _still_arriving(current: _Guard) -> errors.Timeout:
     return _late(current, f"the reply was still arriving after {current.timeout:g}s")
 
 
-class _Watched(httpx2.SyncByteStream):
+class _Watch:
+    """What the sync and async bodies share: the first bytes kept, the deadline checked, the
+    alarm that ends a read left waiting at the deadline."""
+
+    def __init__(self, inner: Any, current: _Guard, sock: Any) -> None:
+        self.inner = inner
+        self.current = current
+        self.sock = sock
+        self.alarm: Any = None  # a threading.Timer, or an event loop's TimerHandle
+
+    def _left(self) -> float | None:
+        """Seconds to the deadline, if there is one and a socket an alarm can cut."""
+        if self.current.deadline is None or self.sock is None:
+            return None
+        return max(self.current.deadline - time.monotonic(), 0.0)
+
+    def _seen(self, chunk: bytes) -> None:
+        current = self.current
+        if len(current.head) < HEAD_BYTES:
+            current.head += chunk[: HEAD_BYTES - len(current.head)]
+
+    def _check(self) -> None:
+        if _overdue(self.current):
+            raise _still_arriving(self.current)
+
+    def _failed(self) -> None:
+        """After a read failed: the deadline's doing (the alarm cut it, or it timed out at the
+        deadline) is our Timeout; anything else is re-raised by the caller."""
+        if _overdue(self.current):
+            raise _still_arriving(self.current) from None
+
+    def _disarm(self) -> None:
+        if self.alarm is not None:
+            self.alarm.cancel()
+            self.alarm = None
+
+
+class _Watched(_Watch, httpx2.SyncByteStream):
     """A body that checks the deadline as its bytes arrive and keeps the first ones.
 
     Each read's own timeout was set when the request went out, so a read that began just before
     the deadline could wait nearly a whole `--timeout` more; an alarm ends it at the deadline.
     """
 
-    def __init__(self, inner: Any, current: _Guard, sock: Any) -> None:
-        self.inner = inner
-        self.current = current
-        self.sock = sock
-        self.alarm: threading.Timer | None = None
-
     def __iter__(self) -> Iterator[bytes]:
-        current = self.current
-        if current.deadline is not None and self.sock is not None:
-            left = max(current.deadline - time.monotonic(), 0.0)
+        left = self._left()
+        if left is not None:
             self.alarm = threading.Timer(left, _cut, (self.sock,))
             self.alarm.daemon = True
             self.alarm.start()
         try:
             for chunk in self.inner:
-                if len(current.head) < HEAD_BYTES:
-                    current.head += chunk[: HEAD_BYTES - len(current.head)]
+                self._seen(chunk)
                 yield chunk
-                if _overdue(current):
-                    raise _still_arriving(current)
+                self._check()
         except errors.Timeout:
             raise
         except Exception:
-            if _overdue(current):  # the alarm cut the connection, or a read timed out at it
-                raise _still_arriving(current) from None
+            self._failed()
             raise
         finally:
             self._disarm()
-
-    def _disarm(self) -> None:
-        if self.alarm is not None:
-            self.alarm.cancel()
-            self.alarm = None
 
     def close(self) -> None:
         self._disarm()
         self.inner.close()
 
 
-class _AsyncWatched(httpx2.AsyncByteStream):
+class _AsyncWatched(_Watch, httpx2.AsyncByteStream):
     """`_Watched` for the async client; the alarm is a callback on the event loop."""
-
-    def __init__(self, inner: Any, current: _Guard, sock: Any) -> None:
-        self.inner = inner
-        self.current = current
-        self.sock = sock
-        self.alarm: Any = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         import asyncio
 
-        current = self.current
-        if current.deadline is not None and self.sock is not None:
-            left = max(current.deadline - time.monotonic(), 0.0)
+        left = self._left()
+        if left is not None:
             self.alarm = asyncio.get_running_loop().call_later(left, _cut, self.sock)
         try:
             async for chunk in self.inner:
-                if len(current.head) < HEAD_BYTES:
-                    current.head += chunk[: HEAD_BYTES - len(current.head)]
+                self._seen(chunk)
                 yield chunk
-                if _overdue(current):
-                    raise _still_arriving(current)
+                self._check()
         except errors.Timeout:
             raise
         except Exception:
-            if _overdue(current):
-                raise _still_arriving(current) from None
+            self._failed()
             raise
         finally:
             self._disarm()
-
-    def _disarm(self) -> None:
-        if self.alarm is not None:
-            self.alarm.cancel()
-            self.alarm = None
 
     async def aclose(self) -> None:
         self._disarm()

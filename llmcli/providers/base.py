@@ -54,6 +54,7 @@ class ProviderSpec(NamedTuple):
         fields = ", ".join(f"{f}={v!r}" for f, v in zip(self._fields, shown, strict=True))
         return f"ProviderSpec({fields})"
 
+
 class Provider:
     """Base class for a protocol. Subclasses set the class attributes and implement the methods."""
 
