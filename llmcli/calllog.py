@@ -43,6 +43,7 @@ class CallRecord:
     model: str | None = None
     conversation_id: str | None = None
     parent_uid: str | None = None  # the row this call continued; its messages come first
+    request_uid: str | None = None  # shared by the attempts of one request (--fallback)
     system_prompt: str | None = None
     messages: list[dict[str, Any]] | None = None  # the messages this call added
     answer: str | None = None

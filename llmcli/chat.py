@@ -120,6 +120,8 @@ class ChatSession:
             stream=True,
             deliver=deliver,
             on_retry=self.on_retry,
+            fallbacks=core.fallbacks(call, self.flags, self.env),
+            on_fallback=self.on_retry,
         )
         response = outcome.response
         self.totals.add(response)

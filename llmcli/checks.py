@@ -172,26 +172,60 @@ def _dotenv_log_silenced() -> Iterator[None]:
 
 
 def load_environment(
-    env_file: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None
+    env_file: str | os.PathLike | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | os.PathLike | None = None,
 ) -> config.Environment:
     """The process environment plus `.env` (or `env_file`), as every command reads them."""
     if env_file is None and not os.path.isfile(".env"):
-        return config.Environment(environ)  # no file to parse: skip importing logging
+        # No file to parse: skip importing logging.
+        return config.Environment(environ, config_file=config_file)
     with _dotenv_log_silenced():
-        return config.Environment(environ, env_file=env_file)
+        return config.Environment(environ, env_file=env_file, config_file=config_file)
+
+
+def _config_checks(env: config.Environment) -> list[Check]:
+    """`config.toml`, if there is one: its endpoints and aliases, or what is wrong with it.
+
+    Read before any provider name is judged, since it adds names; a broken file is one failing
+    row, and the built-in providers are still checked.
+    """
+    from llmcli import endpoints
+
+    try:
+        found = endpoints.load(env)
+    except errors.LlmcliError as exc:
+        where = str(getattr(env, "config_file", None) or "config.toml")
+        return [
+            Check(
+                "config",
+                where,
+                INVALID,
+                problem=exc.message,
+                message=exc.message,
+                fix=exc.hint,
+                exit_code=int(errors.ExitCode.CONFIG),
+            )
+        ]
+    if found.path is None:
+        return []
+    names = ", ".join(p.name for p in found.providers) or "no endpoints"
+    aliases = f"; aliases: {', '.join(found.aliases)}" if found.aliases else ""
+    return [Check("config", str(found.path), OK, "file", f"{names}{aliases}")]
 
 
 # --- small helpers ------------------------------------------------------------------------------
 
 
-def cell(text: str | None, width: int = 40) -> str:
-    """A value for a table cell: one line, cut to `width` characters (a prompt can be pages long).
+def cell(text: str | None, width: int | None = 40) -> str:
+    """A value for a table cell: one line, cut to `width` characters (a prompt can be pages long;
+    None: never cut).
 
     Only for display, and only after `_scrubbed`: cutting first could leave a key's first
     characters unrecognised by the scrub.
     """
     text = " ".join(str(text or "").split())
-    return text if len(text) <= width else text[: width - 3] + "..."
+    return text if width is None or len(text) <= width else text[: width - 3] + "..."
 
 
 def _config_error(call: Callable[[], object]) -> errors.LlmcliError | None:
@@ -239,22 +273,18 @@ def validate(
     provider_names: Sequence[str] = (),
     all_providers: bool = False,
     live: bool = False,
+    config_file: str | os.PathLike | None = None,
 ) -> Report:
     """Check the `.env` file, every LLM_* setting that is set, and each selected provider.
 
-    Providers: every one with `all_providers`, else `provider_names`, else LLM_PROVIDER (or
-    openai). `live` adds one free request per provider (list models) through its SDK; without it
-    no SDK is imported and nothing touches the network. Never raises for a configuration problem:
-    each one becomes a failing `Check`.
+    Providers: every one with `all_providers` (the endpoints of `config.toml` too), else
+    `provider_names`, else LLM_PROVIDER (or openai); plus every provider of the LLM_FALLBACK chain.
+    `live` adds one free request per provider (list models) through its SDK; without it no SDK is
+    imported and nothing touches the network. Never raises for a configuration problem: each one
+    becomes a failing `Check`.
     """
-    unknown = [n for n in provider_names if not providers.known(n.strip().lower())]
-    if unknown:
-        raise errors.UsageError(
-            f"unknown provider: {', '.join(unknown)}",
-            f"choose from: {', '.join(providers.names())}",
-        )
     try:
-        env = load_environment(env_file, environ)
+        env = load_environment(env_file, environ, config_file)
     except errors.LlmcliError as exc:
         # A missing or unreadable --env-file: nothing else can be judged without it.
         check = Check(
@@ -271,7 +301,15 @@ def validate(
 
     problems = config.dotenv_problems(env) if env.env_file else ()
     checks: list[Check] = _dotenv_checks(env, problems)
+    checks += _config_checks(env)
+    unknown = [n for n in provider_names if not providers.known(n.strip().lower())]
+    if unknown:
+        raise errors.UsageError(
+            f"unknown provider: {', '.join(unknown)}",
+            f"choose from: {', '.join(providers.names())}",
+        )
     names, selection = _selection(env, provider_names, all_providers)
+    names += [n for n in _fallback_providers(env) if n not in names]
     checks += selection
     checks += _setting_checks(env, names)
     checks += _home_checks(env)
@@ -394,6 +432,25 @@ def _selection(
         return [], []  # the settings rows report the unknown provider
 
 
+def _fallback_providers(env: config.Environment) -> list[str]:
+    """The providers of the LLM_FALLBACK chain (a bad entry is reported as a setting)."""
+    found = env.lookup("LLM_FALLBACK")
+    if found is None:
+        return []
+    try:
+        chain = _fallback_problem_free(found[0])
+    except ValueError:
+        return []
+    return list(dict.fromkeys(entry.partition("/")[0] for entry in chain))
+
+
+def _fallback_problem_free(raw: str) -> tuple[str, ...]:
+    """LLM_FALLBACK resolved as `ask` resolves it (ValueError saying what is wrong)."""
+    from llmcli import endpoints
+
+    return endpoints.current().chain(config.parse_fallback(raw))
+
+
 def _setting_checks(env: config.Environment, names: list[str]) -> list[Check]:
     """Every LLM_* (and LLMCLI_*) setting that is set: parsed as `ask` would parse it."""
     rows = []
@@ -409,6 +466,8 @@ def _setting_checks(env: config.Environment, names: list[str]) -> list[Check]:
             problem = None
             if setting.name == "temperature":
                 problem = _temperature_problem(value, names)
+            elif setting.name == "fallback":
+                _fallback_problem_free(raw)
         except ValueError as exc:
             problem = str(exc)
         if problem is None:
@@ -664,16 +723,20 @@ def _format(value: Any) -> str:
 
 
 def show(
-    *, env_file: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None
+    *,
+    env_file: str | os.PathLike | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | os.PathLike | None = None,
 ) -> tuple[Shown, ...]:
     """Every effective setting with its printable value and source, plus llmcli's own paths.
 
     It reports rather than judges: a malformed value is shown as written, with a note, and
     `validate` is the command that fails on it. A missing `--env-file` raises ConfigError.
     """
-    env = load_environment(env_file, environ)
+    env = load_environment(env_file, environ, config_file)
     rows: list[Shown] = []
     provider = config.DEFAULT_PROVIDER
+    endpoint_rows = _shown_endpoints(env)  # read first: it names providers the rows below use
     for setting in config.SETTINGS:
         if setting.env is None:
             continue
@@ -699,9 +762,30 @@ def show(
             provider = value
         rows.append(Shown(setting.name, setting.env, _format(value), str(source)))
     rows += _shown_providers(env)
+    rows += endpoint_rows
     rows += _shown_paths(env, env_file)
     secrets = _secrets(env)
     return tuple(_scrubbed(r, secrets) for r in rows)
+
+
+def _shown_endpoints(env: config.Environment) -> list[Shown]:
+    """The config file, each endpoint it names (where, which key variable) and each alias."""
+    from llmcli import endpoints
+
+    try:
+        found = endpoints.load(env)
+    except errors.LlmcliError as exc:
+        return [Shown("config file", "LLMCLI_CONFIG", "(invalid)", "-", f"invalid: {exc.message}")]
+    if found.path is None:
+        return [Shown("config file", "LLMCLI_CONFIG", "(none)", "-", "no config.toml")]
+    rows = [Shown("config file", "LLMCLI_CONFIG", str(found.path), "file")]
+    for spec in found.providers:
+        key = " or ".join(spec.key_env_vars) or "no key"
+        value = f"{spec.protocol} at {redact.display_url(spec.base_url or '')}"
+        rows.append(Shown(f"{spec.name} endpoint", key, value, "config.toml", spec.default_model))
+    for alias, target in found.aliases.items():
+        rows.append(Shown(f"alias {alias}", "-", target, "config.toml"))
+    return rows
 
 
 def _shown_default(setting: config.Setting, provider: str) -> Shown:

@@ -21,15 +21,23 @@ class State:
 
     debug = False
     env_file: str | None = None
+    config_file: str | None = None
+    environment: Any = None
 
 
 STATE = State()
 
 
 def environment():
-    from llmcli import config
+    """The settings a command reads: the process environment, `.env` (or `--env-file`), and
+    where `config.toml` is (`--config`). Made once per run: every command reads the same."""
+    if STATE.environment is None:
+        from llmcli import config
 
-    return config.Environment(env_file=STATE.env_file)
+        STATE.environment = config.Environment(
+            env_file=STATE.env_file, config_file=STATE.config_file
+        )
+    return STATE.environment
 
 
 class ProviderName(click.ParamType):
@@ -42,9 +50,11 @@ class ProviderName(click.ParamType):
         return "NAME"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        from llmcli import providers
+        from llmcli import endpoints, providers
 
         name = str(value).strip().lower()
+        if not providers.known(name):
+            endpoints.load(environment())  # the names config.toml adds (read only when needed)
         if not providers.known(name):
             choices = ", ".join(repr(n) for n in providers.names())
             self.fail(f"{value!r} is not one of {choices}.", param, ctx)
@@ -130,8 +140,15 @@ class Group(click.Group):
     metavar="FILE",
     help="Read settings from this file instead of ./.env.",
 )
+@click.option(
+    "--config",
+    "config_file",
+    metavar="FILE",
+    help="Read named endpoints and aliases from this file.  [env: LLMCLI_CONFIG; "
+    "default: $LLMCLI_HOME/config.toml]",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
-def cli(env_file: str | None, debug: bool) -> None:
+def cli(env_file: str | None, config_file: str | None, debug: bool) -> None:
     """Ask OpenAI, Anthropic or Gemini from the command line, or try it offline with `-p echo`.
 
     \b
@@ -146,6 +163,8 @@ def cli(env_file: str | None, debug: bool) -> None:
     """
     STATE.debug = debug
     STATE.env_file = env_file
+    STATE.config_file = config_file
+    STATE.environment = None
 
 
 def _fail(exc: errors.LlmcliError) -> int:

@@ -165,6 +165,16 @@ def parse_url(raw: Any) -> str:
     return value
 
 
+def parse_fallback(raw: Any) -> tuple[str, ...]:
+    """Providers to try next, in order: `provider[/model]` or an alias each (repeatable
+    `--fallback`, or a comma list in LLM_FALLBACK). Checked against the providers in `resolve`."""
+    items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+    found = tuple(parse_text(item).strip() for item in items)
+    if not all(found):
+        raise ValueError("has an empty entry; write provider[/model] or an alias, comma-separated")
+    return found
+
+
 def parse_log_switch(raw: Any) -> bool:
     value = str(raw).strip().lower()
     if value in ("0", "false", "no", "off"):
@@ -203,6 +213,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("timeout", "LLM_TIMEOUT", "--timeout", parse_timeout, DEFAULT_TIMEOUT, "60"),
     Setting("retries", "LLM_MAX_RETRIES", "--retries", parse_retries, DEFAULT_RETRIES, "3"),
     Setting("tag", "LLM_TAG", "--tag", parse_tag, None, "nightly-report"),
+    Setting("fallback", "LLM_FALLBACK", "--fallback", parse_fallback, (), "anthropic,gemini"),
     Setting("log", "LLMCLI_LOG", None, parse_log_switch, True, "0"),
     Setting("top_p", None, "--top-p", parse_top_p, None, "0.9"),
 )
@@ -227,9 +238,14 @@ class Environment:
     MAX_BYTES = 1024 * 1024
 
     def __init__(
-        self, environ: Mapping[str, str] | None = None, env_file: str | os.PathLike | None = None
+        self,
+        environ: Mapping[str, str] | None = None,
+        env_file: str | os.PathLike | None = None,
+        config_file: str | os.PathLike | None = None,
     ):
         self.environ = dict(os.environ if environ is None else environ)
+        #: `--config`: the config file named on the command line (llmcli.endpoints)
+        self.config_file = Path(config_file) if config_file is not None else None
         self.env_file: Path | None = None
         self.implicit = False
         self.dotenv: dict[str, str] = {}
@@ -355,12 +371,18 @@ class Environment:
         The log holds every prompt and answer: a repository's `.env` must not move it into the
         repository (`LLMCLI_HOME=./loot`) while the user's own keys are in use.
         """
-        found = self.lookup("LLMCLI_HOME")
+        return self.location_refusal("LLMCLI_HOME", "move the call log")
+
+    def location_refusal(self, var: str, what: str) -> errors.ConfigError | None:
+        """Why `var` (LLMCLI_HOME, LLMCLI_CONFIG) may not come from this `.env`, or None: a
+        repository's `.env` may not `what` while the user's own keys are in use (the config
+        file names endpoints, so it could send a key elsewhere)."""
+        found = self.lookup(var)
         if found is None or not self._untrusted(found[1]):
             return None
         key_vars = [
             var
-            for name in providers.names()
+            for name in providers.BUILTIN
             for var in providers.spec(name).key_env_vars
             if (self.environ.get(var) or "").strip()
         ]
@@ -369,10 +391,10 @@ class Environment:
         from llmcli import redact
 
         return errors.ConfigError(
-            f"LLMCLI_HOME={redact.mask_keys(found[0].strip())} in {self.env_file} is not used: a "
-            f".env found in the current directory may not move the call log while {key_vars[0]} "
+            f"{var}={redact.mask_keys(found[0].strip())} in {self.env_file} is not used: a "
+            f".env found in the current directory may not {what} while {key_vars[0]} "
             "is set in the environment",
-            self._trust_hint("LLMCLI_HOME"),
+            self._trust_hint(var),
         )
 
 
@@ -388,6 +410,7 @@ class Settings(NamedTuple):
     timeout: float = DEFAULT_TIMEOUT
     retries: int = DEFAULT_RETRIES
     tag: str | None = None
+    fallback: tuple[str, ...] = ()  # `provider/model` (or `provider`) to try next, in order
     log: bool = True
     sources: Mapping[str, Source] = MappingProxyType({})
 
@@ -420,14 +443,52 @@ def _resolve(setting: Setting, flags: Mapping[str, Any], env: Environment) -> tu
         raise _invalid(setting, raw, source, str(exc)) from None
 
 
+_RANK = {"flag": 3, "environment": 2, ".env": 2, "default": 0}
+
+
+def _expand_model(values: dict[str, Any], sources: dict[str, Source], found: Any) -> None:
+    """`-m provider/model` and `-m ALIAS` name the provider too, unless one named at least as
+    strongly (`-p` beside `-m`) says otherwise: then a model name with a slash is the
+    provider's own (an aggregator's `meta-llama/Llama-3-70b`), and an alias is a contradiction."""
+    model, provider = values["model"], values["provider"]
+    prefix, rest = found.expand(model)
+    if prefix is None:
+        values["model"] = rest
+        return
+    if prefix == provider:
+        values["model"] = rest
+        return
+    if _RANK[sources["provider"].kind] >= _RANK[sources["model"].kind]:
+        if model in found.aliases:
+            setting = SETTINGS_BY_NAME["model"]
+            problem = f"is an alias of {prefix}/{rest}, but the provider is {provider}"
+            raise _invalid(setting, model, sources["model"], problem)
+        return  # the provider's own model name, slash and all
+    values["provider"], values["model"] = prefix, rest
+    sources["provider"] = sources["model"]
+
+
+def _fallbacks(values: dict[str, Any], sources: dict[str, Source], found: Any) -> tuple[str, ...]:
+    """Each fallback as `provider/model` or `provider` (its default model), checked."""
+    try:
+        return found.chain(values["fallback"])
+    except ValueError as exc:
+        setting = SETTINGS_BY_NAME["fallback"]
+        raise _invalid(
+            setting, ",".join(values["fallback"]), sources["fallback"], str(exc)
+        ) from None
+
+
 def resolve(flags: Mapping[str, Any], env: Environment) -> Settings:
     """Validated settings from flags (None = not given) over the environment over defaults."""
+    from llmcli import endpoints
+
+    found = endpoints.load(env)  # named endpoints and aliases, before any name is checked
     values: dict[str, Any] = {}
     sources: dict[str, Source] = {}
     for setting in SETTINGS:
         values[setting.name], sources[setting.name] = _resolve(setting, flags, env)
 
-    spec = providers.spec(values["provider"])
     # LLM_MODEL belongs with LLM_PROVIDER: when a flag picks another provider, a model set for the
     # first one would only earn a 404, so that provider's default model is used instead.
     env_provider = env.lookup("LLM_PROVIDER")
@@ -437,8 +498,12 @@ def resolve(flags: Mapping[str, Any], env: Environment) -> Settings:
         and (env_provider[0].strip().lower() if env_provider else DEFAULT_PROVIDER)
         != values["provider"]
     )
+    if values["model"] is not None and not model_for_other_provider:
+        _expand_model(values, sources, found)
+    spec = providers.spec(values["provider"])
     if values["model"] is None or model_for_other_provider:
         values["model"], sources["model"] = spec.default_model, DEFAULT
+    values["fallback"] = _fallbacks(values, sources, found)
     if (
         values["system"] == ""
     ):  # `-s ""` (or chat's `/system -`): no system prompt, whatever the env says

@@ -142,6 +142,20 @@ def prepare(
     return Call(request, provider, creds, settings, prices)
 
 
+def fallbacks(
+    call: Call, flags: Mapping[str, Any], env: config.Environment, *, require_key: bool = True
+) -> tuple[Call, ...]:
+    """The calls `--fallback` (LLM_FALLBACK) names, each prepared as the first was: same
+    messages and options, its own provider and model, its key checked now, before anything is
+    sent (a chain that could not run is a configuration error at once, not after an outage)."""
+    found = []
+    for entry in call.settings.fallback:
+        provider, _, model = entry.partition("/")
+        options = {**flags, "provider": provider, "model": model or None, "fallback": ()}
+        found.append(prepare(call.request.messages, options, env, require_key=require_key))
+    return tuple(found)
+
+
 def _translator(call: Call) -> Callable[[BaseException], errors.LlmcliError | None]:
     # Errors scrub every key in use as they are built (llmcli.errors); nothing more to do here.
     return call.provider.translate_error

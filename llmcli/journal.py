@@ -94,6 +94,7 @@ class Journal:
         error: errors.LlmcliError | None = None,
         status: str = "ok",
         partial_text: str | None = None,
+        request_uid: str | None = None,
     ) -> Logged | None:
         """Write one row for `call`, which continued `before` (if any); None if not logged."""
         if not self.enabled:
@@ -109,6 +110,7 @@ class Journal:
             requested_model=request.model,
             conversation_id=conversation_id,
             parent_uid=parent,
+            request_uid=request_uid,
             system_prompt=request.system,
             messages=own,
             tag=call.settings.tag,

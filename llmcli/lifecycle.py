@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from llmcli import core, errors
@@ -31,12 +31,52 @@ if TYPE_CHECKING:
     from llmcli.journal import Journal, Logged
 
 
+class Failure(NamedTuple):
+    """An attempt that failed before another provider answered (`--fallback`)."""
+
+    provider: str
+    model: str
+    error: errors.LlmcliError
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "error": self.error.message,
+            "exit_code": int(self.error.exit_code),
+        }
+
+
+class FallbackNotice(NamedTuple):
+    """What the caller is told before the next provider is tried, to print one stderr line."""
+
+    error: errors.LlmcliError
+    failed: core.Call
+    next: core.Call
+
+    def __str__(self) -> str:
+        from llmcli.retry import reason
+
+        to = f"{self.next.request.provider}/{self.next.request.model}"
+        return (
+            f"falling back to {to} after {reason(self.error)} from {self.failed.request.provider}"
+        )
+
+
+def may_fall_back(error: errors.LlmcliError) -> bool:
+    """Whether another provider might do better: a rate limit or exhausted quota, a provider's
+    failure (5xx, 529, a broken or malformed reply), a timeout or a network failure. Never a
+    request the provider refused (400, 401, 403, 404), a filter, or a usage or config error."""
+    return isinstance(error, errors.RateLimitError | errors.ProviderError | errors.NetworkError)
+
+
 class Outcome(NamedTuple):
     """A call that produced an answer: the answer, its verdict, and where it was logged."""
 
     response: Response
     problem: errors.IncompleteAnswer | None  # the answer was delivered, but exits 8
     logged: Logged | None
+    fell_back_from: tuple[Failure, ...] = ()  # providers that failed first, in order
 
     @property
     def log_id(self) -> int | None:
@@ -54,8 +94,10 @@ class _Recorder:
         before: Conversation | None,
         strict: bool,
         price: bool,
+        request_uid: str | None = None,
     ) -> None:
         self.call = call
+        self.request_uid = request_uid
         self.journal = journal
         self.conversation_id = conversation_id
         self.before = before
@@ -67,7 +109,11 @@ class _Recorder:
 
     def _record(self, **kwargs: object) -> Logged | None:
         return self.journal.record(
-            self.call, conversation_id=self.conversation_id, before=self.before, **kwargs
+            self.call,
+            conversation_id=self.conversation_id,
+            before=self.before,
+            request_uid=self.request_uid,
+            **kwargs,
         )
 
     def failed(self, error: errors.LlmcliError) -> None:
@@ -88,6 +134,24 @@ class _Recorder:
         return Outcome(response, problem, self._record(response=response, error=problem))
 
 
+def _fall_back(
+    error: errors.LlmcliError,
+    calls: Sequence[core.Call],
+    index: int,
+    recorder: _Recorder,
+    failures: list[Failure],
+    on_fallback: Callable[[FallbackNotice], None] | None,
+) -> None:
+    """After `calls[index]` failed: note it and go on to the next, or raise its error (the last
+    call, something already delivered, or a failure no other provider could fix)."""
+    if index + 1 == len(calls) or recorder.partial or not may_fall_back(error):
+        raise error
+    failed = calls[index]
+    failures.append(Failure(failed.request.provider, failed.request.model, error))
+    if on_fallback is not None:
+        on_fallback(FallbackNotice(error, failed, calls[index + 1]))
+
+
 def run(
     call: core.Call,
     journal: Journal,
@@ -100,14 +164,82 @@ def run(
     price: bool = True,
     on_retry: Callable[[RetryNotice], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    fallbacks: Sequence[core.Call] = (),
+    on_fallback: Callable[[FallbackNotice], None] | None = None,
 ) -> Outcome:
     """Make one call: `deliver` gets each piece of text as it arrives (`stream`) or the whole
     answer once, before it is priced and recorded. Failures are recorded, then raised.
 
     `price=False` skips pricing (nothing will show or keep the cost); `before` is the logged
-    conversation this call continues, so its row refers to it instead of repeating it.
+    conversation this call continues, so its row refers to it instead of repeating it. When a
+    provider fails after its retries in a way another might not (`may_fall_back`) and nothing has
+    been delivered yet, the same request goes to each of `fallbacks` in turn; every attempt is its
+    own log row, all linked by one `request_uid`. The last failure is raised if every one fails.
     """
-    recorder = _Recorder(call, journal, conversation_id, before, strict, price)
+    from llmcli.calllog import new_uid
+
+    request_uid = new_uid()
+    calls = [call, *fallbacks]
+    failures: list[Failure] = []
+    for index, current in enumerate(calls):
+        recorder = _Recorder(current, journal, conversation_id, before, strict, price, request_uid)
+        try:
+            outcome = _run_one(
+                recorder, stream=stream, deliver=deliver, on_retry=on_retry, sleep=sleep
+            )
+        except errors.LlmcliError as error:
+            _fall_back(error, calls, index, recorder, failures, on_fallback)
+            continue
+        return outcome._replace(fell_back_from=tuple(failures))
+    raise AssertionError("unreachable: the last call returns or raises")
+
+
+async def arun(
+    call: core.Call,
+    journal: Journal,
+    *,
+    conversation_id: str | None,
+    before: Conversation | None = None,
+    stream: bool = False,
+    deliver: Callable[[str], Awaitable[object]] | None = None,
+    strict: bool = False,
+    price: bool = True,
+    on_retry: Callable[[RetryNotice], None] | None = None,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
+    fallbacks: Sequence[core.Call] = (),
+    on_fallback: Callable[[FallbackNotice], None] | None = None,
+) -> Outcome:
+    """`run` on the provider's async client; `deliver` and `sleep` (default `asyncio.sleep`)
+    are awaited. Cancellation (a client that went away) is recorded as an interruption, with
+    what had arrived."""
+    from llmcli.calllog import new_uid
+
+    request_uid = new_uid()
+    calls = [call, *fallbacks]
+    failures: list[Failure] = []
+    for index, current in enumerate(calls):
+        recorder = _Recorder(current, journal, conversation_id, before, strict, price, request_uid)
+        try:
+            outcome = await _arun_one(
+                recorder, stream=stream, deliver=deliver, on_retry=on_retry, sleep=sleep
+            )
+        except errors.LlmcliError as error:
+            _fall_back(error, calls, index, recorder, failures, on_fallback)
+            continue
+        return outcome._replace(fell_back_from=tuple(failures))
+    raise AssertionError("unreachable: the last call returns or raises")
+
+
+def _run_one(
+    recorder: _Recorder,
+    *,
+    stream: bool,
+    deliver: Callable[[str], object] | None,
+    on_retry: Callable[[RetryNotice], None] | None,
+    sleep: Callable[[float], None],
+) -> Outcome:
+    """One provider's attempt at the call (with its retries): `run` for one call."""
+    call = recorder.call
     streamer: core.Stream | None = None
     pieces = None
     try:
@@ -141,25 +273,18 @@ def run(
     return recorder.finished(recorder.response)
 
 
-async def arun(
-    call: core.Call,
-    journal: Journal,
+async def _arun_one(
+    recorder: _Recorder,
     *,
-    conversation_id: str | None,
-    before: Conversation | None = None,
-    stream: bool = False,
-    deliver: Callable[[str], Awaitable[object]] | None = None,
-    strict: bool = False,
-    price: bool = True,
-    on_retry: Callable[[RetryNotice], None] | None = None,
-    sleep: Callable[[float], Awaitable[None]] | None = None,
+    stream: bool,
+    deliver: Callable[[str], Awaitable[object]] | None,
+    on_retry: Callable[[RetryNotice], None] | None,
+    sleep: Callable[[float], Awaitable[None]] | None,
 ) -> Outcome:
-    """`run` on the provider's async client; `deliver` and `sleep` (default `asyncio.sleep`)
-    are awaited. Cancellation (a client that went away) is recorded as an interruption, with
-    what had arrived."""
+    """`_run_one` on the provider's async client."""
     import asyncio
 
-    recorder = _Recorder(call, journal, conversation_id, before, strict, price)
+    call = recorder.call
     streamer: core.AsyncStream | None = None
     try:
         if stream:

@@ -141,7 +141,7 @@ def cost(
 ) -> Price:
     """The cost of one call; `models` in order of preference (reported, then requested)."""
     cls = providers.spec(provider)
-    if not cls.remote:
+    if not cls.remote or cls.free:
         from decimal import Decimal
 
         return Price(Decimal(0), "free")

@@ -109,6 +109,7 @@ MIGRATIONS: tuple[str, ...] = (
         model TEXT,
         conversation_id TEXT,
         parent_uid TEXT,
+        request_uid TEXT,
         system_prompt TEXT,
         messages TEXT,
         answer TEXT,
@@ -155,6 +156,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX calls_cost_by_day ON calls
         (substr(ts, 1, 10), ts, input_tokens, output_tokens, cost_picousd, unpriced);
     CREATE INDEX calls_tag_ts ON calls (tag, ts, cost_picousd);
+    CREATE INDEX calls_request ON calls (request_uid);
     CREATE TABLE reservations (
         uid TEXT PRIMARY KEY,
         ts TEXT NOT NULL,

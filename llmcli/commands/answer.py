@@ -110,6 +110,14 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
             is_flag=True,
             help="Do not record this call in the log.  [env: LLMCLI_LOG=0]",
         ),
+        click.option(
+            "--fallback",
+            multiple=True,
+            metavar="PROVIDER[/MODEL]",
+            help="Ask this provider (or alias) next if the first fails after its retries with a "
+            "rate limit, a server error, a timeout or a network error; repeatable.  "
+            "[env: LLM_FALLBACK, comma-separated]",
+        ),
     ]
     return _with_options(func, options)
 
@@ -152,6 +160,7 @@ FLAG_NAMES = (
     "timeout",
     "retries",
     "tag",
+    "fallback",
 )
 
 
@@ -161,6 +170,7 @@ def command_flags(params: dict[str, Any]) -> dict[str, Any]:
         raise errors.UsageError("use -c/--continue or --cid, not both")
     flags = {name: params.get(name) for name in FLAG_NAMES}
     flags["stop"] = flags["stop"] or None
+    flags["fallback"] = flags["fallback"] or None  # none given: LLM_FALLBACK, if set
     return flags
 
 
@@ -178,10 +188,12 @@ def _conversation(params: dict[str, Any], env: Any, flags: dict[str, Any]) -> tu
     return before.conversation_id, before
 
 
-def _dry_run(call: Any) -> None:
+def _dry_run(call: Any, chain: Any) -> None:
     from llmcli import pricing
 
     data = call.describe()
+    if chain:
+        data["fallbacks"] = [c.describe() for c in chain]
     request = call.request
     text = "\n".join(part for part in [request.system, *(m.text for m in request.messages)] if part)
     estimated, price = pricing.worst_case(
@@ -208,11 +220,11 @@ def _run_answer(prompt: tuple[str, ...], params: dict[str, Any], *, stream: bool
     message = core.compose_prompt(prompt, stdin_text)
     cid, before = _conversation(params, env, flags)
     history = messages_of(before) if before is not None else []
-    call = core.prepare(
-        [*history, Message("user", message)], flags, env, require_key=not params["dry_run"]
-    )
+    messages = [*history, Message("user", message)]
+    call = core.prepare(messages, flags, env, require_key=not params["dry_run"])
+    chain = core.fallbacks(call, flags, env, require_key=not params["dry_run"])
     if params["dry_run"]:
-        _dry_run(call)
+        _dry_run(call, chain)
         return
     journal = Journal(env, enabled=call.settings.log and not params["no_log"])
     quiet = params["as_json"]
@@ -233,11 +245,18 @@ def _run_answer(prompt: tuple[str, ...], params: dict[str, Any], *, stream: bool
                 # Priced once the answer is out, and only if the cost is shown or logged.
                 price=journal.enabled or params["usage"] or params["as_json"],
                 on_retry=_retry_line,
+                fallbacks=chain,
+                on_fallback=_retry_line,
             )
         response = outcome.response
         if params["as_json"]:
             render.as_json_out(
-                {**response.to_dict(), "log_id": outcome.log_id, "conversation_id": cid}
+                {
+                    **response.to_dict(),
+                    "log_id": outcome.log_id,
+                    "conversation_id": cid,
+                    "fell_back_from": [f.to_dict() for f in outcome.fell_back_from],
+                }
             )
         render.finish_warnings(response, request.max_tokens)
         if params["usage"]:

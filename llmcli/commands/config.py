@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
@@ -82,6 +83,7 @@ def validate(
         raise errors.UsageError("use either --quiet or --json, not both")
     report = checks.validate(
         env_file=STATE.env_file,
+        config_file=STATE.config_file,
         provider_names=provider_names,
         all_providers=all_providers,
         live=live,
@@ -124,11 +126,13 @@ def show(as_json: bool) -> None:
     """
     from llmcli import checks
 
-    rows = checks.show(env_file=STATE.env_file)
+    rows = checks.show(env_file=STATE.env_file, config_file=STATE.config_file)
     if as_json:
         render.as_json_out({"settings": [r.to_dict() for r in rows]})
         return
+    # On a terminal long values are cut to fit; in a pipe or a deploy log, every value whole.
+    width = 60 if sys.stdout.isatty() else None
     _table(
-        [[r.setting, r.variable, checks.cell(r.value, 60), r.source, r.note] for r in rows],
+        [[r.setting, r.variable, checks.cell(r.value, width), r.source, r.note] for r in rows],
         SHOW_HEADERS,
     )

@@ -46,6 +46,8 @@ class ProviderSpec(NamedTuple):
     pricing_id: str | None = None
     #: False for a provider that never touches the network and costs nothing (echo).
     remote: bool = True
+    #: True for an endpoint that costs nothing though it is remote (a local model server).
+    free: bool = False
 
     def __repr__(self) -> str:
         from llmcli.redact import display_url

@@ -1,0 +1,333 @@
+"""Named endpoints and model aliases: `config.toml`, beside the log and `prices.toml`.
+
+    [providers.ollama]
+    protocol = "openai"                     # the wire it speaks: openai | anthropic | gemini
+    base_url = "http://localhost:11434/v1"
+    key_env = "OLLAMA_API_KEY"              # optional: the variable that holds its key
+    default_model = "llama3.2"
+    prices = "free"                         # or a genai-prices provider id; omitted: unknown
+
+    [aliases]
+    fast = "anthropic/claude-haiku-4-5"
+
+An endpoint becomes one more `ProviderSpec` (`providers.register`), served by the module of the
+protocol it speaks; an alias names a provider and a model (or another alias). Keys are never read
+from this file, only from the environment variable it names. The file is read once per process
+(per path and modification), and only by what needs provider names: `--help` never reads it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from llmcli import errors, providers
+from llmcli.providers.base import ProviderSpec
+
+if TYPE_CHECKING:
+    from llmcli.config import Environment
+
+PROTOCOLS = ("openai", "anthropic", "gemini")
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
+_FIELDS = ("protocol", "base_url", "key_env", "default_model", "prices")
+# Fields people write when they mean to put a key in the file: refused, with the fix.
+_KEY_FIELDS = ("api_key", "key", "apikey", "token", "secret", "password", "auth", "authorization")
+MAX_ALIAS_DEPTH = 8
+MAX_BYTES = 1024 * 1024
+
+
+class Endpoints(NamedTuple):
+    """What `config.toml` adds: its path (None when there is none), endpoints and aliases."""
+
+    path: Path | None
+    providers: tuple[ProviderSpec, ...] = ()
+    aliases: Mapping[str, str] = MappingProxyType({})
+
+    def expand(self, model: str) -> tuple[str | None, str]:
+        """`(provider, model)` from an alias, or from `provider/model`; (None, model) otherwise.
+
+        `ollama/llama3.2` names the provider only when `ollama` is one; an aggregator's own
+        model names (`meta-llama/Llama-3-70b`) are left whole.
+        """
+        for _ in range(MAX_ALIAS_DEPTH):  # loops were refused when the file was read
+            if model not in self.aliases:
+                break
+            model = self.aliases[model]
+        prefix, slash, rest = model.partition("/")
+        if slash and rest and providers.known(prefix):
+            return prefix, rest
+        return None, model
+
+    def chain(self, entries: tuple[str, ...]) -> tuple[str, ...]:
+        """A fallback chain as `provider/model` or `provider` (its default model) each;
+        ValueError naming an entry that is no provider and no alias."""
+        resolved = []
+        for entry in entries:
+            prefix, rest = self.expand(entry)
+            if prefix is not None:
+                resolved.append(f"{prefix}/{rest}")
+            elif providers.known(entry.lower()):
+                resolved.append(entry.lower())
+            else:
+                known = ", ".join(providers.names())
+                raise ValueError(f"names no provider or alias ({entry!r}); providers: {known}")
+        return tuple(resolved)
+
+
+_NONE = Endpoints(None)
+_cache: dict[tuple[str, int, int], Endpoints] = {}
+_registered: tuple[str, ...] = ()
+_current = _NONE
+
+
+def current() -> Endpoints:
+    """What the last `load` read (nothing, before any): for a check that must not fail twice."""
+    return _current
+
+
+def _problem(path: Path, where: str, what: str, fix: str) -> errors.ConfigError:
+    return errors.ConfigError(f"{path}: {where}: {what}", fix)
+
+
+def location(env: Environment) -> Path | None:
+    """The config file to read: `--config`, else LLMCLI_CONFIG, else `$LLMCLI_HOME/config.toml`
+    when it exists; None when there is none to read."""
+    from llmcli import paths
+
+    named = getattr(env, "config_file", None)
+    if named is not None:
+        return Path(named)
+    refusal = env.location_refusal("LLMCLI_CONFIG", "choose the config file")
+    if refusal is not None:
+        raise refusal
+    found = env.lookup("LLMCLI_CONFIG")
+    if found is not None:
+        return Path(found[0].strip()).expanduser()
+    default = paths.home(env) / "config.toml"
+    return default if default.is_file() else None
+
+
+def load(env: Environment) -> Endpoints:
+    """Read the config file (once per path and modification) and register its endpoints."""
+    path = location(env)
+    if path is None:
+        _register(_NONE)
+        return _NONE
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise errors.ConfigError(
+            f"cannot read the config file {path}: {exc.strerror or exc}",
+            "check the path given with --config or LLMCLI_CONFIG",
+        ) from None
+    key = (str(path.resolve()), info.st_mtime_ns, info.st_size)
+    found = _cache.get(key)
+    if found is None:
+        found = _parse(path)
+        _cache[key] = found
+    _register(found)
+    return found
+
+
+def _register(found: Endpoints) -> None:
+    """Make `found`'s endpoints the registered ones (a different file replaces the last)."""
+    global _registered, _current
+    _current = found
+    names = tuple(p.name for p in found.providers)
+    if names == _registered and all(
+        providers.known(n) and providers.spec(n) == p
+        for n, p in zip(names, found.providers, strict=True)
+    ):
+        return
+    for name in _registered:
+        providers.unregister(name)
+    for spec in found.providers:
+        providers.register(spec)
+    _registered = names
+    from llmcli.secret import remember
+
+    for spec in found.providers:
+        for var in spec.key_env_vars:
+            remember(os.environ.get(var))
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        with open(path, "rb") as stream:
+            data = stream.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise errors.ConfigError(
+            f"cannot read the config file {path}: {exc.strerror or exc}",
+            "check the path given with --config or LLMCLI_CONFIG, and its permissions",
+        ) from None
+    if len(data) > MAX_BYTES:
+        raise errors.ConfigError(
+            f"the config file {path} is over 1 MiB; it is not a config file",
+            "point --config or LLMCLI_CONFIG at llmcli's config.toml",
+        )
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise errors.ConfigError(f"{path} is not UTF-8 text", "save it as UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise errors.ConfigError(
+            f"{path} is not valid TOML: {exc}",
+            "fix that line; docs/endpoints.md shows the format",
+        ) from None
+
+
+def _parse(path: Path) -> Endpoints:
+    data = _read(path)
+    unknown = sorted(set(data) - {"providers", "aliases"})
+    if unknown:
+        raise _problem(
+            path,
+            f"[{unknown[0]}]",
+            "is not a section llmcli reads",
+            "use [providers.NAME] and [aliases] (prices go in prices.toml)",
+        )
+    tables = data.get("providers", {})
+    if not isinstance(tables, dict):
+        raise _problem(path, "providers", "must be tables", "write [providers.NAME] sections")
+    specs = tuple(_endpoint(path, name, table) for name, table in tables.items())
+    aliases = data.get("aliases", {})
+    if not isinstance(aliases, dict):
+        raise _problem(path, "aliases", "must be a table", 'write [aliases] then fast = "p/m"')
+    names = {spec.name for spec in specs}
+    for alias, target in aliases.items():
+        _check_alias(path, alias, target, aliases, names)
+    return Endpoints(path, specs, MappingProxyType(dict(aliases)))
+
+
+def _endpoint(path: Path, name: str, table: Any) -> ProviderSpec:
+    where = f"[providers.{name}]"
+    if not isinstance(table, dict):
+        raise _problem(path, where, "must be a table", f"write [providers.{name}] and its fields")
+    if name in providers.BUILTIN:
+        raise _problem(
+            path,
+            where,
+            f"would shadow the built-in provider {name!r}",
+            f"give the endpoint another name, e.g. [providers.my-{name}]",
+        )
+    if not _NAME.match(name):
+        raise _problem(
+            path,
+            where,
+            "is not a usable name",
+            "use lowercase letters, digits, - and _ (at most 40), starting with a letter",
+        )
+    inline = [k for k in table if k.lower() in _KEY_FIELDS]
+    if inline:
+        raise _problem(
+            path,
+            f"{where} {inline[0]}",
+            "a key is never read from the config file",
+            f'put the key in an environment variable and name it: key_env = "{name.upper()}_API_KEY"',
+        )
+    unknown = [k for k in table if k not in _FIELDS]
+    if unknown:
+        raise _problem(
+            path,
+            f"{where} {unknown[0]}",
+            "is not a field llmcli reads",
+            f"use {', '.join(_FIELDS)}",
+        )
+    protocol = table.get("protocol")
+    if protocol not in PROTOCOLS:
+        shown = "missing" if protocol is None else f"{protocol!r} is not a protocol llmcli speaks"
+        raise _problem(
+            path, f"{where} protocol", shown, 'set protocol = "openai" (or "anthropic", "gemini")'
+        )
+    from llmcli import config, redact
+
+    base_url = table.get("base_url")
+    if not isinstance(base_url, str):
+        raise _problem(
+            path,
+            f"{where} base_url",
+            "missing",
+            'set base_url, e.g. "http://localhost:11434/v1" (OpenAI-compatible servers end in /v1)',
+        )
+    try:
+        config.parse_url(base_url)
+    except ValueError as exc:
+        raise _problem(
+            path, f"{where} base_url={redact.display_url(base_url)!r}", str(exc), "fix the URL"
+        ) from None
+    key_env = table.get("key_env")
+    if key_env is not None and not (isinstance(key_env, str) and _VARIABLE.match(key_env)):
+        shown = redact.mask_keys(str(key_env))
+        raise _problem(
+            path,
+            f"{where} key_env={shown!r}",
+            "must name an environment variable, not hold the key",
+            f'key_env = "{name.upper()}_API_KEY", and export that variable',
+        )
+    model = table.get("default_model")
+    try:
+        model = config.parse_model(model) if isinstance(model, str) else None
+    except ValueError as exc:
+        raise _problem(path, f"{where} default_model", str(exc), "name the model to use") from None
+    if model is None:
+        raise _problem(
+            path, f"{where} default_model", "missing", 'set default_model, e.g. "llama3.2"'
+        )
+    prices = table.get("prices")
+    if prices is not None and not (isinstance(prices, str) and prices.strip()):
+        raise _problem(
+            path,
+            f"{where} prices",
+            'must be "free" or a genai-prices provider id',
+            'prices = "free", or e.g. prices = "groq"; leave it out when prices are unknown',
+        )
+    free = prices == "free"
+    return ProviderSpec(
+        name=name,
+        protocol=protocol,
+        default_model=model,
+        key_env_vars=(key_env,) if key_env else (),
+        base_url=base_url.strip(),
+        pricing_id=None if free or prices is None else prices.strip(),
+        free=free,
+    )
+
+
+def _check_alias(
+    path: Path, alias: Any, target: Any, aliases: Mapping[str, Any], names: set[str]
+) -> None:
+    where = f"[aliases] {alias}"
+    if not isinstance(target, str) or not target.strip():
+        raise _problem(path, where, "must be a string", f'{alias} = "provider/model"')
+    if "/" in alias or alias in providers.BUILTIN or alias in names:
+        raise _problem(
+            path, where, "is not a usable alias name", "use a name that is not a provider's"
+        )
+    seen = [alias]
+    current = target
+    while current in aliases:
+        if current in seen:
+            loop = " -> ".join([*seen, current])
+            raise _problem(path, where, f"is a loop: {loop}", "point one of them at provider/model")
+        seen.append(current)
+        current = aliases[current]
+        if not isinstance(current, str):
+            return  # reported for that alias
+    prefix, slash, rest = current.partition("/")
+    if not (slash and rest) or not (prefix in providers.BUILTIN or prefix in names):
+        known = ", ".join([*providers.BUILTIN, *sorted(names)])
+        raise _problem(
+            path,
+            where,
+            f"points at {current!r}, which names no provider",
+            f'write provider/model, e.g. "anthropic/claude-haiku-4-5"; providers: {known}',
+        )
