@@ -128,7 +128,7 @@ def load(env: Environment) -> Endpoints:
     key = (str(path.resolve()), info.st_mtime_ns, info.st_size)
     found = _cache.get(key)
     if found is None:
-        found = _parse(path)
+        found = _parse(path, _remembered(env, path, key))
         _cache[key] = found
     _register(found)
     return found
@@ -185,8 +185,45 @@ def _read(path: Path) -> dict[str, Any]:
         ) from None
 
 
-def _parse(path: Path) -> Endpoints:
+def _remembered(env: Environment, path: Path, key: tuple[str, int, int]) -> dict[str, Any]:
+    """The file's content, parsed: from `$LLMCLI_HOME/config.cache.json` while the file is
+    unchanged, else read with tomllib (and remembered there for the next command).
+
+    Importing tomllib costs about 3 ms, more than a command should pay for a few lines it read
+    a moment ago; json is loaded already. The cache lives in the private llmcli folder, and only
+    when that folder exists (reading settings never creates it); it is checked against the
+    file's path, modification time and size, and its content is validated like the file's.
+    """
+    import json
+
+    from llmcli import paths
+
+    try:
+        home = paths.home(env)
+    except errors.LlmcliError:
+        return _read(path)
+    cache = home / "config.cache.json"
+    try:
+        remembered = json.loads(cache.read_text(encoding="utf-8"))
+        if remembered.get("key") == list(key) and isinstance(remembered.get("data"), dict):
+            return remembered["data"]
+    except (OSError, ValueError, AttributeError):
+        pass
     data = _read(path)
+    if home.is_dir():
+        try:
+            text = json.dumps({"key": list(key), "data": data})
+            partial = cache.with_name(f".{cache.name}.{os.getpid()}")
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as stream:
+                stream.write(text)
+            os.replace(partial, cache)
+        except (OSError, TypeError, ValueError):  # a TOML date has no JSON form: not cached
+            pass
+    return data
+
+
+def _parse(path: Path, data: dict[str, Any]) -> Endpoints:
     unknown = sorted(set(data) - {"providers", "aliases"})
     if unknown:
         raise _problem(
