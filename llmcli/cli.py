@@ -101,6 +101,7 @@ COMMANDS: dict[str, str] = {
     "config": "llmcli.commands.config:config",
     "cost": "llmcli.commands.log:cost",
     "logs": "llmcli.commands.log:logs",
+    "models": "llmcli.commands.models:models",
 }
 
 

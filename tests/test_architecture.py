@@ -107,6 +107,11 @@ STARTUP_CASES = [
     (["config", "validate"], LIGHT | {"sqlite3"}),
     (["config", "validate", "--all"], LIGHT | {"sqlite3"}),
     (["config", "show"], LIGHT | {"sqlite3"}),
+    (["models", "--help"], LIGHT | {"sqlite3", "dotenv"}),
+    # `models` prices with genai-prices, whose import loads pydantic and httpx2 (for its optional
+    # price updates, never asked for): allowed. No provider SDK, and nothing that sends a request.
+    (["models"], PROVIDER_SDKS | {"llmcli.transport", "tabulate", "sqlite3"}),
+    (["models", "-p", "echo"], LIGHT | {"llmcli.transport", "sqlite3"}),  # nothing to price
 ]
 
 
