@@ -147,12 +147,27 @@ def fallbacks(
 ) -> tuple[Call, ...]:
     """The calls `--fallback` (LLM_FALLBACK) names, each prepared as the first was: same
     messages and options, its own provider and model, its key checked now, before anything is
-    sent (a chain that could not run is a configuration error at once, not after an outage)."""
+    sent (a chain that could not run is a configuration error at once, not after an outage).
+
+    A provider and model already in the chain is left out: LLM_FALLBACK is set once for every
+    command, so `-p anthropic` with `LLM_FALLBACK=anthropic,gemini` must not spend anthropic's
+    retries twice before gemini is asked."""
+    source = call.settings.sources.get("fallback", config.DEFAULT)
+    named_by = "--fallback" if source.kind == "flag" else "LLM_FALLBACK"
+    seen = {(call.request.provider, call.request.model)}
     found = []
     for entry in call.settings.fallback:
         provider, _, model = entry.partition("/")
         options = {**flags, "provider": provider, "model": model or None, "fallback": ()}
-        found.append(prepare(call.request.messages, options, env, require_key=require_key))
+        try:
+            prepared = prepare(call.request.messages, options, env, require_key=require_key)
+        except errors.LlmcliError as exc:
+            # "Missing ANTHROPIC_API_KEY" while asking openai needs its reason: the chain.
+            exc.message = f"{exc.message} (for {named_by} {entry})"
+            raise
+        if (prepared.request.provider, prepared.request.model) not in seen:
+            seen.add((prepared.request.provider, prepared.request.model))
+            found.append(prepared)
     return tuple(found)
 
 

@@ -58,9 +58,12 @@ class FallbackNotice(NamedTuple):
         from llmcli.retry import reason
 
         to = f"{self.next.request.provider}/{self.next.request.model}"
-        return (
-            f"falling back to {to} after {reason(self.error)} from {self.failed.request.provider}"
-        )
+        why = reason(self.error)
+        if isinstance(self.error, errors.QuotaExhausted):
+            # Not "rate limited": waiting will not help, which is why nothing was retried.
+            status = f" ({self.error.status})" if self.error.status else ""
+            why = f"quota exhausted{status}"
+        return f"falling back to {to} after {why} from {self.failed.request.provider}"
 
 
 def may_fall_back(error: errors.LlmcliError) -> bool:

@@ -246,7 +246,7 @@ def _run_answer(prompt: tuple[str, ...], params: dict[str, Any], *, stream: bool
                 price=journal.enabled or params["usage"] or params["as_json"],
                 on_retry=_retry_line,
                 fallbacks=chain,
-                on_fallback=_retry_line,
+                on_fallback=lambda notice: _fallback_line(notice, writer),
             )
         response = outcome.response
         if params["as_json"]:
@@ -271,6 +271,13 @@ def _run_answer(prompt: tuple[str, ...], params: dict[str, Any], *, stream: bool
 
 def _retry_line(notice: Any) -> None:
     render.diag(str(notice))
+
+
+def _fallback_line(notice: Any, writer: Any) -> None:
+    """`falling back to ...` on stderr; a terminal's waiting indicator now names the provider
+    being waited for, not the one that failed."""
+    render.diag(str(notice))
+    writer.waiting.label = f"waiting for {notice.next.request.provider} {notice.next.request.model}"
 
 
 @click.command(context_settings=CONTEXT)
