@@ -86,12 +86,16 @@ class ChatSession:
             session.logged = continue_conversation(journal, conversation_id, session.flags, env)
             session.conversation_id = session.logged.conversation_id
             session.history = messages_of(session.logged)
-        session.check()
+        session.check(chain=True)
         return session
 
-    def check(self) -> core.Call:
-        """Resolve and validate the current settings (fail fast, before anything is typed)."""
-        return core.prepare([Message("user", "check")], self.flags, self.env)
+    def check(self, *, chain: bool = False) -> core.Call:
+        """Resolve and validate the current settings (fail fast, before anything is typed);
+        with `chain`, the `--fallback` providers too (their keys and options)."""
+        call = core.prepare([Message("user", "check")], self.flags, self.env)
+        if chain:
+            core.fallbacks(call, self.flags, self.env)
+        return call
 
     @property
     def provider(self) -> str:
