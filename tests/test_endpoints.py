@@ -329,6 +329,7 @@ def test_a_gemini_endpoint_gets_its_own_key(ecli, fake):
     for rec, action in ((first, "generateContent"), (second, "streamGenerateContent")):
         assert (rec.prefix, rec.api_key, rec.model) == ("/gem", GEM_KEY, "gemini-2.0-flash")
         assert rec.path.startswith("/gem/v1") and rec.path.endswith(f":{action}")
+        assert rec.headers["x-goog-api-key"] == GEM_KEY
     assert KEYS["GEMINI_API_KEY"] not in str(first.headers)
 
 
@@ -350,6 +351,13 @@ def test_a_gemini_endpoint_gets_its_own_key(ecli, fake):
         ("ollama/qwen2.5:7b", "ollama", "qwen2.5:7b", "/ollama/v1/chat/completions", LOCAL_KEY),
         ("local", "ollama", "llama3.2", "/ollama/v1/chat/completions", LOCAL_KEY),
         ("quick", "ollama", "llama3.2", "/ollama/v1/chat/completions", LOCAL_KEY),
+        (
+            "openrouter/openai/gpt-4o",
+            "openrouter",
+            "openai/gpt-4o",
+            "/openrouter/api/v1/chat/completions",
+            ROUTER_KEY,
+        ),
         (
             "openrouter/meta-llama/Llama-3-70b",
             "openrouter",
