@@ -195,7 +195,10 @@ def _config_checks(env: config.Environment) -> list[Check]:
     try:
         found = endpoints.load(env)
     except errors.LlmcliError as exc:
-        where = str(getattr(env, "config_file", None) or "config.toml")
+        try:  # the file that was read (LLMCLI_CONFIG's too), or the variable that was refused
+            where = str(endpoints.location(env) or "config.toml")
+        except errors.LlmcliError:
+            where = "LLMCLI_CONFIG"
         return [
             Check(
                 "config",

@@ -130,8 +130,41 @@ def load(env: Environment) -> Endpoints:
     if found is None:
         found = _parse(path, _remembered(env, path, key))
         _cache[key] = found
+    refusal = _key_refusal(env, found)
+    if refusal is not None:
+        raise refusal
     _register(found)
     return found
+
+
+def _key_refusal(env: Environment, found: Endpoints) -> errors.ConfigError | None:
+    """Why a config file chosen by a `.env` found in the current directory may not be used.
+
+    `key_env` may name any variable (GROQ_API_KEY, GITHUB_TOKEN...), so a cloned repository's
+    `.env` pointing LLMCLI_CONFIG (or LLMCLI_HOME, whose config.toml is read) at its own file
+    could send any key exported in the user's shell to a host of its choosing. Such a file is
+    used only while none of the keys it reads comes from the process environment; `--config`,
+    an exported variable and a `.env` named with `--env-file` are the user's own choice.
+    """
+    if getattr(env, "config_file", None) is not None or not env.implicit:
+        return None
+    chooser = env.lookup("LLMCLI_CONFIG") or env.lookup("LLMCLI_HOME")
+    if chooser is None or chooser[1].kind != ".env":
+        return None
+    for spec in found.providers:
+        for var in spec.key_env_vars:
+            if (env.environ.get(var) or "").strip():
+                from llmcli import redact
+
+                name = chooser[2]
+                return errors.ConfigError(
+                    f"{name}={redact.mask_keys(chooser[0].strip())} in {env.env_file} is not "
+                    "used: a .env found in the current directory may not choose where "
+                    f"{var} from the environment is sent (endpoint {spec.name} in {found.path})",
+                    f"export {name} yourself if you want it, or, if you trust {env.env_file}, "
+                    f"name it: llmcli --env-file {env.env_file} ...",
+                )
+    return None
 
 
 def _register(found: Endpoints) -> None:
@@ -302,7 +335,11 @@ def _endpoint(path: Path, name: str, table: Any) -> ProviderSpec:
             path, f"{where} base_url={redact.display_url(base_url)!r}", str(exc), "fix the URL"
         ) from None
     key_env = table.get("key_env")
-    if key_env is not None and not (isinstance(key_env, str) and _VARIABLE.match(key_env)):
+    # A Groq key (`gsk_` and letters) is a valid variable name: judged by its looks as well,
+    # or it would be echoed as "missing variable gsk_..." by every command and `config show`.
+    if key_env is not None and not (
+        isinstance(key_env, str) and _VARIABLE.match(key_env) and not redact.looks_like_key(key_env)
+    ):
         shown = redact.mask_keys(str(key_env))
         raise _problem(
             path,

@@ -22,6 +22,12 @@ Behaviour that tests may rely on (each request to a provider route pops one scri
 for that provider, or uses ``Reply()`` when the queue is empty; auxiliary routes such as model
 lists and token counting pop too, so a script covers *every* request a provider receives):
 
+* Named endpoints: any path prefix before a provider's own path is served like that path
+  (``POST /ollama/v1/chat/completions`` is OpenAI's chat, ``/claude-proxy/v1/messages``
+  Anthropic's), so a test can point an endpoint at ``server.url + "/ollama/v1"`` beside the
+  provider itself. The record keeps the whole ``path``, the ``prefix`` (``"/ollama"``) and the
+  key the request carried; ``script(..., prefix="/ollama")`` and ``requests_for(..., prefix=)``
+  tell the two apart. A path with no provider's path at its end is still a 404.
 * Order of decisions for one request: ``delay`` → non-stream ``drop_after`` (close, no response)
   → scripted ``status >= 400`` → an exact ``body`` or a 204/205 → built-in auth / validation /
   unknown-model errors → the reply.
@@ -281,7 +287,9 @@ class Recorded:
     ``model`` and ``api_key`` are ``None`` when the request carried none. ``status`` is the HTTP
     status sent (``None`` if the connection was dropped before any response). ``client_port`` is
     the client's side of the TCP connection the request came over: two requests with the same
-    port came over one kept-alive connection (a client reusing its connection pool).
+    port came over one kept-alive connection (a client reusing its connection pool). ``prefix``
+    is the part of ``path`` before the provider's own path: ``"/ollama"`` for a named endpoint
+    at ``/ollama/v1/chat/completions``, ``""`` at the provider's normal paths.
     """
 
     provider: str  # "openai" | "anthropic" | "gemini" | "unknown" (no route matched)
@@ -300,6 +308,7 @@ class Recorded:
     finished_at: float | None = None
     status: int | None = None
     client_port: int | None = None
+    prefix: str = ""
 
 
 def split_words(text: str) -> list[str]:
@@ -327,7 +336,8 @@ class FakeServer:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._queues: dict[str, deque[Reply]] = {p: deque() for p in PROVIDERS}
+        # (provider, path prefix) -> replies; ("openai", "") is the provider's own queue.
+        self._queues: dict[tuple[str, str], deque[Reply]] = {(p, ""): deque() for p in PROVIDERS}
         self._requests: list[Recorded] = []
         self._errors: list[str] = []
         self._connections: set[socket.socket] = set()
@@ -393,22 +403,32 @@ class FakeServer:
 
     # scripting and records ---------------------------------------------------------------------
 
-    def script(self, provider: str, *replies: Reply) -> None:
-        """Queue replies for the next requests of ``provider``; each request pops one."""
+    def script(self, provider: str, *replies: Reply, prefix: str = "") -> None:
+        """Queue replies for the next requests of ``provider``; each request pops one.
+
+        With ``prefix`` (``"/ollama"``), the replies are for the requests under that path
+        prefix only: a named endpoint served beside the provider itself. Such a request pops
+        its prefix's queue while it has replies, then the provider's own queue.
+        """
         if provider not in PROVIDERS:
             raise ValueError(f"provider must be one of {PROVIDERS}, got {provider!r}")
+        if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
+            raise ValueError(f"prefix must start with / and not end with one, got {prefix!r}")
         for reply in replies:
             if not isinstance(reply, Reply):
                 raise TypeError(f"expected Reply, got {type(reply).__name__}")
         with self._lock:
-            self._queues[provider].extend(replies)
+            self._queues.setdefault((provider, prefix), deque()).extend(replies)
 
-    def pending(self, provider: str | None = None) -> int:
-        """How many scripted replies are still unused (for one provider, or all)."""
+    def pending(self, provider: str | None = None, prefix: str | None = None) -> int:
+        """How many scripted replies are still unused (for one provider, or all; for one
+        path prefix, or every one)."""
         with self._lock:
-            if provider is None:
-                return sum(len(q) for q in self._queues.values())
-            return len(self._queues[provider])
+            return sum(
+                len(queue)
+                for (name, at), queue in self._queues.items()
+                if provider in (None, name) and prefix in (None, at)
+            )
 
     @property
     def requests(self) -> list[Recorded]:
@@ -416,10 +436,13 @@ class FakeServer:
         with self._lock:
             return list(self._requests)
 
-    def requests_for(self, provider: str) -> list[Recorded]:
-        """The recorded requests of one provider, in arrival order."""
+    def requests_for(self, provider: str, prefix: str | None = None) -> list[Recorded]:
+        """The recorded requests of one provider, in arrival order: every one, or only those
+        under one path prefix (``""``: at the provider's own paths)."""
         with self._lock:
-            return [r for r in self._requests if r.provider == provider]
+            return [
+                r for r in self._requests if r.provider == provider and prefix in (None, r.prefix)
+            ]
 
     @property
     def errors(self) -> list[str]:
@@ -430,8 +453,7 @@ class FakeServer:
     def reset(self) -> None:
         """Forget scripted replies and records. In-flight replies finish undisturbed."""
         with self._lock:
-            for queue in self._queues.values():
-                queue.clear()
+            self._queues = {(p, ""): deque() for p in PROVIDERS}
             self._requests = []
             self._errors = []
 
@@ -449,8 +471,11 @@ class FakeServer:
     def _record(self, rec: Recorded) -> Reply:
         with self._lock:
             self._requests.append(rec)
-            queue = self._queues.get(rec.provider)
-            return queue.popleft() if queue else Reply()
+            for key in ((rec.provider, rec.prefix), (rec.provider, "")):
+                queue = self._queues.get(key)
+                if queue:
+                    return queue.popleft()
+            return Reply()
 
     def _note_error(self, text: str) -> None:
         with self._lock:
@@ -495,6 +520,7 @@ class _Route:
     model: str | None = None  # model named in the URL (Gemini, GET models/{id})
     api_version: str = "v1"
     action: str = ""  # Gemini: generateContent | streamGenerateContent | countTokens
+    prefix: str = ""  # the path before the provider's own one ("/ollama" in /ollama/v1/...)
 
 
 _GEMINI_ACTION = re.compile(
@@ -519,7 +545,24 @@ def _sniff_provider(headers: dict[str, str], query: dict[str, str]) -> str:
 
 
 def _route(method: str, path: str, headers: dict[str, str], query: dict[str, str]) -> _Route:
+    """The provider route of ``path``, or of its tail after any leading segments.
+
+    A named endpoint lives at its own base URL (``http://host/ollama/v1``): the request is
+    served like the provider's own, and ``prefix`` keeps the part before its normal path.
+    """
     path = path.rstrip("/") or "/"
+    route = _provider_route(method, path, headers, query)
+    rest = path
+    while route.provider == "unknown" and rest.count("/") > 1:
+        rest = "/" + rest.split("/", 2)[2]
+        route = _provider_route(method, rest, headers, query)
+        route.prefix = path[: len(path) - len(rest)]
+    return route if route.provider != "unknown" else _Route("unknown", "unknown")
+
+
+def _provider_route(
+    method: str, path: str, headers: dict[str, str], query: dict[str, str]
+) -> _Route:
     if method == "POST":
         if path == "/v1/chat/completions":
             return _Route("openai", "chat")
@@ -1891,6 +1934,7 @@ class _Handler(BaseHTTPRequestHandler):
             api_key=_api_key(route.provider, headers, query),
             started_at=started,
             client_port=self.client_address[1],
+            prefix=route.prefix,
         )
         reply = fake._record(rec)
         try:

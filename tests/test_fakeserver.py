@@ -872,3 +872,118 @@ def test_new_reply_options_are_checked_when_scripted():
         Reply(finish="cut")
     assert Reply(finish=None).raw_finish_for("gemini") is None
     assert Reply(finish=None, raw_finish="OTHER").raw_finish_for("gemini") == "OTHER"
+
+
+# --- named endpoints: a provider's wire on another path, with its own key ----------------------
+
+
+def test_a_path_prefix_is_served_like_the_provider_and_kept_in_the_record(srv):
+    ollama = openai.OpenAI(
+        api_key="ollama-key-9", base_url=srv.url + "/ollama/v1", max_retries=0, timeout=5
+    )
+    proxy = anthropic.Anthropic(
+        api_key="sk-ant-proxy-8", base_url=srv.url + "/team/claude", max_retries=0, timeout=5
+    )
+    gem = genai.Client(
+        api_key="AIza-proxy-7",
+        http_options=genai_types.HttpOptions(base_url=srv.url + "/gem", timeout=5000),
+    )
+    try:
+        srv.script("openai", Reply(text="Local."))
+        result = ollama.chat.completions.create(model="llama3.2", messages=MESSAGES)
+        assert result.choices[0].message.content == "Local."
+        chunks = list(
+            ollama.chat.completions.create(model="llama3.2", messages=MESSAGES, stream=True)
+        )
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == (
+            "Hello from the fake server."
+        )
+        answer = proxy.messages.create(model="claude-x", max_tokens=10, messages=MESSAGES)
+        assert answer.content[0].text == "Hello from the fake server."
+        reply = gem.models.generate_content(model="gemini-2.0-flash", contents="hi")
+        assert reply.text == "Hello from the fake server."
+        assert [m.id for m in ollama.models.list()] != []
+    finally:
+        for client in (ollama, proxy, gem):
+            client.close()
+
+    first, second, third, fourth, fifth = srv.requests
+    assert (first.provider, first.path, first.prefix, first.model, first.api_key) == (
+        "openai",
+        "/ollama/v1/chat/completions",
+        "/ollama",
+        "llama3.2",
+        "ollama-key-9",
+    )
+    assert first.headers["authorization"] == "Bearer ollama-key-9"
+    assert (second.stream, second.prefix) == (True, "/ollama")
+    assert (third.provider, third.path, third.prefix, third.api_key) == (
+        "anthropic",
+        "/team/claude/v1/messages",
+        "/team/claude",
+        "sk-ant-proxy-8",
+    )
+    assert (fourth.provider, fourth.prefix, fourth.model, fourth.api_key) == (
+        "gemini",
+        "/gem",
+        "gemini-2.0-flash",
+        "AIza-proxy-7",
+    )
+    assert fourth.path == "/gem/v1/models/gemini-2.0-flash:generateContent"
+    assert (fifth.provider, fifth.path, fifth.prefix) == ("openai", "/ollama/v1/models", "/ollama")
+    assert srv.requests_for("openai", prefix="/ollama") == [first, second, fifth]
+    assert srv.requests_for("openai", prefix="") == []
+
+
+def test_the_providers_own_paths_have_no_prefix_and_unknown_paths_stay_404(srv, oai):
+    oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    (rec,) = srv.requests_for("openai", prefix="")
+    assert (rec.path, rec.prefix) == ("/v1/chat/completions", "")
+    for path in ("/ollama/chat/completions", "/ollama/v2/chat/completions", "/x/y/z"):
+        status, _, data = raw_request(
+            srv, "POST", path, {"model": "m"}, {"authorization": "Bearer k"}
+        )
+        assert status == 404 and "Invalid URL" in json.loads(data)["error"]["message"]
+        assert (srv.requests[-1].provider, srv.requests[-1].path) == ("unknown", path)
+
+
+def test_a_prefixed_endpoint_checks_its_own_key(srv):
+    body = {"model": "llama3.2", "messages": MESSAGES}
+    status, _, data = raw_request(srv, "POST", "/ollama/v1/chat/completions", body)
+    assert status == 401 and "didn't provide an API key" in json.loads(data)["error"]["message"]
+    headers = {"authorization": "Bearer bad-key-1"}
+    status, _, _ = raw_request(srv, "POST", "/ollama/v1/chat/completions", body, headers)
+    assert status == 401
+    assert [(r.prefix, r.api_key) for r in srv.requests] == [
+        ("/ollama", None),
+        ("/ollama", "bad-key-1"),
+    ]
+
+
+def test_replies_scripted_for_a_prefix_go_to_it_first_then_the_providers_queue(srv, oai):
+    ollama = openai.OpenAI(api_key="k", base_url=srv.url + "/ollama/v1", max_retries=0, timeout=5)
+    try:
+        srv.script("openai", Reply(text="for anyone"), Reply(text="second"))
+        srv.script("openai", Reply(status=429), prefix="/ollama")
+        assert (srv.pending("openai"), srv.pending("openai", prefix="/ollama")) == (3, 1)
+        assert srv.pending("openai", prefix="") == 2
+        # The built-in path never takes the endpoint's reply.
+        answer = oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        assert answer.choices[0].message.content == "for anyone"
+        with pytest.raises(openai.RateLimitError):
+            ollama.chat.completions.create(model="llama3.2", messages=MESSAGES)
+        answer = ollama.chat.completions.create(model="llama3.2", messages=MESSAGES)
+        assert answer.choices[0].message.content == "second"
+    finally:
+        ollama.close()
+    assert srv.pending() == 0
+    assert [(r.prefix, r.status) for r in srv.requests] == [
+        ("", 200),
+        ("/ollama", 429),
+        ("/ollama", 200),
+    ]
+    srv.script("openai", Reply(), prefix="/ollama")
+    srv.reset()
+    assert srv.pending() == 0
+    with pytest.raises(ValueError):
+        srv.script("openai", Reply(), prefix="ollama/")
