@@ -161,7 +161,7 @@ class Catalog:
 # --- genai-prices ----------------------------------------------------------------------------
 
 
-class _Prices:
+class GenaiPrices:
     """genai-prices' bundled data, imported on first use and read at one instant."""
 
     def __init__(self) -> None:
@@ -236,7 +236,7 @@ def build(env: config.Environment, names: Sequence[str] = (), *, live: bool = Fa
 
     overrides = pricing.load_overrides(paths.prices_file(env))
     specs = [providers.spec(name) for name in selected]
-    prices = _Prices() if any(_genai_id(s) for s in specs) else None
+    prices = GenaiPrices() if any(_genai_id(s) for s in specs) else None
     timeout = _live_timeout(env) if live else None
     listings = []
     for spec in specs:
@@ -263,7 +263,9 @@ def _is_free(spec: ProviderSpec) -> bool:
     return not spec.remote or spec.free
 
 
-def _offline(spec: ProviderSpec, overrides: dict[str, Override], prices: _Prices | None) -> Listing:
+def _offline(
+    spec: ProviderSpec, overrides: dict[str, Override], prices: GenaiPrices | None
+) -> Listing:
     """What llmcli can price for this provider, without asking it anything."""
     notes: list[str] = []
     known: list[Model] = []
@@ -271,7 +273,7 @@ def _offline(spec: ProviderSpec, overrides: dict[str, Override], prices: _Prices
     if pricing_id is not None and prices is not None:
         found = prices.provider(pricing_id)
         if found is None:
-            notes.append(_unknown_prices_id(spec, prices))
+            notes.append(unknown_prices_id(spec, prices))
         else:
             known = [prices.model(info) for info in found.models]
     names = [m.name for m in known] + [n for n in overrides if n not in {m.name for m in known}]
@@ -285,7 +287,7 @@ def _offline(spec: ProviderSpec, overrides: dict[str, Override], prices: _Prices
 def _online(
     spec: ProviderSpec,
     overrides: dict[str, Override],
-    prices: _Prices | None,
+    prices: GenaiPrices | None,
     env: config.Environment,
     timeout: float,
 ) -> Listing:
@@ -321,7 +323,7 @@ def _priced(
     spec: ProviderSpec,
     name: str,
     overrides: dict[str, Override],
-    prices: _Prices | None,
+    prices: GenaiPrices | None,
     known: Model | None,
 ) -> Model:
     """`name` at the price a call to it would be charged (`pricing.cost`'s order)."""
@@ -341,7 +343,7 @@ def _priced(
     return model
 
 
-def _unknown_prices_id(spec: ProviderSpec, prices: _Prices) -> str:
+def unknown_prices_id(spec: ProviderSpec, prices: GenaiPrices) -> str:
     """Why an endpoint's models are all n/a, with the ids it may have meant."""
     import difflib
 

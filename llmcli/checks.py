@@ -214,7 +214,28 @@ def _config_checks(env: config.Environment) -> list[Check]:
         return []
     names = ", ".join(p.name for p in found.providers) or "no endpoints"
     aliases = f"; aliases: {', '.join(found.aliases)}" if found.aliases else ""
-    return [Check("config", str(found.path), OK, "file", f"{names}{aliases}")]
+    rows = [Check("config", str(found.path), OK, "file", f"{names}{aliases}")]
+    priced = [spec for spec in found.providers if spec.pricing_id]
+    if priced:  # genai-prices loads only when an endpoint names its prices
+        from llmcli import catalog
+
+        prices = catalog.GenaiPrices()
+        for spec in priced:
+            if prices.provider(spec.pricing_id) is None:
+                why = catalog.unknown_prices_id(spec, prices)
+                rows.append(
+                    Check(
+                        "config",
+                        f"[providers.{spec.name}] prices",
+                        WARNING,
+                        "file",
+                        spec.pricing_id,
+                        problem=why,
+                        message=why,
+                        fix="use an id genai-prices knows, or leave prices out",
+                    )
+                )
+    return rows
 
 
 # --- small helpers ------------------------------------------------------------------------------

@@ -460,9 +460,13 @@ def _expand_model(values: dict[str, Any], sources: dict[str, Source], found: Any
         return
     if _RANK[sources["provider"].kind] >= _RANK[sources["model"].kind]:
         if model in found.aliases:
-            setting = SETTINGS_BY_NAME["model"]
-            problem = f"is an alias of {prefix}/{rest}, but the provider is {provider}"
-            raise _invalid(setting, model, sources["model"], problem)
+            by_flag = sources["model"] is FLAG
+            named = "--model" if by_flag else "LLM_MODEL"
+            chosen = "-p" if sources["provider"] is FLAG else "LLM_PROVIDER"
+            raise (errors.UsageError if by_flag else errors.ConfigError)(
+                f"{named}={model!r} is an alias of {prefix}/{rest}, but {chosen} is {provider}",
+                f"leave {chosen} out (the alias names the provider), or name a model of {provider}",
+            )
         return  # the provider's own model name, slash and all
     values["provider"], values["model"] = prefix, rest
     sources["provider"] = sources["model"]

@@ -17,8 +17,9 @@ from typing import Any, NoReturn
 
 # Well-known, non-secret key prefixes that help a user recognise which key is meant.
 KEY_PREFIXES = ("sk-ant-", "sk-proj-", "sk-", "AIza")
-# Shorter strings are not scrubbed from text: they would match ordinary words.
-_MIN_SCRUB = 4
+# Shorter strings are not scrubbed from text: they would match ordinary words (a placeholder
+# key such as OLLAMA_API_KEY=ollama would mask the provider's name everywhere).
+_MIN_SCRUB = 8
 # A key cut short where a message quotes only the first bytes of something (a reply's head, a
 # shortened provider message) is still a trace of it: this many characters of a key after its
 # public prefix, at its start, are masked as the whole key would be.

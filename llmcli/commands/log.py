@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from llmcli import errors, render
-from llmcli.cli import CONTEXT, PROVIDER, environment
+from llmcli.cli import CONTEXT, environment
 from llmcli.wording import plural
 
 TABLE_HEADERS = ["calls", "input tokens", "output tokens", "total tokens", "cost (USD)"]
@@ -67,8 +67,9 @@ def _check_format(ctx: click.Context, param: click.Parameter, value: str) -> str
 @click.option(
     "-p",
     "--provider",
-    type=PROVIDER,  # as `ask -p` takes it: OpenAI is openai
-    callback=_not_empty,
+    # Any name the log may hold, in any case (OpenAI is openai): an endpoint since removed from
+    # config.toml still has its rows.
+    callback=lambda ctx, param, value: (_not_empty(ctx, param, value) or "").lower() or None,
     help="Only this provider.",
 )
 @click.option("-m", "--model", callback=_not_empty, help="Only this model.")

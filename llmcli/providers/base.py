@@ -28,6 +28,8 @@ from llmcli.types import Attachment, Chunk, Message, Part, Request, Response, Te
 ALL_OPTIONS = frozenset({"temperature", "top_p", "stop", "seed", "response_format"})
 #: Seconds `list_models` waits when no timeout is given.
 LIST_TIMEOUT = 10.0
+#: What an endpoint that needs no key is sent instead (servers without auth ignore it).
+NO_KEY = "no-key"
 
 
 class ProviderSpec(NamedTuple):
@@ -95,7 +97,13 @@ class Provider:
         return f"<{type(self).__name__} {self.name!r} endpoint={endpoint!r} key={key!r}>"
 
     def _key(self) -> str | None:
-        return self.api_key.reveal() if self.api_key is not None else None
+        if self.api_key is not None:
+            return self.api_key.reveal()
+        if not self.spec.key_env_vars and self.spec.base_url:
+            # A named endpoint that needs no key (a local server): a placeholder, or the SDK
+            # reaches for its own variable (OPENAI_API_KEY...) and sends that key to this host.
+            return NO_KEY
+        return None
 
     def _kept_async_client(self) -> Any:
         """The async SDK client if it was made in the running event loop, else None.

@@ -146,11 +146,14 @@ class OpenAIProvider(Provider):
         if request.system is not None:
             messages.append({"role": "system", "content": request.system})
         messages.extend({"role": m.role, "content": self.content(m)} for m in request.messages)
-        # max_completion_tokens replaces the deprecated max_tokens, which o-series models reject.
+        # OpenAI's max_completion_tokens replaces the deprecated max_tokens, which o-series
+        # models reject; the servers that speak OpenAI's wire (Ollama, LM Studio, vLLM) read
+        # max_tokens, and some ignore the newer name, so a named endpoint is sent that.
+        limit = "max_completion_tokens" if self.spec.name == "openai" else "max_tokens"
         params: dict[str, Any] = {
             "model": request.model,
             "messages": messages,
-            "max_completion_tokens": request.max_tokens,
+            limit: request.max_tokens,
         }
         if request.temperature is not None:
             params["temperature"] = request.temperature
