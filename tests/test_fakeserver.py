@@ -862,6 +862,7 @@ def test_a_204_has_no_body_and_no_content_type(srv):
         status, headers, data = raw_request(srv, "POST", path, body, KEY_HEADERS[provider])
         assert (status, data) == (204, b"")
         assert "Content-Type" not in headers and "Content-Length" not in headers
+    assert srv.wait_idle(5)  # the server notes a reply's status after sending it
     assert [r.status for r in srv.requests] == [204, 204, 204]
 
 
