@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from llmcli import checks, config, endpoints, errors, paths, providers, redact
+from llmcli import checks, config, endpoints, errors, paths, providers
 from llmcli.providers.base import ProviderSpec
 
 if TYPE_CHECKING:
@@ -400,40 +400,6 @@ def _ask(
     try:
         listed = provider.list_models(timeout)
     except Exception as exc:  # every SDK failure becomes this provider's row; the others go on
-        error = provider.translate_error(exc) or errors.LlmcliError(
-            f"{name}: unexpected {type(exc).__name__}: {exc}",
-            "run again with --debug, and please report it",
-            provider=name,
-        )
-        secrets = [creds.api_key]
-        message = redact.scrub(error.message, secrets)
-        endpoint = (
-            f"{spec.base_url_env}={redact.display_url(creds.base_url)}"
-            if creds.base_url
-            else (redact.display_url(spec.base_url) if spec.base_url else None)
-        )
-        if isinstance(error, errors.AuthError):
-            status = checks.REJECTED
-            fix = f"Check that {variable} (from {source}) is a current key for {name}" + (
-                f" and for the endpoint {endpoint}" if endpoint else ""
-            )
-        else:
-            status = checks.UNREACHABLE if isinstance(error, errors.NetworkError) else checks.FAILED
-            fix = error.hint or "try again later"
-            if endpoint:
-                fix += f" (in use: {endpoint})"
-        failed = checks.Check(
-            check,
-            variable,
-            status,
-            source,
-            str(creds.api_key) if creds.api_key else None,
-            problem=message,
-            message=message,
-            fix=redact.scrub(fix, secrets),
-            provider=name,
-            exit_code=int(error.exit_code),
-        )
-        return failed, None
+        return checks.live_failure(name, creds, provider, exc), None
     count = f"{len(listed)} model{'s' if len(listed) != 1 else ''} listed"
     return checks.Check(check, variable, checks.OK, source, problem=count, provider=name), listed

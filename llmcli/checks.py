@@ -637,7 +637,6 @@ def _live_checks(
 ) -> list[Check]:
     """One request that costs no tokens (list models) through the provider's own SDK."""
     check = f"{name} live"
-    cls = providers.spec(name)
     if creds is None:
         return [
             Check(
@@ -651,45 +650,12 @@ def _live_checks(
     variable = creds.key_var or "-"
     source = str(creds.key_source) if creds.key_source else None
     shown_key = str(creds.api_key) if creds.api_key else None
-    endpoint = (
-        f"{cls.base_url_env}={redact.display_url(creds.base_url)}" if creds.base_url else None
-    )
     model, model_source, timeout = _model_and_timeout(name, env)
     provider = providers.connect(name, creds.api_key, creds.base_url)
     try:
         listed = provider.list_models(timeout)
     except Exception as exc:  # every SDK failure becomes a row; translate_error names it
-        error = provider.translate_error(exc) or errors.LlmcliError(
-            f"{name}: unexpected {type(exc).__name__}: {exc}",
-            "run again with --debug, and please report it",
-            provider=name,
-        )
-        secrets = [creds.api_key]
-        message = redact.scrub(error.message, secrets)
-        if isinstance(error, errors.AuthError):
-            status = REJECTED
-            fix = f"Check that {variable} (from {source}) is a current key for {name}" + (
-                f" and for the endpoint {endpoint}" if endpoint else ""
-            )
-        else:
-            status = UNREACHABLE if isinstance(error, errors.NetworkError) else FAILED
-            fix = error.hint or "try again later"
-            if endpoint:
-                fix += f" (in use: {endpoint})"
-        return [
-            Check(
-                check,
-                variable,
-                status,
-                source,
-                shown_key,
-                problem=message,
-                message=message,
-                fix=redact.scrub(fix, secrets),
-                provider=name,
-                exit_code=int(error.exit_code),
-            )
-        ]
+        return [live_failure(name, creds, provider, exc)]
     rows = [
         Check(
             check,
@@ -717,6 +683,47 @@ def _live_checks(
             )
         )
     return rows
+
+
+def live_failure(name: str, creds: config.Credentials, provider: Any, exc: BaseException) -> Check:
+    """The row for a provider whose model list failed (`config validate --live`, `models --live`):
+    rejected key, unreachable endpoint or another failure, with its fix and exit code."""
+    spec = providers.spec(name)
+    error = provider.translate_error(exc) or errors.LlmcliError(
+        f"{name}: unexpected {type(exc).__name__}: {exc}",
+        "run again with --debug, and please report it",
+        provider=name,
+    )
+    variable = creds.key_var or "-"
+    source = str(creds.key_source) if creds.key_source else None
+    if creds.base_url:
+        endpoint = f"{spec.base_url_env}={redact.display_url(creds.base_url)}"
+    else:
+        endpoint = redact.display_url(spec.base_url) if spec.base_url else None
+    secrets = [creds.api_key]
+    message = redact.scrub(error.message, secrets)
+    if isinstance(error, errors.AuthError):
+        status = REJECTED
+        fix = f"Check that {variable} (from {source}) is a current key for {name}" + (
+            f" and for the endpoint {endpoint}" if endpoint else ""
+        )
+    else:
+        status = UNREACHABLE if isinstance(error, errors.NetworkError) else FAILED
+        fix = error.hint or "try again later"
+        if endpoint:
+            fix += f" (in use: {endpoint})"
+    return Check(
+        f"{name} live",
+        variable,
+        status,
+        source,
+        str(creds.api_key) if creds.api_key else None,
+        problem=message,
+        message=message,
+        fix=redact.scrub(fix, secrets),
+        provider=name,
+        exit_code=int(error.exit_code),
+    )
 
 
 def _model_and_timeout(name: str, env: config.Environment) -> tuple[str | None, str | None, float]:
