@@ -29,6 +29,7 @@ from llmcli import errors, providers
 from llmcli.providers.base import ProviderSpec
 
 if TYPE_CHECKING:
+    from llmcli.budget import Budget
     from llmcli.config import Environment
 
 PROTOCOLS = ("openai", "anthropic", "gemini")
@@ -47,6 +48,7 @@ class Endpoints(NamedTuple):
     path: Path | None
     providers: tuple[ProviderSpec, ...] = ()
     aliases: Mapping[str, str] = MappingProxyType({})
+    budget: Budget | None = None  # [budget] (llmcli.budget)
 
     def expand(self, model: str) -> tuple[str | None, str]:
         """`(provider, model)` from an alias, or from `provider/model`; (None, model) otherwise.
@@ -257,13 +259,13 @@ def _remembered(env: Environment, path: Path, key: tuple[str, int, int]) -> dict
 
 
 def _parse(path: Path, data: dict[str, Any]) -> Endpoints:
-    unknown = sorted(set(data) - {"providers", "aliases"})
+    unknown = sorted(set(data) - {"providers", "aliases", "budget"})
     if unknown:
         raise _problem(
             path,
             f"[{unknown[0]}]",
             "is not a section llmcli reads",
-            "use [providers.NAME] and [aliases] (prices go in prices.toml)",
+            "use [providers.NAME], [aliases] and [budget] (prices go in prices.toml)",
         )
     tables = data.get("providers", {})
     if not isinstance(tables, dict):
@@ -275,7 +277,17 @@ def _parse(path: Path, data: dict[str, Any]) -> Endpoints:
     names = {spec.name for spec in specs}
     for alias, target in aliases.items():
         _check_alias(path, alias, target, aliases, names)
-    return Endpoints(path, specs, MappingProxyType(dict(aliases)))
+    budget = None
+    if "budget" in data:
+        from llmcli import budget as budgets
+
+        try:
+            budget = budgets.from_table(data["budget"], "[budget]")
+        except ValueError as exc:
+            raise errors.ConfigError(
+                f"{path}: {exc}", "see docs/cost.md for the [budget] section"
+            ) from None
+    return Endpoints(path, specs, MappingProxyType(dict(aliases)), budget)
 
 
 def _endpoint(path: Path, name: str, table: Any) -> ProviderSpec:

@@ -30,6 +30,7 @@ class ExitCode(enum.IntEnum):
     NETWORK = 7
     INCOMPLETE = 8
     REJECTED = 9
+    BUDGET = 10  # a spending limit would be passed: nothing was sent
     HANGUP = 129  # SIGHUP: the terminal closed (128 + 1)
     INTERRUPTED = 130  # Ctrl-C, SIGINT (128 + 2)
     TERMINATED = 143  # SIGTERM: `timeout`, CI cancellation, `docker stop` (128 + 15)
@@ -203,6 +204,12 @@ class RequestRejected(LlmcliError):
     """The provider rejected the request itself (400, 404 unknown model, 413, 422): never retried."""
 
     exit_code = ExitCode.REJECTED
+
+
+class BudgetExceeded(LlmcliError):
+    """The call could cost more than a budget has left (or its price is unknown): not sent."""
+
+    exit_code = ExitCode.BUDGET
 
 
 class ContextTooLong(RequestRejected):

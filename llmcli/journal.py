@@ -15,7 +15,7 @@ from llmcli import config, errors, paths
 from llmcli.types import Message, Response
 
 if TYPE_CHECKING:
-    from llmcli.calllog import CallLog, Conversation
+    from llmcli.calllog import CallLog, Conversation, Reservation
     from llmcli.core import Call
 
 # The backend and its driver load only when the log is really read or written (not with --no-log).
@@ -95,9 +95,16 @@ class Journal:
         status: str = "ok",
         partial_text: str | None = None,
         request_uid: str | None = None,
+        reservation: Reservation | None = None,
     ) -> Logged | None:
-        """Write one row for `call`, which continued `before` (if any); None if not logged."""
+        """Write one row for `call`, which continued `before` (if any); None if not logged.
+
+        A call that held a budget `reservation` settles it: the reservation becomes this row,
+        in one transaction (or, with the log off, is released).
+        """
         if not self.enabled:
+            if reservation is not None:
+                self.release(reservation)
             return None
 
         from llmcli.calllog import CallRecord
@@ -142,7 +149,10 @@ class Journal:
             record.exit_code = int(error.exit_code)
             record.attempts = record.attempts or error.attempts
         try:
-            return Logged(self._open().add(record), record.uid)
+            log = self._open()
+            if reservation is not None:
+                return Logged(log.settle(reservation, record), record.uid)
+            return Logged(log.add(record), record.uid)
         except Exception as exc:  # the log must never cost the user an answer or its exit code
             from llmcli import logtrouble
             from llmcli.calllog import LogFailure
@@ -150,6 +160,49 @@ class Journal:
             cause = exc.error if isinstance(exc, LogFailure) else exc
             self.problem = str(logtrouble.describe(cause, self.path, writing=True))
             return None
+
+    def reserve(self, call: Call) -> Reservation | None:
+        """Hold the call's worst case against every budget in force, before it is sent.
+
+        None when no budget is set. BudgetExceeded (exit 10) when the call could pass a limit,
+        or its price is unknown and unpriced calls are not allowed; a log that cannot be read
+        cannot vouch for a budget, so it is a configuration error (exit 3), not a pass.
+        """
+        from llmcli import budget, endpoints
+
+        limits = budget.resolve(self.env, endpoints.current().budget)
+        if not limits.active:
+            return None
+        worst = budget.worst_case(call)
+        if worst is None:
+            if not limits.allow_unpriced:
+                raise budget.unpriced(call)
+            from decimal import Decimal
+
+            worst = Decimal(0)
+        from llmcli.calllog import LogFailure, OverLimit
+
+        paths.private_folder(self.path.parent)
+        try:
+            return self._open().reserve(
+                worst, limits.windows(), budget.reservation_ttl(call), tag=call.settings.tag
+            )
+        except OverLimit as over:
+            raise budget.exceeded(over.spent, over.amount) from None
+        except LogFailure as exc:
+            from llmcli import logtrouble
+
+            trouble = logtrouble.describe(exc.error, self.path, writing=True)
+            raise errors.ConfigError(
+                f"a budget is set, but {trouble.message}", trouble.hint
+            ) from None
+
+    def release(self, reservation: Reservation) -> None:
+        """Drop a reservation whose call was never sent (or is not to be recorded)."""
+        try:
+            self._open().release(reservation)
+        except Exception as exc:  # it expires on its own; the user is told
+            self.problem = f"could not release a budget reservation in {self.path}: {exc}"
 
     def conversation(self, conversation_id: str | None) -> Conversation:
         """A conversation to continue (None = the latest one)."""

@@ -27,7 +27,7 @@ from llmcli.retry import RetryNotice
 from llmcli.types import Response
 
 if TYPE_CHECKING:
-    from llmcli.calllog import Conversation
+    from llmcli.calllog import Conversation, Reservation
     from llmcli.journal import Journal, Logged
 
 
@@ -109,13 +109,20 @@ class _Recorder:
         self.sent = False  # a request went out (a stream: once it has started)
         self.response: Response | None = None
         self.partial: str | None = None  # what a stream had given when it stopped
+        self.reservation: Reservation | None = None  # the budget held for this call
+
+    def reserve(self) -> None:
+        """Hold the call's worst case against the budgets (BudgetExceeded: nothing is sent)."""
+        self.reservation = self.journal.reserve(self.call)
 
     def _record(self, **kwargs: object) -> Logged | None:
+        reservation, self.reservation = self.reservation, None  # the row takes its place
         return self.journal.record(
             self.call,
             conversation_id=self.conversation_id,
             before=self.before,
             request_uid=self.request_uid,
+            reservation=reservation,
             **kwargs,
         )
 
@@ -129,6 +136,9 @@ class _Recorder:
         elif self.sent:
             error = errors.interruption(exc) if isinstance(exc, KeyboardInterrupt) else None
             self._record(error=error, status="interrupted", partial_text=self.partial)
+        elif self.reservation is not None:  # never sent: nothing to pay for
+            self.journal.release(self.reservation)
+            self.reservation = None
 
     def finished(self, response: Response) -> Outcome:
         if self.price:
@@ -243,6 +253,7 @@ def _run_one(
 ) -> Outcome:
     """One provider's attempt at the call (with its retries): `run` for one call."""
     call = recorder.call
+    recorder.reserve()
     streamer: core.Stream | None = None
     pieces = None
     try:
@@ -288,6 +299,7 @@ async def _arun_one(
     import asyncio
 
     call = recorder.call
+    recorder.reserve()
     streamer: core.AsyncStream | None = None
     try:
         if stream:

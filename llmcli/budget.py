@@ -1,0 +1,184 @@
+"""Spending limits, checked and reserved in the log before a call is sent.
+
+    [budget]                 # config.toml; LLMCLI_BUDGET_DAILY_USD / _MONTHLY_USD win over it
+    daily_usd = 5
+    monthly_usd = 100
+    allow_unpriced = false   # a model whose price is unknown is refused while a budget is set
+
+    [budget.tags]
+    ci = 2                   # daily, for calls tagged `ci`
+
+Windows are the UTC calendar day and month. Before a call goes out, its worst case (input tokens
+estimated offline, as `--dry-run` does, plus every one of `--max-tokens` at the output price) is
+reserved in the log, in the same transaction that adds up each window and checks it
+(`CallLog.reserve`): processes racing for the last dollars queue on the log's lock and none can
+pass a limit. The reservation becomes the call's real row when it ends; one left by a killed
+process expires after the call's timeout times its attempts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from llmcli import errors
+
+if TYPE_CHECKING:
+    from llmcli.calllog import Spent, Window
+    from llmcli.config import Environment
+    from llmcli.core import Call
+
+ENV_DAILY = "LLMCLI_BUDGET_DAILY_USD"
+ENV_MONTHLY = "LLMCLI_BUDGET_MONTHLY_USD"
+MAX_LIMIT = Decimal(10_000_000)
+_FIELDS = ("daily_usd", "monthly_usd", "allow_unpriced", "tags")
+
+
+class Budget(NamedTuple):
+    """The limits in force; None where none is set."""
+
+    daily_usd: Decimal | None = None
+    monthly_usd: Decimal | None = None
+    tags: Mapping[str, Decimal] = MappingProxyType({})  # daily, per tag
+    allow_unpriced: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.daily_usd is not None or self.monthly_usd is not None or bool(self.tags)
+
+    def windows(self, now: dt.datetime | None = None) -> list[Window]:
+        """Every window in force now, each from the start of its UTC day or month."""
+        from llmcli.calllog import Window
+
+        now = now or dt.datetime.now(dt.timezone.utc)
+        day = now.strftime("%Y-%m-%dT00:00:00.000000Z")
+        month = now.strftime("%Y-%m-01T00:00:00.000000Z")
+        found = []
+        if self.daily_usd is not None:
+            found.append(Window("daily", day, self.daily_usd))
+        if self.monthly_usd is not None:
+            found.append(Window("monthly", month, self.monthly_usd))
+        for tag, limit in self.tags.items():
+            found.append(Window(f"daily budget for tag {tag!r}", day, limit, tag=tag))
+        return found
+
+
+def parse_usd(raw: Any) -> Decimal:
+    """A limit in USD: a finite number from 0 (nothing may be spent) to 10,000,000."""
+    if isinstance(raw, bool):
+        raise ValueError("must be an amount in USD, e.g. 5 or 2.50")
+    try:
+        value = Decimal(str(raw).strip())
+    except InvalidOperation:
+        raise ValueError("must be an amount in USD, e.g. 5 or 2.50") from None
+    if not value.is_finite() or not 0 <= value <= MAX_LIMIT:
+        raise ValueError(f"must be an amount in USD from 0 to {MAX_LIMIT:,}")
+    return value
+
+
+def from_table(table: Any, where: str) -> Budget:
+    """The `[budget]` table of config.toml; ValueError naming the field and what is wrong."""
+    if not isinstance(table, dict):
+        raise ValueError(f"{where}: must be a table")
+    unknown = [k for k in table if k not in _FIELDS]
+    if unknown:
+        raise ValueError(f"{where} {unknown[0]}: is not a field llmcli reads; use {', '.join(_FIELDS)}")
+    values: dict[str, Any] = {}
+    for name in ("daily_usd", "monthly_usd"):
+        if name in table:
+            try:
+                values[name] = parse_usd(table[name])
+            except ValueError as exc:
+                raise ValueError(f"{where} {name}: {exc}") from None
+    allow = table.get("allow_unpriced", False)
+    if not isinstance(allow, bool):
+        raise ValueError(f"{where} allow_unpriced: must be true or false")
+    tags = table.get("tags", {})
+    if not isinstance(tags, dict):
+        raise ValueError(f"{where}.tags: must be a table of tag = daily USD")
+    limits = {}
+    for tag, limit in tags.items():
+        try:
+            limits[str(tag)] = parse_usd(limit)
+        except ValueError as exc:
+            raise ValueError(f"{where}.tags {tag}: {exc}") from None
+    return Budget(
+        values.get("daily_usd"),
+        values.get("monthly_usd"),
+        MappingProxyType(limits),
+        allow,
+    )
+
+
+def resolve(env: Environment, configured: Budget | None) -> Budget:
+    """The limits in force: the environment's over config.toml's (ConfigError if malformed)."""
+    budget = configured or Budget()
+    for var, field in ((ENV_DAILY, "daily_usd"), (ENV_MONTHLY, "monthly_usd")):
+        found = env.lookup(var)
+        if found is None:
+            continue
+        try:
+            budget = budget._replace(**{field: parse_usd(found[0])})
+        except ValueError as exc:
+            raise errors.ConfigError(
+                f"invalid {var}={found[0].strip()!r} (from {found[1]}): {exc}",
+                f"Set it with: export {var}=5",
+            ) from None
+    return budget
+
+
+def _dollars(amount: Decimal) -> str:
+    """`$4.97`: cents for people; a smaller amount shows its digits (never a cost read as 0)."""
+    from llmcli import money
+
+    if amount and abs(amount) < Decimal("0.01"):
+        return f"${money.plain(amount)}"
+    return f"${amount:,.2f}"
+
+
+def exceeded(spent: Spent, amount: Decimal) -> errors.BudgetExceeded:
+    """`daily budget $5.00 would be exceeded: $4.97 spent today, this call may cost up to
+    $0.04 (resets 00:00 UTC)`."""
+    window = spent.window
+    used = spent.spent_usd + spent.reserved_usd
+    monthly = window.name == "monthly"
+    when = "this month" if monthly else "today"
+    held = f" (and {_dollars(spent.reserved_usd)} held by calls under way)" if spent.reserved_usd else ""
+    resets = "the 1st, 00:00 UTC" if monthly else "00:00 UTC"
+    name = window.name if window.tag is not None else f"{window.name} budget"
+    return errors.BudgetExceeded(
+        f"{name} {_dollars(window.limit_usd)} would be exceeded: {_dollars(used)} spent "
+        f"{when}{held}, this call may cost up to {_dollars(amount)} (resets {resets})",
+        "wait for the reset, lower --max-tokens, or raise the budget (docs/cost.md)",
+    )
+
+
+def worst_case(call: Call) -> Decimal | None:
+    """The most the call can cost: its input estimated offline, every output token used."""
+    from llmcli import pricing
+
+    request = call.request
+    text = "\n".join(part for part in [request.system, *(m.text for m in request.messages)] if part)
+    _, price = pricing.worst_case(
+        request.provider, request.model, text, request.max_tokens, overrides=call.prices
+    )
+    return price.usd
+
+
+def reservation_ttl(call: Call) -> float:
+    """How long a reservation outlives a process killed mid-call: every attempt's deadline."""
+    attempts = call.request.retries + 1
+    return max(1.0, math.ceil(call.request.timeout * attempts + 5))
+
+
+def unpriced(call: Call) -> errors.BudgetExceeded:
+    request = call.request
+    return errors.BudgetExceeded(
+        f"{request.provider} {request.model} has no known price, so a budget cannot bound it",
+        "price it in prices.toml (docs/cost.md), or set allow_unpriced = true under [budget] "
+        "in config.toml",
+    )
