@@ -65,6 +65,8 @@ class CallRecord:
     exit_code: int | None = None
     tag: str | None = None
     response_id: str | None = None
+    cached: bool | None = None  # given from the response cache (cost 0); None in older rows
+    saved_usd: Decimal | None = None  # a cached call: what the answer first cost
 
 
 class Conversation(NamedTuple):
@@ -111,6 +113,29 @@ class OverLimit(Exception):
         self.amount = amount
 
 
+class CacheEntry(NamedTuple):
+    """A stored answer (`llmcli.cache`): its request's key, when it was stored, and what it
+    cost then (None: the price was unknown)."""
+
+    key: str
+    ts: str
+    provider: str
+    model: str | None
+    response: dict[str, Any]  # the answer's text and details, as `cache.entry` stores them
+    cost_usd: Decimal | None
+
+
+class CacheStats(NamedTuple):
+    """The cache's entries, and what cached calls saved according to the log."""
+
+    entries: int
+    size_bytes: int  # the stored answers and their details
+    oldest: str | None
+    newest: str | None
+    hits: int  # calls logged as answered from the cache
+    saved_usd: Decimal  # what those calls would have cost (known prices only)
+
+
 class LogFailure(Exception):
     """The log could not be read or written. `error` is the driver's own exception, which
     `llmcli.logtrouble` turns into words (read-only, disk full, damaged...)."""
@@ -148,6 +173,22 @@ class CallLog(Protocol):
 
     def spent(self, windows: Sequence[Window]) -> list[Spent]:
         """What each window has used so far."""
+        ...
+
+    def cache_get(self, key: str, since: str | None = None) -> CacheEntry | None:
+        """The answer stored under `key`, if it was stored at or after `since` (None: any age)."""
+        ...
+
+    def cache_put(self, entry: CacheEntry) -> None:
+        """Store an answer under its key, replacing an older one."""
+        ...
+
+    def cache_stats(self) -> CacheStats:
+        """How many answers are stored, their size and ages, and what the cache has saved."""
+        ...
+
+    def cache_clear(self, older_than: str | None = None) -> int:
+        """Remove the answers stored before `older_than` (None: all); how many were removed."""
         ...
 
     def conversation(self, conversation_id: str | None) -> Conversation | None:

@@ -96,6 +96,7 @@ class PipeClosed(Exception):
 # only when the command runs or help lists it (Click's lazy-loading pattern).
 COMMANDS: dict[str, str] = {
     "ask": "llmcli.commands.answer:ask",
+    "cache": "llmcli.commands.cache:cache",
     "stream": "llmcli.commands.answer:stream",
     "chat": "llmcli.commands.chat:chat",
     "config": "llmcli.commands.config:config",
@@ -225,9 +226,56 @@ def run(argv: list[str] | None = None) -> int:
         return _run(argv)
 
 
+# The group's own options that take a value: the word after one is not the command's name.
+_GROUP_VALUE_OPTIONS = ("--env-file", "--config")
+
+
+def _cache_switch(argv: list[str]) -> list[str]:
+    """`ask`/`stream`'s bare `--cache` written `--cache=on`, unless a TTL follows it.
+
+    `--cache` takes an optional value (`--cache 7d`), and Click gives such an option the next
+    word whatever it is: `llmcli ask --cache "What is X"` would take the prompt for a TTL and
+    fail with a usage error (or, with a prompt such as `1h`, ask nothing). So the word after a
+    bare `--cache` is its value only when it looks like a TTL; otherwise it stays an argument
+    and the switch gets its value here, before Click parses anything. Words after `--`, and the
+    value of an option such as `-s`, are never taken for the switch.
+    """
+    if "--cache" not in argv:
+        return argv
+    args = list(argv)
+    at = 0
+    while at < len(args) and args[at].startswith("-") and args[at] != "--":
+        at += 2 if args[at] in _GROUP_VALUE_OPTIONS else 1
+    if at >= len(args) or args[at] not in ("ask", "stream"):
+        return argv
+    from llmcli.cache import looks_like_ttl
+
+    command = cli.get_command(click.Context(cli), args[at])
+    assert command is not None
+    takes_value = {
+        name
+        for param in command.params
+        if isinstance(param, click.Option) and not param.is_flag and param.name != "cache"
+        for name in (*param.opts, *param.secondary_opts)
+    }
+    at += 1
+    while at < len(args) and args[at] != "--":
+        if args[at] in takes_value:
+            at += 1  # its value, whatever it says
+        elif args[at] == "--cache":
+            if at + 1 < len(args) and looks_like_ttl(args[at + 1]):
+                at += 1
+            else:
+                args[at] = "--cache=on"
+        at += 1
+    return args
+
+
 def _run(argv: list[str] | None) -> int:
     try:
-        _check_arguments(sys.argv[1:] if argv is None else argv)
+        argv = sys.argv[1:] if argv is None else argv
+        _check_arguments(argv)
+        argv = _cache_switch(argv)
         result = cli.main(args=argv, prog_name="llmcli", standalone_mode=False)
         return result if isinstance(result, int) else 0
     except errors.LlmcliError as exc:

@@ -15,6 +15,7 @@ from llmcli import config, errors, paths
 from llmcli.types import Message, Response
 
 if TYPE_CHECKING:
+    from llmcli.cache import Policy
     from llmcli.calllog import CallLog, Conversation, Reservation
     from llmcli.core import Call
 
@@ -121,6 +122,7 @@ class Journal:
             system_prompt=request.system,
             messages=own,
             tag=call.settings.tag,
+            cached=response is not None and response.cached,
         )
         if response is not None:
             usage = response.usage
@@ -140,6 +142,7 @@ class Journal:
             record.ttft_ms = response.ttft_ms
             record.attempts = response.attempts
             record.response_id = response.request_id
+            record.saved_usd = response.saved_usd
             record.exit_code = 0
         if partial_text is not None and record.answer is None:
             record.answer = partial_text
@@ -203,6 +206,49 @@ class Journal:
             self._open().release(reservation)
         except Exception as exc:  # it expires on its own; the user is told
             self.problem = f"could not release a budget reservation in {self.path}: {exc}"
+
+    def cached(self, key: str, policy: Policy) -> Response | None:
+        """The answer stored under `key` that is young enough for `policy`; None on a miss.
+
+        The cache lives in the log's database, so a log folder we would refuse to write is
+        refused here too (ConfigError), before anything is sent, even with the log off. A cache
+        that cannot be read is a miss, with a warning: the call is then made and paid for, as
+        it would be without the cache, rather than lost.
+        """
+        if not self.enabled:
+            paths.check_log_location(self.path)
+        from llmcli import cache
+
+        since = None
+        if policy.max_age_s is not None:
+            import datetime as dt
+
+            oldest = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=policy.max_age_s)
+            since = oldest.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        try:
+            if not self.path.is_file():  # nothing stored yet; a read must not create the log
+                return None
+            found = self._open().cache_get(key, since)
+            return cache.answer(found) if found is not None else None
+        except Exception as exc:  # a damaged entry or log: ask the provider instead
+            self._trouble(exc, writing=False)
+            return None
+
+    def keep(self, key: str, response: Response) -> None:
+        """Store a complete answer under `key`; a failure to store costs only a warning."""
+        from llmcli import cache
+
+        try:
+            self._open().cache_put(cache.entry(key, response))
+        except Exception as exc:
+            self._trouble(exc, writing=True)
+
+    def _trouble(self, exc: Exception, *, writing: bool) -> None:
+        from llmcli import logtrouble
+        from llmcli.calllog import LogFailure
+
+        cause = exc.error if isinstance(exc, LogFailure) else exc
+        self.problem = str(logtrouble.describe(cause, self.path, writing=writing))
 
     def conversation(self, conversation_id: str | None) -> Conversation:
         """A conversation to continue (None = the latest one)."""

@@ -10,7 +10,11 @@
   arrived, once it may have been sent (a stream counts from its start); a call stopped before
   that leaves no row;
 * a delivery that fails (stdout closed or full) records the call as answered if the answer was
-  complete (it was paid for), else as interrupted with what had arrived.
+  complete (it was paid for), else as interrupted with what had arrived;
+* with the response cache on (`cache`), the first provider's request is looked up before
+  anything is sent or reserved: a stored answer is delivered at once (a stream too) and recorded
+  as a cached call that cost $0 and saved what the answer first cost; a complete answer paid
+  for is stored (`llmcli.cache`).
 
 The exception then goes on to the caller, who decides the exit code.
 """
@@ -27,6 +31,7 @@ from llmcli.retry import RetryNotice
 from llmcli.types import Response
 
 if TYPE_CHECKING:
+    from llmcli.cache import Policy
     from llmcli.calllog import Conversation, Reservation
     from llmcli.journal import Journal, Logged
 
@@ -98,6 +103,8 @@ class _Recorder:
         strict: bool,
         price: bool,
         request_uid: str | None = None,
+        cache: Policy | None = None,
+        look_up: bool = True,
     ) -> None:
         self.call = call
         self.request_uid = request_uid
@@ -110,6 +117,26 @@ class _Recorder:
         self.response: Response | None = None
         self.partial: str | None = None  # what a stream had given when it stopped
         self.reservation: Reservation | None = None  # the budget held for this call
+        self.cache = cache
+        self.look_up = look_up  # a fallback's own key is never looked up, only stored
+        self.cache_key: str | None = None
+        if cache is not None:
+            from llmcli import cache as cached
+
+            self.cache_key = cached.key(call)
+
+    def from_cache(self) -> Response | None:
+        """The stored answer to this very request, when the cache is on and holds one."""
+        if self.cache is None or self.cache_key is None or not self.look_up:
+            return None
+        started = time.monotonic()
+        found = self.journal.cached(self.cache_key, self.cache)
+        if found is None:
+            return None
+        return found._replace(
+            requested_model=self.call.request.model,
+            duration_ms=round((time.monotonic() - started) * 1000),
+        )
 
     def reserve(self) -> None:
         """Hold the call's worst case against the budgets (BudgetExceeded: nothing is sent)."""
@@ -132,7 +159,9 @@ class _Recorder:
     def stopped(self, exc: BaseException) -> None:
         """Ctrl-C, a signal, or a delivery that failed: keep what was paid for."""
         if self.response is not None:
-            self._record(response=core.priced(self.call, self.response))
+            response = self.response
+            # A cached answer cost nothing: pricing its (empty) usage would only load the prices.
+            self._record(response=response if response.cached else core.priced(self.call, response))
         elif self.sent:
             error = errors.interruption(exc) if isinstance(exc, KeyboardInterrupt) else None
             self._record(error=error, status="interrupted", partial_text=self.partial)
@@ -141,10 +170,16 @@ class _Recorder:
             self.reservation = None
 
     def finished(self, response: Response) -> Outcome:
-        if self.price:
+        if self.price and not response.cached:
             response = core.priced(self.call, response)
         problem = core.incomplete(response, strict=self.strict)
-        return Outcome(response, problem, self._record(response=response, error=problem))
+        outcome = Outcome(response, problem, self._record(response=response, error=problem))
+        if self.cache_key is not None and not response.cached:
+            from llmcli import cache
+
+            if cache.cacheable(response, problem):
+                self.journal.keep(self.cache_key, response)
+        return outcome
 
 
 def _fall_back(
@@ -179,6 +214,7 @@ def run(
     sleep: Callable[[float], None] = time.sleep,
     fallbacks: Sequence[core.Call] = (),
     on_fallback: Callable[[FallbackNotice], None] | None = None,
+    cache: Policy | None = None,
 ) -> Outcome:
     """Make one call: `deliver` gets each piece of text as it arrives (`stream`) or the whole
     answer once, before it is priced and recorded. Failures are recorded, then raised.
@@ -188,6 +224,10 @@ def run(
     provider fails after its retries in a way another might not (`may_fall_back`) and nothing has
     been delivered yet, the same request goes to each of `fallbacks` in turn; every attempt is its
     own log row, all linked by one `request_uid`. The last failure is raised if every one fails.
+
+    With `cache` on, a stored answer to the first call's exact request ends the call at once
+    (fallbacks' requests are never looked up: the first provider's answer was asked for); every
+    complete answer paid for is stored under its own request's key.
     """
     from llmcli.calllog import new_uid
 
@@ -195,7 +235,10 @@ def run(
     calls = [call, *fallbacks]
     failures: list[Failure] = []
     for index, current in enumerate(calls):
-        recorder = _Recorder(current, journal, conversation_id, before, strict, price, request_uid)
+        recorder = _Recorder(
+            current, journal, conversation_id, before, strict, price, request_uid,
+            cache=cache, look_up=index == 0,
+        )  # fmt: skip
         try:
             outcome = _run_one(
                 recorder, stream=stream, deliver=deliver, on_retry=on_retry, sleep=sleep
@@ -221,6 +264,7 @@ async def arun(
     sleep: Callable[[float], Awaitable[None]] | None = None,
     fallbacks: Sequence[core.Call] = (),
     on_fallback: Callable[[FallbackNotice], None] | None = None,
+    cache: Policy | None = None,
 ) -> Outcome:
     """`run` on the provider's async client; `deliver` and `sleep` (default `asyncio.sleep`)
     are awaited. Cancellation (a client that went away) is recorded as an interruption, with
@@ -231,7 +275,10 @@ async def arun(
     calls = [call, *fallbacks]
     failures: list[Failure] = []
     for index, current in enumerate(calls):
-        recorder = _Recorder(current, journal, conversation_id, before, strict, price, request_uid)
+        recorder = _Recorder(
+            current, journal, conversation_id, before, strict, price, request_uid,
+            cache=cache, look_up=index == 0,
+        )  # fmt: skip
         try:
             outcome = await _arun_one(
                 recorder, stream=stream, deliver=deliver, on_retry=on_retry, sleep=sleep
@@ -253,6 +300,16 @@ def _run_one(
 ) -> Outcome:
     """One provider's attempt at the call (with its retries): `run` for one call."""
     call = recorder.call
+    hit = recorder.from_cache()  # before the reservation: a stored answer costs nothing
+    if hit is not None:
+        recorder.response = hit
+        try:
+            if deliver is not None:
+                deliver(hit.text)  # a stream too: all of it at once
+        except (KeyboardInterrupt, OSError) as exc:
+            recorder.stopped(exc)
+            raise
+        return recorder.finished(hit)
     recorder.reserve()
     streamer: core.Stream | None = None
     pieces = None
@@ -299,6 +356,16 @@ async def _arun_one(
     import asyncio
 
     call = recorder.call
+    hit = recorder.from_cache()  # before the reservation: a stored answer costs nothing
+    if hit is not None:
+        recorder.response = hit
+        try:
+            if deliver is not None:
+                await deliver(hit.text)  # a stream too: all of it at once
+        except (KeyboardInterrupt, OSError, asyncio.CancelledError) as exc:
+            recorder.stopped(exc)
+            raise
+        return recorder.finished(hit)
     recorder.reserve()
     streamer: core.AsyncStream | None = None
     try:

@@ -98,7 +98,8 @@ def _logged(path: Path) -> bool:
 
 @dataclass(frozen=True)
 class CostRow:
-    """One group of calls. `cost_usd` sums the known costs; `unpriced` counts the unknown ones."""
+    """One group of calls. `cost_usd` sums the known costs; `unpriced` counts the unknown ones;
+    `saved_usd` is what the calls answered from the response cache would have cost."""
 
     group: dict[str, str | None]
     calls: int
@@ -106,6 +107,7 @@ class CostRow:
     output_tokens: int
     cost_usd: Decimal | None  # exact
     unpriced: int
+    saved_usd: Decimal = Decimal(0)  # exact
 
     @property
     def total_tokens(self) -> int:
@@ -120,6 +122,7 @@ class CostRow:
             "total_tokens": self.total_tokens,
             "cost_usd": self.cost_usd,
             "unpriced_calls": self.unpriced,
+            "saved_usd": self.saved_usd,
         }
 
 
@@ -134,6 +137,7 @@ def _row(group: dict[str, str | None], row: Any) -> CostRow:
         output_tokens=row["output_tokens"] or 0,
         cost_usd=known,
         unpriced=unpriced,
+        saved_usd=row["saved_usd"],
     )
 
 
@@ -161,6 +165,7 @@ def cost_summary(
         "output_tokens": sum(r["output_tokens"] or 0 for r in grouped),
         "cost_usd": sum(known) if known else None,
         "unpriced": sum(r["unpriced"] for r in grouped),
+        "saved_usd": sum((r["saved_usd"] for r in grouped), Decimal(0)),
     }
     return rows, _row({}, total)
 

@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 
 from llmcli import money
 from llmcli.calllog import (
+    CacheEntry,
+    CacheStats,
     CallRecord,
     Conversation,
     LogFailure,
@@ -96,7 +98,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 4: exact money (whole picodollars, summed as integers), a uid per row (the same row in every
     # backend), a conversation's rows refer to the one they continue instead of repeating its
-    # messages, cache writes kept an hour (billed higher), and budget reservations. The table is rebuilt: SQLite cannot drop the float
+    # messages, cache writes kept an hour (billed higher), budget reservations, and the response
+    # cache (its entries, and which calls it answered and what they saved). The table is rebuilt: SQLite cannot drop the float
     # column while an index and a generated column use it. Old rows keep their full messages
     # and no parent, which reads back the same.
     f"""
@@ -132,6 +135,8 @@ MIGRATIONS: tuple[str, ...] = (
         exit_code INTEGER,
         tag TEXT,
         response_id TEXT,
+        cached INTEGER,
+        saved_picousd INTEGER,
         unpriced INTEGER GENERATED ALWAYS AS ({UNPRICED_4}) VIRTUAL
     );
     INSERT INTO calls_v4 (id, uid, ts, provider, requested_model, model, conversation_id,
@@ -152,9 +157,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX calls_ts ON calls (ts);
     CREATE INDEX calls_provider_model ON calls (provider, model);
     CREATE INDEX calls_cost_by_model ON calls
-        (provider, COALESCE(model, requested_model), ts, input_tokens, output_tokens, cost_picousd, unpriced);
+        (provider, COALESCE(model, requested_model), ts, input_tokens, output_tokens, cost_picousd, unpriced, saved_picousd);
     CREATE INDEX calls_cost_by_day ON calls
-        (substr(ts, 1, 10), ts, input_tokens, output_tokens, cost_picousd, unpriced);
+        (substr(ts, 1, 10), ts, input_tokens, output_tokens, cost_picousd, unpriced, saved_picousd);
+    CREATE INDEX calls_cached ON calls (cached, saved_picousd) WHERE cached = 1;
     CREATE INDEX calls_tag_ts ON calls (tag, ts, cost_picousd);
     CREATE INDEX calls_request ON calls (request_uid);
     CREATE TABLE reservations (
@@ -164,12 +170,22 @@ MIGRATIONS: tuple[str, ...] = (
         cost_picousd INTEGER NOT NULL,
         tag TEXT
     );
+    CREATE TABLE cache (
+        key TEXT PRIMARY KEY,
+        ts TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        model TEXT,
+        response TEXT NOT NULL,
+        cost_picousd INTEGER
+    );
+    CREATE INDEX cache_ts ON cache (ts);
     """,
 )
 
 
-# The columns a `CallRecord` fills, in order (`cost_usd` is stored as `cost_picousd`).
-COLUMNS = tuple("cost_picousd" if f.name == "cost_usd" else f.name for f in fields(CallRecord))
+# The columns a `CallRecord` fills, in order (amounts in USD are stored as whole picodollars).
+_PICO_COLUMNS = {"cost_usd": "cost_picousd", "saved_usd": "saved_picousd"}
+COLUMNS = tuple(_PICO_COLUMNS.get(f.name, f.name) for f in fields(CallRecord))
 T = TypeVar("T")
 
 
@@ -179,7 +195,9 @@ def row_values(record: CallRecord) -> list[Any]:
     data["messages"] = (
         json.dumps(record.messages, ensure_ascii=False) if record.messages is not None else None
     )
-    data["cost_picousd"] = None if record.cost_usd is None else money.to_pico(record.cost_usd)
+    for name, column in _PICO_COLUMNS.items():
+        amount = data[name]
+        data[column] = None if amount is None else money.to_pico(amount)
     return [data[c] for c in COLUMNS]
 
 
@@ -350,6 +368,58 @@ class Store:
         with self.transaction() as db:
             db.execute("DELETE FROM reservations WHERE uid = ?", (reservation.uid,))
 
+    # --- the response cache ----------------------------------------------------------------------
+
+    @_failures
+    def cache_get(self, key: str, since: str | None = None) -> CacheEntry | None:
+        row = self.db.execute(
+            "SELECT key, ts, provider, model, response, cost_picousd FROM cache "
+            "WHERE key = ? AND ts >= ?",
+            (key, since or ""),
+        ).fetchone()
+        if row is None:
+            return None
+        try:
+            stored = json.loads(row["response"])
+        except (ValueError, TypeError, RecursionError):
+            return None  # a damaged entry is a miss: the answer is asked for, and stored anew
+        if not isinstance(stored, dict) or not isinstance(stored.get("text"), str):
+            return None
+        picos = row["cost_picousd"]
+        cost = money.from_pico(picos) if isinstance(picos, int) else None
+        return CacheEntry(row["key"], row["ts"], row["provider"], row["model"], stored, cost)
+
+    @_failures
+    def cache_put(self, entry: CacheEntry) -> None:
+        cost = None if entry.cost_usd is None else money.to_pico(entry.cost_usd)
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO cache (key, ts, provider, model, response, cost_picousd) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET ts = excluded.ts, "
+                "provider = excluded.provider, model = excluded.model, "
+                "response = excluded.response, cost_picousd = excluded.cost_picousd",
+                (entry.key, entry.ts, entry.provider, entry.model,
+                 json.dumps(entry.response, ensure_ascii=False), cost),
+            )  # fmt: skip
+
+    @_failures
+    def cache_stats(self) -> CacheStats:
+        entries, size, oldest, newest = self.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(length(key) + length(CAST(response AS BLOB))), 0), "
+            "MIN(ts), MAX(ts) FROM cache"
+        ).fetchone()
+        hits, saved = self.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(saved_picousd), 0) FROM calls WHERE cached = 1"
+        ).fetchone()
+        return CacheStats(entries, size, oldest, newest, hits, money.from_pico(saved))
+
+    @_failures
+    def cache_clear(self, older_than: str | None = None) -> int:
+        with self.transaction() as db:
+            if older_than is None:
+                return db.execute("DELETE FROM cache").rowcount
+            return db.execute("DELETE FROM cache WHERE ts < ?", (older_than,)).rowcount
+
     # --- reading ---------------------------------------------------------------------------------
 
     def _chain(self, uid: str | None, cache: dict[str, sqlite3.Row]) -> list[sqlite3.Row]:
@@ -391,8 +461,10 @@ class Store:
             k: v.decode("utf-8", "replace") if isinstance(v, bytes) else v
             for k, v in dict(row).items()
         }
-        picos = data.pop("cost_picousd")
-        data["cost_usd"] = money.from_pico(picos) if isinstance(picos, int) else None
+        for name, column in _PICO_COLUMNS.items():
+            picos = data.pop(column)
+            data[name] = money.from_pico(picos) if isinstance(picos, int) else None
+        data["cached"] = bool(data["cached"]) if data["cached"] is not None else None
         data.pop("unpriced", None)
         data["messages"], data["messages_error"] = (
             self._full_messages(row["uid"], cache) if row["messages"] is not None else (None, None)
@@ -454,7 +526,8 @@ class Store:
         until: str | None = None,
         filters: dict[str, str | None] | None = None,
     ) -> list[dict[str, Any]]:
-        """Calls, tokens and known cost per group; `unpriced` counts calls whose cost is unknown."""
+        """Calls, tokens and known cost per group; `unpriced` counts calls whose cost is unknown;
+        `saved_usd` is what calls answered from the cache would have cost."""
         keys = {
             "provider": "provider",
             "model": "COALESCE(model, requested_model)",
@@ -483,7 +556,7 @@ class Store:
             f"SELECT {columns}"
             "COUNT(*) AS calls, SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, "
             "SUM(cost_picousd) AS cost_picousd, COUNT(cost_picousd) AS priced, "
-            "SUM(unpriced) AS unpriced FROM calls"
+            "SUM(unpriced) AS unpriced, SUM(saved_picousd) AS saved_picousd FROM calls"
         )
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -496,6 +569,7 @@ class Store:
             data = dict(row)
             picos, priced = data.pop("cost_picousd"), data.pop("priced")
             data["cost_usd"] = money.from_pico(picos) if priced else None
+            data["saved_usd"] = money.from_pico(data.pop("saved_picousd") or 0)
             result.append(data)
         return result
 
@@ -508,8 +582,10 @@ class Store:
         records = []
         for row in rows:
             data = {c: row[c] for c in COLUMNS}
-            picos = data.pop("cost_picousd")
-            data["cost_usd"] = None if picos is None else money.from_pico(picos)
+            for name, column in _PICO_COLUMNS.items():
+                picos = data.pop(column)
+                data[name] = None if picos is None else money.from_pico(picos)
+            data["cached"] = None if data["cached"] is None else bool(data["cached"])
             data["messages"] = json.loads(data["messages"]) if data["messages"] else None
             records.append(CallRecord(**data))
         return records

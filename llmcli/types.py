@@ -199,6 +199,8 @@ class Response(NamedTuple):
     attempts: int = 1
     request_id: str | None = None
     refusal: str | None = None  # why the model declined, in its words (OpenAI), when it did
+    cached: bool = False  # given again from the response cache: nothing was sent or paid
+    saved_usd: Decimal | None = None  # what a cached answer first cost (None: unknown)
 
     def to_dict(self) -> dict[str, Any]:
         """The `--json` shape: stable field names that scripts can rely on."""
@@ -216,4 +218,6 @@ class Response(NamedTuple):
             "attempts": self.attempts,
             "id": self.request_id,
             "refusal": self.refusal,
+            "cached": self.cached,
+            "saved_usd": self.saved_usd,
         }

@@ -147,6 +147,31 @@ def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return _with_options(func, options)
 
 
+def cache_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The response cache's switches, for `ask` and `stream`."""
+    options = [
+        click.option(
+            "--cache",
+            "cache",
+            metavar="[TTL]",
+            # Optional value: a bare `--cache` is made `--cache=on` before Click parses the
+            # command line (llmcli.cli), so that it never swallows the prompt that follows it.
+            is_flag=False,
+            flag_value="on",
+            default=None,
+            help="Reuse the stored answer to this exact request (no network call, no cost), "
+            "or store this one; with a TTL (30s, 10m, 1h, 7d, 2w), only an answer that young.  "
+            "[env: LLMCLI_CACHE: a TTL, 1/on or 0/off]",
+        ),
+        click.option(
+            "--no-cache",
+            is_flag=True,
+            help="Neither reuse nor store an answer (wins over --cache and LLMCLI_CACHE).",
+        ),
+    ]
+    return _with_options(func, options)
+
+
 FLAG_NAMES = (
     "provider",
     "model",
@@ -210,12 +235,13 @@ def _dry_run(call: Any, chain: Any) -> None:
 
 
 def _run_answer(prompt: tuple[str, ...], params: dict[str, Any], *, stream: bool) -> None:
-    from llmcli import core, lifecycle
+    from llmcli import cache, core, lifecycle
     from llmcli.journal import Journal, messages_of
     from llmcli.types import Message
 
     flags = command_flags(params)
     env = environment()
+    caching = cache.resolve(params["cache"], params["no_cache"], env)
     stdin_text = None if params["no_stdin"] else read_stdin()
     message = core.compose_prompt(prompt, stdin_text)
     cid, before = _conversation(params, env, flags)
@@ -242,11 +268,13 @@ def _run_answer(prompt: tuple[str, ...], params: dict[str, Any], *, stream: bool
                 # but ends the waiting indicator and start-up's pause of the collector).
                 deliver=writer.write if stream else (None if quiet else render.answer),
                 strict=params["strict"],
-                # Priced once the answer is out, and only if the cost is shown or logged.
-                price=journal.enabled or params["usage"] or params["as_json"],
+                # Priced once the answer is out, and only if the cost is shown, logged or stored
+                # with the answer (what a later hit saves).
+                price=journal.enabled or params["usage"] or params["as_json"] or bool(caching),
                 on_retry=_retry_line,
                 fallbacks=chain,
                 on_fallback=lambda notice: _fallback_line(notice, writer),
+                cache=caching,
             )
         response = outcome.response
         if params["as_json"]:
@@ -260,7 +288,10 @@ def _run_answer(prompt: tuple[str, ...], params: dict[str, Any], *, stream: bool
             )
         render.finish_warnings(response, request.max_tokens)
         if params["usage"]:
-            render.diag(render.usage_line(response))
+            line = render.usage_line(response)
+            if response.cached:
+                line += f" (cached, saved {render.cost_text(response.saved_usd)})"
+            render.diag(line)
         if outcome.problem is not None:
             raise outcome.problem
     finally:
@@ -284,6 +315,7 @@ def _fallback_line(notice: Any, writer: Any) -> None:
 @click.argument("prompt", nargs=-1)
 @model_options
 @output_options
+@cache_options
 @click.option(
     "--stream", "stream", is_flag=True, help="Print the answer as it arrives (as `llmcli stream`)."
 )
@@ -299,6 +331,7 @@ def ask(prompt: tuple[str, ...], stream: bool, **params: Any) -> None:
       llmcli ask -p anthropic -s "Answer in one line" "What is a monad?"
       cat error.log | llmcli ask "What went wrong?"
       llmcli ask --json -u "Name a prime" | jq .usage
+      llmcli ask --cache 7d "Explain git rebase"   # asked again within 7 days: free, instant
     """
     _run_answer(prompt, params, stream=stream)
 
@@ -307,6 +340,7 @@ def ask(prompt: tuple[str, ...], stream: bool, **params: Any) -> None:
 @click.argument("prompt", nargs=-1)
 @model_options
 @output_options
+@cache_options
 def stream(prompt: tuple[str, ...], **params: Any) -> None:
     """Ask once and print the answer token by token as it arrives.
 
@@ -318,5 +352,6 @@ def stream(prompt: tuple[str, ...], **params: Any) -> None:
       llmcli stream -p echo "one two three"
       llmcli stream -p gemini "Write a haiku about pipes"
       tail -n 50 app.log | llmcli stream -p anthropic "Explain these errors"
+      llmcli stream --cache "Write a haiku about pipes"   # the same haiku again, at once
     """
     _run_answer(prompt, params, stream=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import sys
+from decimal import Decimal
 from typing import Any
 
 import click
@@ -13,7 +14,15 @@ from llmcli import errors, render
 from llmcli.cli import CONTEXT, environment
 from llmcli.wording import plural
 
-TABLE_HEADERS = ["calls", "input tokens", "output tokens", "total tokens", "cost (USD)"]
+TABLE_HEADERS = [
+    "calls",
+    "input tokens",
+    "output tokens",
+    "total tokens",
+    "cost (USD)",
+    "saved (USD)",
+]
+AMOUNTS = ("cost_usd", "saved_usd")  # written as plain decimals in CSV
 # `logs -n`: SQLite's LIMIT takes no more than 2**63 - 1; a round bound that says what it is.
 MAX_COUNT = 1_000_000_000
 
@@ -23,6 +32,12 @@ def _cost_cell(cost: float | None, unpriced: int) -> str:
         return "n/a"
     text = render.cost_text(cost)
     return f"{text} + n/a ({plural(unpriced, 'call')})" if unpriced else text
+
+
+def _saved_cell(saved: Decimal) -> str:
+    """What the response cache saved; `-` when nothing was (no `$0.000000` in every row of a
+    log that never used it, which would also read like a price)."""
+    return render.cost_text(saved) if saved else "-"
 
 
 def _not_empty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -84,7 +99,8 @@ def _check_format(ctx: click.Context, param: click.Parameter, value: str) -> str
 )
 def cost(by: str | None, since: str | None, until: str | None, provider: str | None, model: str | None,
          tag: str | None, fmt: str) -> None:  # fmt: skip
-    """Show what the logged calls cost: calls, tokens and USD per group, with a TOTAL.
+    """Show what the logged calls cost: calls, tokens and USD per group, with a TOTAL, and
+    what answers given from the response cache (`ask --cache`) saved.
 
     A call whose price is unknown (a model genai-prices does not know, and no entry in
     prices.toml) is shown as n/a and left out of the sums, never counted as $0.
@@ -135,7 +151,7 @@ def cost(by: str | None, since: str | None, until: str | None, provider: str | N
             else [""] * len(group)
         )
         return [*cells, row.calls, row.input_tokens, row.output_tokens, row.total_tokens,
-                _cost_cell(row.cost_usd, row.unpriced)]  # fmt: skip
+                _cost_cell(row.cost_usd, row.unpriced), _saved_cell(row.saved_usd)]  # fmt: skip
 
     table = [line(r) for r in rows] + [["TOTAL", *line(total)[1:]]]
     headers = [*group, *TABLE_HEADERS]
@@ -163,15 +179,18 @@ def _csv(rows: list[dict[str, Any]], group: tuple[str, ...]) -> str:
         "input_tokens",
         "output_tokens",
         "total_tokens",
+        # Before cost_usd: scripts that read the cost and unpriced calls as the last two columns
+        # (`cut -d, -f7-`, `row[-2]`) keep working.
+        "saved_usd",
         "cost_usd",
         "unpriced_calls",
     ]
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        if row["cost_usd"] is not None:  # 0.000022, not 2.2e-05: spreadsheets and people read it
-            row = {**row, "cost_usd": render.cost_decimal(row["cost_usd"])}
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+        # 0.000022, not 2.2e-05: spreadsheets and people read it
+        amounts = {k: render.cost_decimal(row[k]) for k in AMOUNTS if row[k] is not None}
+        writer.writerow({k: ("" if v is None else v) for k, v in {**row, **amounts}.items()})
     return buffer.getvalue()
 
 
