@@ -288,6 +288,40 @@ def test_the_monthly_budget_counts_this_month_and_not_the_last(cli, fake):
     assert found["daily"]["spent_usd"] == (Decimal("0.05") if now.day == 1 else Decimal("0.02"))
 
 
+def test_the_environment_wins_over_config_toml(cli, fake):
+    write_config(
+        """
+        [budget]
+        daily_usd = 0
+        monthly_usd = 0
+        """
+    )
+    env = {"LLMCLI_BUDGET_DAILY_USD": "0.01", "LLMCLI_BUDGET_MONTHLY_USD": "1"}
+    fake.script("openai", CENT)
+    result = cli("ask", *MINI, "hi", extra_env=env)
+    assert (result.code, result.out, result.err) == (0, "fine\n", "")
+
+    refused = cli("ask", *MINI, "hi", extra_env=env)
+    assert refused.code == 10
+    assert refused.err.startswith("Error: daily budget $0.01 would be exceeded: $0.01 spent today")
+    without = cli("ask", *MINI, "hi")  # config.toml's own limits again
+    assert without.code == 10
+    assert without.err.startswith("Error: daily budget $0.00 would be exceeded")
+    assert len(fake.requests) == 1
+
+    shown = json.loads(cli("config", "show", "--json", extra_env=env).out)["settings"]
+    rows = {r["setting"]: r for r in shown}
+    assert (rows["daily budget"]["value"], rows["daily budget"]["source"]) == (
+        "$0.01",
+        "environment",
+    )
+    assert rows["daily budget"]["note"] == "wins over config.toml's $0.00"
+    assert (rows["monthly budget"]["value"], rows["monthly budget"]["source"]) == (
+        "$1.00",
+        "environment",
+    )
+
+
 # --- prices ----------------------------------------------------------------------------------
 
 
@@ -507,6 +541,141 @@ def test_each_fallback_reserves_its_own_worst_case(cli, fake):
 
 
 # --- settings --------------------------------------------------------------------------------
+
+
+def test_a_malformed_budget_variable_is_a_configuration_error_that_never_echoes_a_key(cli, fake):
+    key = "sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
+    result = cli("ask", *MINI, "hi", extra_env={"LLMCLI_BUDGET_DAILY_USD": key})
+    assert (result.code, result.out) == (3, "")
+    assert result.err.startswith("Error: invalid LLMCLI_BUDGET_DAILY_USD=")
+    assert "must be an amount in USD" in result.err
+    assert key not in result.err and key[:12] not in result.err
+    assert fake.requests == []
+
+    checked = cli("config", "validate", "-p", "echo", extra_env={"LLMCLI_BUDGET_DAILY_USD": key})
+    assert checked.code == 3
+    assert key not in checked.out + checked.err
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("LLMCLI_BUDGET_DAILY_USD", "five"),
+        ("LLMCLI_BUDGET_DAILY_USD", "-1"),
+        ("LLMCLI_BUDGET_MONTHLY_USD", "nan"),
+        ("LLMCLI_BUDGET_MONTHLY_USD", "1e99"),
+    ],
+)
+def test_config_validate_fails_on_a_malformed_budget_variable(cli, variable, value):
+    result = cli("config", "validate", "-p", "echo", "--json", extra_env={variable: value})
+    assert result.code == 3
+    report = json.loads(result.out)
+    (row,) = [c for c in report["checks"] if c["variable"] == variable]
+    assert (row["check"], row["status"], row["source"], row["value"]) == (
+        "budget",
+        "invalid",
+        "environment",
+        value,
+    )
+    assert row["problem"].startswith("must be an amount in USD")
+    assert row["exit_code"] == 3
+    assert result.err.startswith(f"Error: invalid {variable}='{value}': must be an amount in USD")
+
+    # `ask` refuses the same value with the same words.
+    asked = cli("ask", "-p", "echo", "hi", extra_env={variable: value})
+    assert asked.code == 3
+    assert asked.err.splitlines()[0] == result.err.splitlines()[0]
+
+
+def test_config_validate_shows_the_limits_in_force(cli):
+    write_config(
+        """
+        [budget]
+        daily_usd = 5
+        monthly_usd = 100
+        allow_unpriced = true
+
+        [budget.tags]
+        ci = 2
+        """
+    )
+    result = cli(
+        "config", "validate", "-p", "echo", "--json",
+        extra_env={"LLMCLI_BUDGET_MONTHLY_USD": "50"},
+    )  # fmt: skip
+    assert result.code == 0, result.out + result.err
+    rows = [
+        (c["variable"], c["status"], c["source"], c["value"])
+        for c in json.loads(result.out)["checks"]
+        if c["check"] == "budget"
+    ]
+    assert rows == [
+        ("[budget] daily_usd", "ok", "config.toml", "$5.00"),
+        ("LLMCLI_BUDGET_MONTHLY_USD", "ok", "environment", "$50.00"),
+        ("[budget.tags] ci", "ok", "config.toml", "$2.00"),
+        ("[budget] allow_unpriced", "ok", "config.toml", "true"),
+    ]
+    table = cli("config", "validate", "-p", "echo", extra_env={"LLMCLI_BUDGET_MONTHLY_USD": "50"})
+    assert table.code == 0
+    assert "wins over config.toml's $100.00" in table.out
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        '[budget]\ndaily_usd = "lots"\n',
+        "[budget]\ndaily_usd = -5\n",
+        "[budget]\nweekly_usd = 5\n",
+        '[budget]\nallow_unpriced = "yes"\n',
+        "[budget.tags]\nci = true\n",
+        "budget = 5\n",
+    ],
+)
+def test_a_malformed_budget_table_fails_the_config_row(cli, fake, table):
+    write_config(table)
+    result = cli("config", "validate", "-p", "echo", "--json")
+    assert result.code == 3
+    (row,) = [c for c in json.loads(result.out)["checks"] if c["check"] == "config"]
+    assert (row["status"], row["exit_code"]) == ("invalid", 3)
+    assert "[budget" in row["problem"]
+    assert row["fix"] == "see docs/cost.md for the [budget] section"
+    asked = cli("ask", *MINI, "hi")
+    assert asked.code == 3 and "[budget" in asked.err
+    assert fake.requests == []
+
+
+def test_config_show_lists_the_budgets_and_where_each_comes_from(cli):
+    rows = {r["setting"]: r for r in json.loads(cli("config", "show", "--json").out)["settings"]}
+    assert (rows["daily budget"]["value"], rows["daily budget"]["source"]) == ("(none)", "default")
+    assert rows["monthly budget"]["variable"] == "LLMCLI_BUDGET_MONTHLY_USD"
+
+    write_config(
+        """
+        [budget]
+        monthly_usd = 100
+        allow_unpriced = true
+
+        [budget.tags]
+        ci = 2.5
+        """
+    )
+    result = cli("config", "show", "--json", extra_env={"LLMCLI_BUDGET_DAILY_USD": "oops"})
+    assert result.code == 0
+    rows = {r["setting"]: r for r in json.loads(result.out)["settings"]}
+    assert rows["daily budget"]["value"] == "oops"
+    assert rows["daily budget"]["note"].startswith("invalid: must be an amount in USD")
+    assert (rows["monthly budget"]["value"], rows["monthly budget"]["source"]) == (
+        "$100.00",
+        "config.toml",
+    )
+    assert rows["monthly budget"]["note"] == "[budget] monthly_usd"
+    tag = rows["daily budget, tag ci"]
+    assert (tag["value"], tag["source"], tag["note"]) == (
+        "$2.50",
+        "config.toml",
+        "[budget.tags] ci",
+    )
+    assert rows["unpriced models"]["value"] == "allowed"
 
 
 def test_without_a_budget_a_no_log_call_creates_no_log(fake):
