@@ -29,7 +29,7 @@ from llmcli import errors
 
 if TYPE_CHECKING:
     from llmcli.calllog import Spent, Window
-    from llmcli.config import Environment
+    from llmcli.config import Environment, Source
     from llmcli.core import Call
 
 ENV_DAILY = "LLMCLI_BUDGET_DAILY_USD"
@@ -77,7 +77,7 @@ def parse_usd(raw: Any) -> Decimal:
         raise ValueError("must be an amount in USD, e.g. 5 or 2.50") from None
     if not value.is_finite() or not 0 <= value <= MAX_LIMIT:
         raise ValueError(f"must be an amount in USD from 0 to {MAX_LIMIT:,}")
-    return value
+    return abs(value)  # -0 is 0, not `$-0.00`
 
 
 def from_table(table: Any, where: str) -> Budget:
@@ -86,7 +86,9 @@ def from_table(table: Any, where: str) -> Budget:
         raise ValueError(f"{where}: must be a table")
     unknown = [k for k in table if k not in _FIELDS]
     if unknown:
-        raise ValueError(f"{where} {unknown[0]}: is not a field llmcli reads; use {', '.join(_FIELDS)}")
+        raise ValueError(
+            f"{where} {unknown[0]}: is not a field llmcli reads; use {', '.join(_FIELDS)}"
+        )
     values: dict[str, Any] = {}
     for name in ("daily_usd", "monthly_usd"):
         if name in table:
@@ -114,45 +116,80 @@ def from_table(table: Any, where: str) -> Budget:
     )
 
 
+def env_limit(env: Environment, var: str) -> tuple[Decimal, Source] | None:
+    """A limit set in the environment (or .env) and where; None if unset; ConfigError if malformed.
+
+    One place for the wording, so `config validate` says exactly what `ask` would.
+    """
+    found = env.lookup(var)
+    if found is None:
+        return None
+    try:
+        return parse_usd(found[0]), found[1]
+    except ValueError as exc:
+        from llmcli import redact
+
+        # A key pasted into the wrong variable must not be echoed back.
+        where = f" (from {found[1]})" if found[1].kind == ".env" else ""
+        raise errors.ConfigError(
+            f"invalid {var}={redact.mask_keys(found[0].strip())!r}{where}: {exc}",
+            f"Set it with: export {var}=5",
+        ) from None
+
+
 def resolve(env: Environment, configured: Budget | None) -> Budget:
     """The limits in force: the environment's over config.toml's (ConfigError if malformed)."""
     budget = configured or Budget()
     for var, field in ((ENV_DAILY, "daily_usd"), (ENV_MONTHLY, "monthly_usd")):
-        found = env.lookup(var)
-        if found is None:
-            continue
-        try:
-            budget = budget._replace(**{field: parse_usd(found[0])})
-        except ValueError as exc:
-            raise errors.ConfigError(
-                f"invalid {var}={found[0].strip()!r} (from {found[1]}): {exc}",
-                f"Set it with: export {var}=5",
-            ) from None
+        found = env_limit(env, var)
+        if found is not None:
+            budget = budget._replace(**{field: found[0]})
     return budget
 
 
-def _dollars(amount: Decimal) -> str:
-    """`$4.97`: cents for people; a smaller amount shows its digits (never a cost read as 0)."""
+def in_force(env: Environment) -> Budget:
+    """The limits in force for a command that has not read config.toml yet (`cost`)."""
+    from llmcli import endpoints
+
+    return resolve(env, endpoints.load(env).budget)
+
+
+def resets_at(window: Window) -> str:
+    """When a window starts again: the next UTC midnight, or the 1st of next month."""
+    start = dt.datetime.strptime(window.since, "%Y-%m-%dT%H:%M:%S.%fZ")
+    if window.name == "monthly":
+        end = (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    else:
+        end = start + dt.timedelta(days=1)
+    return end.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def dollars(amount: Decimal) -> str:
+    """`$4.97` for whole cents; other amounts with their digits (`$0.015`, `$4.973457`,
+    `$0.00060015`), so a limit or a cost is never shown rounded to another one, nor read as 0."""
     from llmcli import money
 
     if amount and abs(amount) < Decimal("0.01"):
         return f"${money.plain(amount)}"
-    return f"${amount:,.2f}"
+    if amount == amount.quantize(Decimal("0.01")):
+        return f"${amount:,.2f}"
+    return f"${amount:,.6f}".rstrip("0")
 
 
 def exceeded(spent: Spent, amount: Decimal) -> errors.BudgetExceeded:
     """`daily budget $5.00 would be exceeded: $4.97 spent today, this call may cost up to
-    $0.04 (resets 00:00 UTC)`."""
+    $0.04 (resets 00:00 UTC)`; what calls under way hold is named apart from what was spent."""
     window = spent.window
-    used = spent.spent_usd + spent.reserved_usd
     monthly = window.name == "monthly"
     when = "this month" if monthly else "today"
-    held = f" (and {_dollars(spent.reserved_usd)} held by calls under way)" if spent.reserved_usd else ""
+    held = (
+        f" and {dollars(spent.reserved_usd)} held by calls under way" if spent.reserved_usd else ""
+    )
     resets = "the 1st, 00:00 UTC" if monthly else "00:00 UTC"
     name = window.name if window.tag is not None else f"{window.name} budget"
     return errors.BudgetExceeded(
-        f"{name} {_dollars(window.limit_usd)} would be exceeded: {_dollars(used)} spent "
-        f"{when}{held}, this call may cost up to {_dollars(amount)} (resets {resets})",
+        f"{name} {dollars(window.limit_usd)} would be exceeded: {dollars(spent.spent_usd)} spent "
+        f"{when}{held}, this call may cost up to {dollars(amount)} (resets {resets})",
         "wait for the reset, lower --max-tokens, or raise the budget (docs/cost.md)",
     )
 
@@ -170,9 +207,19 @@ def worst_case(call: Call) -> Decimal | None:
 
 
 def reservation_ttl(call: Call) -> float:
-    """How long a reservation outlives a process killed mid-call: every attempt's deadline."""
-    attempts = call.request.retries + 1
-    return max(1.0, math.ceil(call.request.timeout * attempts + 5))
+    """How long a reservation outlives a process killed mid-call.
+
+    As long as the call itself can last: every attempt's deadline, the longest wait before each
+    retry (a server's Retry-After is honoured up to MAX_RETRY_AFTER) and a few seconds to start.
+    A hold that expired while its call was still waiting to retry would let other processes
+    spend the same money.
+    """
+    from llmcli.retry import MAX_BACKOFF, MAX_RETRY_AFTER
+
+    retries = call.request.retries
+    attempts = retries + 1
+    waits = retries * max(MAX_BACKOFF, MAX_RETRY_AFTER)
+    return max(1.0, math.ceil(call.request.timeout * attempts + waits + 5))
 
 
 def unpriced(call: Call) -> errors.BudgetExceeded:

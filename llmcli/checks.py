@@ -338,6 +338,7 @@ def validate(
     checks += _setting_checks(env, names)
     checks += _home_checks(env)
     checks += _prices_checks(env)
+    checks += _budget_checks(env)
     # A key on a line python-dotenv skipped looks "not set"; the fix should point at that line.
     unparsed = {p.name: p.line for p in problems if p.name}
     usable: dict[str, config.Credentials] = {}
@@ -356,6 +357,114 @@ def validate(
         live,
         str(env.env_file) if env.env_file else None,
     )
+
+
+def _configured_budget(env: config.Environment) -> tuple[Any, bool]:
+    """config.toml's `[budget]` as `ask` reads it (None when absent), and whether the file could
+    be read at all (a broken one has its own row)."""
+    from llmcli import endpoints
+
+    try:
+        return endpoints.load(env).budget, True
+    except errors.LlmcliError:
+        return None, False
+
+
+def _budget_checks(env: config.Environment) -> list[Check]:
+    """Each spending limit in force, and each malformed one, which would refuse every call.
+
+    The environment's limits are parsed by the function `ask` uses (`budget.env_limit`), so a
+    value passes here exactly when a call would accept it. A malformed `[budget]` table fails
+    the config.toml row already (`_config_checks`).
+    """
+    from llmcli import budget
+
+    configured = _configured_budget(env)[0] or budget.Budget()
+    rows = []
+    for var, field, name in (
+        (budget.ENV_DAILY, "daily_usd", "daily"),
+        (budget.ENV_MONTHLY, "monthly_usd", "monthly"),
+    ):
+        from_file = getattr(configured, field)
+        try:
+            found = budget.env_limit(env, var)
+        except errors.LlmcliError as exc:
+            raw, source, _ = env.lookup(var) or ("", config.DEFAULT, var)
+            rows.append(
+                Check(
+                    "budget",
+                    var,
+                    INVALID,
+                    str(source),
+                    redact.mask_keys(raw.strip()),
+                    problem=_usd_problem(raw),
+                    message=exc.message,
+                    fix=exc.hint,
+                    exit_code=int(errors.ExitCode.CONFIG),
+                )
+            )
+            continue
+        if found is not None:
+            over = (
+                f"; wins over config.toml's {budget.dollars(from_file)}"
+                if from_file is not None
+                else ""
+            )
+            rows.append(
+                Check(
+                    "budget",
+                    var,
+                    OK,
+                    str(found[1]),
+                    budget.dollars(found[0]),
+                    problem=f"{name} limit{over}",
+                )
+            )
+        elif from_file is not None:
+            rows.append(
+                Check(
+                    "budget",
+                    f"[budget] {field}",
+                    OK,
+                    "config.toml",
+                    budget.dollars(from_file),
+                    problem=f"{name} limit",
+                )
+            )
+    for tag, limit in configured.tags.items():
+        rows.append(
+            Check(
+                "budget",
+                f"[budget.tags] {tag}",
+                OK,
+                "config.toml",
+                budget.dollars(limit),
+                problem=f"daily limit for calls tagged {tag}",
+            )
+        )
+    if configured.allow_unpriced:
+        rows.append(
+            Check(
+                "budget",
+                "[budget] allow_unpriced",
+                OK,
+                "config.toml",
+                "true",
+                problem="models with no known price are sent, and count as $0",
+            )
+        )
+    return rows
+
+
+def _usd_problem(raw: str) -> str | None:
+    """What is wrong with an amount in USD, in the words `ask` uses (None: nothing)."""
+    from llmcli import budget
+
+    try:
+        budget.parse_usd(raw)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _prices_checks(env: config.Environment) -> list[Check]:
@@ -794,6 +903,7 @@ def show(
         rows.append(Shown(setting.name, setting.env, _format(value), str(source)))
     rows += _shown_providers(env)
     rows += endpoint_rows
+    rows += _shown_budgets(env)
     rows += _shown_paths(env, env_file)
     secrets = _secrets(env)
     return tuple(_scrubbed(r, secrets) for r in rows)
@@ -816,6 +926,63 @@ def _shown_endpoints(env: config.Environment) -> list[Shown]:
         rows.append(Shown(f"{spec.name} endpoint", key, value, "config.toml", spec.default_model))
     for alias, target in found.aliases.items():
         rows.append(Shown(f"alias {alias}", "-", target, "config.toml"))
+    return rows
+
+
+def _shown_budgets(env: config.Environment) -> list[Shown]:
+    """Each spending limit, its value and where it comes from (environment over config.toml)."""
+    from llmcli import budget
+
+    found_file, readable = _configured_budget(env)
+    configured = found_file or budget.Budget()
+    unknown = (
+        "" if readable else "config.toml is invalid (see config file): its [budget] is not known"
+    )
+    rows = []
+    for var, field, name in (
+        (budget.ENV_DAILY, "daily_usd", "daily budget"),
+        (budget.ENV_MONTHLY, "monthly_usd", "monthly budget"),
+    ):
+        from_file = getattr(configured, field)
+        found = env.lookup(var)
+        if found is not None:
+            try:
+                value = budget.dollars(budget.parse_usd(found[0]))
+                note = (
+                    f"wins over config.toml's {budget.dollars(from_file)}"
+                    if from_file is not None
+                    else ""
+                )
+            except ValueError as exc:
+                value = redact.mask_keys(found[0].strip())
+                note = f"invalid: {exc} (see llmcli config validate)"
+            rows.append(Shown(name, var, value, str(found[1]), note))
+        elif from_file is not None:
+            rows.append(
+                Shown(name, var, budget.dollars(from_file), "config.toml", f"[budget] {field}")
+            )
+        else:
+            rows.append(Shown(name, var, "(none)", str(config.DEFAULT), unknown))
+    for tag, limit in configured.tags.items():
+        rows.append(
+            Shown(
+                f"daily budget, tag {tag}",
+                "-",
+                budget.dollars(limit),
+                "config.toml",
+                f"[budget.tags] {tag}",
+            )
+        )
+    if configured.allow_unpriced:
+        rows.append(
+            Shown(
+                "unpriced models",
+                "-",
+                "allowed",
+                "config.toml",
+                "[budget] allow_unpriced: sent under a budget, counted as $0",
+            )
+        )
     return rows
 
 

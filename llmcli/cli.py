@@ -161,7 +161,7 @@ def cli(env_file: str | None, config_file: str | None, debug: bool) -> None:
 
     Settings come from flags, then the environment, then ./.env. Exit codes: 0 ok, 2 usage,
     3 configuration, 4 auth, 5 rate limit, 6 provider, 7 network, 8 incomplete, 9 rejected,
-    129/130/143 stopped by SIGHUP/Ctrl-C/SIGTERM.
+    10 budget exceeded (nothing sent), 129/130/143 stopped by SIGHUP/Ctrl-C/SIGTERM.
     """
     STATE.debug = debug
     STATE.env_file = env_file

@@ -183,3 +183,62 @@ def recent_calls(
         return []
     with _reading(path) as store:
         return store.recent(limit, conversation_id)
+
+
+@dataclass(frozen=True)
+class BudgetRow:
+    """One budget in force now: its limit, what its window has spent and holds, what is left."""
+
+    budget: str  # `daily`, `monthly`, `daily, tag ci`
+    tag: str | None
+    limit_usd: Decimal
+    spent_usd: Decimal  # settled calls
+    reserved_usd: Decimal  # held by calls under way (or by a killed process, until it expires)
+    since: str
+    resets_at: str
+
+    @property
+    def left_usd(self) -> Decimal:
+        # Never below zero: a limit lowered after the money was spent leaves nothing, not a debt.
+        return max(self.limit_usd - self.spent_usd - self.reserved_usd, Decimal(0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "budget": self.budget,
+            "tag": self.tag,
+            "limit_usd": self.limit_usd,
+            "spent_usd": self.spent_usd,
+            "reserved_usd": self.reserved_usd,
+            "left_usd": self.left_usd,
+            "since": self.since,
+            "resets_at": self.resets_at,
+        }
+
+
+def budget_status(path: Path, windows: list[Any]) -> list[BudgetRow]:
+    """Each budget window (`llmcli.calllog.Window`) with what the log says it has used.
+
+    The same sums the budget check adds up before a call (`CallLog.spent`), so `cost` shows what
+    the next call will be measured against. No log yet: nothing spent, and none is created.
+    """
+    from llmcli import budget
+
+    if not windows:
+        return []
+    if _logged(path):
+        with _reading(path) as store:
+            used = [(s.spent_usd, s.reserved_usd) for s in store.spent(windows)]
+    else:
+        used = [(Decimal(0), Decimal(0))] * len(windows)
+    return [
+        BudgetRow(
+            w.name if w.tag is None else f"daily, tag {w.tag}",
+            w.tag,
+            w.limit_usd,
+            spent,
+            held,
+            w.since,
+            budget.resets_at(w),
+        )
+        for w, (spent, held) in zip(windows, used, strict=True)
+    ]

@@ -6,13 +6,19 @@ import csv
 import io
 import sys
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from llmcli import errors, render
 from llmcli.cli import CONTEXT, environment
 from llmcli.wording import plural
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from llmcli.config import Environment
+    from llmcli.report import BudgetRow
 
 TABLE_HEADERS = [
     "calls",
@@ -105,6 +111,11 @@ def cost(by: str | None, since: str | None, until: str | None, provider: str | N
     A call whose price is unknown (a model genai-prices does not know, and no entry in
     prices.toml) is shown as n/a and left out of the sums, never counted as $0.
 
+    With a budget set (LLMCLI_BUDGET_DAILY_USD, LLMCLI_BUDGET_MONTHLY_USD, [budget] in
+    config.toml), a second table shows each one now, whatever the filters: its limit, what its
+    window has spent, what calls under way hold, what is left and when it resets (in --format
+    json: "budgets"; not in csv).
+
     \b
     Examples:
       llmcli cost
@@ -121,22 +132,25 @@ def cost(by: str | None, since: str | None, until: str | None, provider: str | N
     group = report.GROUPINGS[by] if by else report.DEFAULT_GROUPING
     filters = {"provider": provider, "model": model, "tag": tag}
     rows, total = report.cost_summary(path, group, since=since_at, until=until_at, filters=filters)
+    if fmt == "csv":  # one table per file: the budgets are in the other formats
+        totals = [{group[0]: "TOTAL", **total.to_dict()}] if total else []
+        sys.stdout.write(_csv([r.to_dict() for r in rows] + totals, group))
+        return
+    budgets = _budgets(env, path)
     if fmt == "json":
         render.as_json_out(
             {
                 "rows": [r.to_dict() for r in rows],
                 "total": total.to_dict() if total else None,
+                "budgets": [b.to_dict() for b in budgets],
                 "log": str(path),
             }
         )
         return
-    if fmt == "csv":
-        totals = [{group[0]: "TOTAL", **total.to_dict()}] if total else []
-        sys.stdout.write(_csv([r.to_dict() for r in rows] + totals, group))
-        return
     if total is None:
         filtered = any(v is not None for v in (since, until, provider, model, tag))
         render.diag(f"No calls {'match' if filtered else 'logged yet'} (log: {path}).")
+        _budget_table(budgets, fmt)
         return
 
     def line(row: Any) -> list[Any]:
@@ -169,6 +183,41 @@ def cost(by: str | None, since: str | None, until: str | None, provider: str | N
         render.diag(
             f"note: {plural(total.unpriced, 'call')} {have} no known price and {are} not in the cost total"
         )
+    _budget_table(budgets, fmt, after_table=True)
+
+
+def _budgets(env: Environment, path: Path) -> list[BudgetRow]:
+    """The budgets in force now (whatever the filters), each with its window's spend."""
+    from llmcli import budget, report
+
+    return report.budget_status(path, budget.in_force(env).windows())
+
+
+def _budget_table(budgets: list[BudgetRow], fmt: str, *, after_table: bool = False) -> None:
+    """A small table of the budgets after the cost table, in the same format."""
+    if not budgets:
+        return
+    from llmcli.budget import dollars
+
+    table = [
+        [
+            render.printable(b.budget),
+            dollars(b.limit_usd),
+            dollars(b.spent_usd),
+            dollars(b.reserved_usd),
+            dollars(b.left_usd),
+            b.resets_at[:16].replace("T", " "),
+        ]
+        for b in budgets
+    ]
+    headers = ["budget", "limit", "spent", "reserved", "left", "resets (UTC)"]
+    if fmt == "simple":
+        text = render.table(table, headers, numeric=(1, 2, 3, 4))
+    else:
+        from tabulate import tabulate
+
+        text = tabulate(table, headers=headers, tablefmt=fmt, disable_numparse=True)
+    render.answer(("\n" if after_table else "") + text)
 
 
 def _csv(rows: list[dict[str, Any]], group: tuple[str, ...]) -> str:
