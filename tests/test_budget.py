@@ -209,8 +209,8 @@ def test_cost_shows_each_budget_with_spent_reserved_and_left(cli, fake):
     csv = cli("cost", "--format", "csv")
     assert csv.code == 0
     assert csv.out.splitlines()[1:] == [  # one table per CSV file: no budgets
-        "openai,budget-mini,1,5,10,15,0.01,0",
-        "TOTAL,,1,5,10,15,0.01,0",
+        "openai,budget-mini,1,5,10,15,0,0.01,0",
+        "TOTAL,,1,5,10,15,0,0.01,0",
     ]
 
 
