@@ -67,6 +67,8 @@ class CallRecord:
     response_id: str | None = None
     cached: bool | None = None  # given from the response cache (cost 0); None in older rows
     saved_usd: Decimal | None = None  # a cached call: what the answer first cost
+    host: str | None = None  # the machine that made the call (a team's log holds many)
+    os_user: str | None = None  # the account on it that ran llmcli
 
 
 class Conversation(NamedTuple):
