@@ -148,6 +148,18 @@ class LogFailure(Exception):
         self.location = location
 
 
+class DatabaseTrouble(Exception):
+    """A database server's failure, in words that hold no password (a driver's own exception
+    may quote the connection string). `kind` is one of: unreachable (no answer, refused, timed
+    out, or the connection was lost), auth (user or password refused), missing (no such
+    database), permission (the user may not do this), other."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
 class CallLog(Protocol):
     """What every backend implements. Methods raise `LogFailure` for the backend's failures."""
 

@@ -49,6 +49,7 @@ class Endpoints(NamedTuple):
     providers: tuple[ProviderSpec, ...] = ()
     aliases: Mapping[str, str] = MappingProxyType({})
     budget: Budget | None = None  # [budget] (llmcli.budget)
+    log_url: str | None = None  # [log] url: a team's PostgreSQL log (llmcli.logdb)
 
     def expand(self, model: str) -> tuple[str | None, str]:
         """`(provider, model)` from an alias, or from `provider/model`; (None, model) otherwise.
@@ -259,13 +260,13 @@ def _remembered(env: Environment, path: Path, key: tuple[str, int, int]) -> dict
 
 
 def _parse(path: Path, data: dict[str, Any]) -> Endpoints:
-    unknown = sorted(set(data) - {"providers", "aliases", "budget"})
+    unknown = sorted(set(data) - {"providers", "aliases", "budget", "log"})
     if unknown:
         raise _problem(
             path,
             f"[{unknown[0]}]",
             "is not a section llmcli reads",
-            "use [providers.NAME], [aliases] and [budget] (prices go in prices.toml)",
+            "use [providers.NAME], [aliases], [budget] and [log] (prices go in prices.toml)",
         )
     tables = data.get("providers", {})
     if not isinstance(tables, dict):
@@ -287,7 +288,26 @@ def _parse(path: Path, data: dict[str, Any]) -> Endpoints:
             raise errors.ConfigError(
                 f"{path}: {exc}", "see docs/cost.md for the [budget] section"
             ) from None
-    return Endpoints(path, specs, MappingProxyType(dict(aliases)), budget)
+    return Endpoints(path, specs, MappingProxyType(dict(aliases)), budget, _log_url(path, data))
+
+
+def _log_url(path: Path, data: dict[str, Any]) -> str | None:
+    """`[log] url`: where a team keeps its shared log (docs/team.md); None when not set."""
+    table = data.get("log")
+    if table is None:
+        return None
+    fix = 'write [log] then url = "postgresql://user@host:5432/dbname" (docs/team.md)'
+    if not isinstance(table, dict):
+        raise _problem(path, "log", "must be a table", fix)
+    unknown = sorted(set(table) - {"url"})
+    if unknown:
+        raise _problem(path, f"[log] {unknown[0]}", "is not a setting llmcli reads", fix)
+    url = table.get("url")
+    if url is None:
+        return None
+    if not isinstance(url, str):
+        raise _problem(path, "[log] url", "must be a string", fix)
+    return url.strip() or None
 
 
 def _endpoint(path: Path, name: str, table: Any) -> ProviderSpec:

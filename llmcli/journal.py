@@ -2,11 +2,14 @@
 
 The log must never cost the user an answer: a log that cannot be opened or written (read-only
 folder, corrupt file, disk full) is reported by `problem` for the caller to warn about, and the
-call goes on. The log itself is whatever backend `open_log` chooses (`llmcli.calllog`).
+call goes on. The log itself is whatever backend `llmcli.logdb` chooses (`llmcli.calllog`); a
+call that cannot reach a team's PostgreSQL log is kept in the local spool instead, and sent with
+the next run that reaches it.
 """
 
 from __future__ import annotations
 
+import functools
 import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -16,8 +19,9 @@ from llmcli.types import Message, Response
 
 if TYPE_CHECKING:
     from llmcli.cache import Policy
-    from llmcli.calllog import CallLog, Conversation, Reservation
+    from llmcli.calllog import CallLog, CallRecord, Conversation, LogFailure, Reservation
     from llmcli.core import Call
+    from llmcli.logdb import Target
 
 # The backend and its driver load only when the log is really read or written (not with --no-log).
 
@@ -27,10 +31,33 @@ def new_conversation_id() -> str:
 
 
 def open_log(env: config.Environment) -> CallLog:
-    """The log every command of this run reads and writes: the local SQLite file."""
-    from llmcli.store import Store
+    """The log every command of this run reads and writes (`llmcli.logdb` chooses which)."""
+    from llmcli import logdb
 
-    return Store(paths.log_db(env))
+    return logdb.open_log(logdb.target(env))
+
+
+@functools.lru_cache(maxsize=1)
+def who() -> tuple[str | None, str | None]:
+    """This machine's name and the account running llmcli, kept with each call so that a
+    team's log can say who spent what (`cost --by host`, `--by user`)."""
+    import os
+
+    try:
+        host = os.uname().nodename if hasattr(os, "uname") else None
+    except OSError:
+        host = None
+    if not host:
+        import platform
+
+        host = platform.node() or None
+    try:
+        import getpass
+
+        user = getpass.getuser() or None
+    except (OSError, KeyError, ImportError):  # no login name and no passwd entry (containers)
+        user = None
+    return host, user
 
 
 class Logged(NamedTuple):
@@ -63,21 +90,52 @@ class Journal:
     def __init__(self, env: config.Environment, *, enabled: bool = True) -> None:
         self.env = env
         self.path: Path = paths.log_db(env)
+        self._target: Target | None = None
         self.enabled = False
         self.enable(enabled)
         self.problem: str | None = None
         self._log: CallLog | None = None
+        self._down: LogFailure | None = None  # a team log that could not be reached this run
+        self._spooled = 0
+
+    @property
+    def target(self) -> Target:
+        """Where the log is (read when first needed: `--no-log` never looks)."""
+        if self._target is None:
+            from llmcli import logdb
+
+            self._target = logdb.target(self.env)
+        return self._target
+
+    @property
+    def where(self) -> str:
+        """The log as shown in messages: its file, or its URL with the password masked."""
+        return self.target.location
 
     def enable(self, on: bool = True) -> None:
         """Record calls (or not). A log we would refuse to write is refused now, before any
-        call is sent (ConfigError: a folder not ours alone, a log that is a link)."""
+        call is sent (ConfigError: a folder not ours alone, a log that is a link, a team log
+        whose URL is malformed or whose driver is not installed)."""
         if on:
             paths.check_log_location(self.path)
+            from llmcli import logdb
+
+            logdb.require_driver(self.target)
         self.enabled = on
 
     def _open(self) -> CallLog:
+        if self._down is not None:
+            raise self._down  # tried once this run: the next call would wait as long again
         if self._log is None:
-            self._log = open_log(self.env)
+            from llmcli import logdb
+            from llmcli.calllog import LogFailure
+
+            try:
+                self._log = logdb.open_log(self.target)
+            except LogFailure as exc:
+                if self.target.shared:
+                    self._down = exc
+                raise
         return self._log
 
     def close(self) -> None:
@@ -123,6 +181,8 @@ class Journal:
             messages=own,
             tag=call.settings.tag,
             cached=response is not None and response.cached,
+            host=who()[0],
+            os_user=who()[1],
         )
         if response is not None:
             usage = response.usage
@@ -157,12 +217,34 @@ class Journal:
                 return Logged(log.settle(reservation, record), record.uid)
             return Logged(log.add(record), record.uid)
         except Exception as exc:  # the log must never cost the user an answer or its exit code
-            from llmcli import logtrouble
-            from llmcli.calllog import LogFailure
-
-            cause = exc.error if isinstance(exc, LogFailure) else exc
-            self.problem = str(logtrouble.describe(cause, self.path, writing=True))
+            if self.target.shared and self._spool(record, exc):
+                return None
+            self._trouble(exc, writing=True)
             return None
+
+    def _spool(self, record: CallRecord, exc: Exception) -> bool:
+        """Keep a call the team's log could not take in the local spool; whether it was kept.
+
+        One warning however many calls a run spools (a chat may spool every turn).
+        """
+        from llmcli import logdb, logtrouble
+        from llmcli.calllog import LogFailure
+
+        if isinstance(exc, LogFailure) and self.target.shared:
+            self._down = exc  # no second wait on a database that is away
+        try:
+            logdb.spool_call(self.target, record)
+        except Exception:  # the spool cannot be written either: say what the team log said
+            return False
+        self._spooled += 1
+        cause = exc.error if isinstance(exc, LogFailure) else exc
+        why = logtrouble.describe(cause, self.where, writing=True).message
+        calls = "the call is" if self._spooled == 1 else f"{self._spooled} calls are"
+        self.problem = (
+            f"{why}; {calls} kept in {self.target.spool} and will be sent with the next "
+            "command that reaches it (or: llmcli log sync)"
+        )
+        return True
 
     def reserve(self, call: Call) -> Reservation | None:
         """Hold the call's worst case against every budget in force, before it is sent.
@@ -185,7 +267,8 @@ class Journal:
             worst = Decimal(0)
         from llmcli.calllog import LogFailure, OverLimit
 
-        paths.private_folder(self.path.parent)
+        if not self.target.shared:
+            paths.private_folder(self.path.parent)
         try:
             return self._open().reserve(
                 worst, limits.windows(), budget.reservation_ttl(call), tag=call.settings.tag
@@ -195,7 +278,7 @@ class Journal:
         except LogFailure as exc:
             from llmcli import logtrouble
 
-            trouble = logtrouble.describe(exc.error, self.path, writing=True)
+            trouble = logtrouble.describe(exc.error, self.where, writing=True)
             raise errors.ConfigError(
                 f"a budget is set, but {trouble.message}", trouble.hint
             ) from None
@@ -205,7 +288,7 @@ class Journal:
         try:
             self._open().release(reservation)
         except Exception as exc:  # it expires on its own; the user is told
-            self.problem = f"could not release a budget reservation in {self.path}: {exc}"
+            self.problem = f"could not release a budget reservation in {self.where}: {exc}"
 
     def cached(self, key: str, policy: Policy) -> Response | None:
         """The answer stored under `key` that is young enough for `policy`; None on a miss.
@@ -226,8 +309,8 @@ class Journal:
             oldest = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=policy.max_age_s)
             since = oldest.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         try:
-            if not self.path.is_file():  # nothing stored yet; a read must not create the log
-                return None
+            if not self.target.shared and not self.path.is_file():
+                return None  # nothing stored yet; a read must not create the log
             found = self._open().cache_get(key, since)
             return cache.answer(found) if found is not None else None
         except Exception as exc:  # a damaged entry or log: ask the provider instead
@@ -248,13 +331,14 @@ class Journal:
         from llmcli.calllog import LogFailure
 
         cause = exc.error if isinstance(exc, LogFailure) else exc
-        self.problem = str(logtrouble.describe(cause, self.path, writing=writing))
+        self.problem = str(logtrouble.describe(cause, self.where, writing=writing))
 
     def conversation(self, conversation_id: str | None) -> Conversation:
         """A conversation to continue (None = the latest one)."""
         from llmcli.calllog import LogFailure
 
-        if not self.path.is_file():  # nothing logged yet; reading must not create the log
+        if not self.target.shared and not self.path.is_file():
+            # nothing logged yet; reading must not create the log
             raise errors.UsageError(
                 "there is no conversation to continue yet", "start one without -c/--continue"
             )
@@ -263,7 +347,7 @@ class Journal:
         except LogFailure as exc:
             from llmcli import logtrouble
 
-            trouble = logtrouble.describe(exc.error, self.path, writing=False)
+            trouble = logtrouble.describe(exc.error, self.where, writing=False)
             raise errors.ConfigError(trouble.message, trouble.hint) from None
         if found is None and conversation_id is None:
             raise errors.UsageError(

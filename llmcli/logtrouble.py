@@ -18,7 +18,10 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from llmcli.calllog import DatabaseTrouble
 
 T = TypeVar("T")
 
@@ -63,8 +66,16 @@ class Trouble:
         return f"{self.message}; {self.hint}" if self.hint else self.message
 
 
-def describe(exc: BaseException, path: Path, *, writing: bool) -> Trouble:
-    """Why the log at `path` could not be read (or, if `writing`, written), and what to do."""
+def describe(exc: BaseException, path: Path | str, *, writing: bool) -> Trouble:
+    """Why the log at `path` could not be read (or, if `writing`, written), and what to do.
+
+    `path` is the SQLite file, or the masked URL of a team's PostgreSQL log.
+    """
+    from llmcli.calllog import DatabaseTrouble
+
+    if isinstance(exc, DatabaseTrouble):
+        return _shared(exc, str(path), writing)
+    path = Path(path)
     kind = _kind(exc, path)
     reason, hint = _words(kind, exc, path, writing)
     verb = "could not write" if writing else "cannot read"
@@ -72,6 +83,27 @@ def describe(exc: BaseException, path: Path, *, writing: bool) -> Trouble:
         # The answer was given anyway; the user may prefer not to log at all.
         hint = f"{hint}, or turn the log off with --no-log (LLMCLI_LOG=0)"
     return Trouble(kind, f"{verb} the call log at {path}: {reason}", hint)
+
+
+def _shared(exc: DatabaseTrouble, url: str, writing: bool) -> Trouble:
+    """A team's PostgreSQL log (docs/team.md): its words hold no password (`pgstore`)."""
+    verb = "could not write" if writing else "cannot read"
+    hints = {
+        "unreachable": "check that the server is running and reachable from here (host, port, "
+        "firewall)",
+        "auth": "check the user and password in LLMCLI_DB (or [log] url in config.toml)",
+        "missing": "create the database (createdb), or fix its name in the URL",
+        "permission": "grant the user the privileges docs/team.md lists",
+    }
+    reason = {
+        "unreachable": "the server cannot be reached",
+        "auth": "the server refused the user or password",
+        "missing": "the database does not exist",
+        "permission": "permission denied",
+    }.get(exc.kind, "the server refused")
+    return Trouble(
+        exc.kind, f"{verb} the team log at {url}: {reason} ({exc.message})", hints.get(exc.kind)
+    )
 
 
 # SQLite's own words for its result codes, for Pythons before 3.11, whose sqlite3 errors carry

@@ -1,7 +1,8 @@
 """Reading the call log back: cost summaries and recent calls, as plain data.
 
 The commands format these (table, CSV, JSON); nothing here prints. A log that does not exist yet
-is simply empty, and is not created by reading it.
+is simply empty, and is not created by reading it. Which log (the local file or a team's
+PostgreSQL database) is `llmcli.logdb`'s choice: every function here takes its `Target`.
 """
 
 from __future__ import annotations
@@ -13,11 +14,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmcli import errors
 
-GROUPINGS = {"provider": ("provider",), "model": ("model",), "day": ("day",), "tag": ("tag",)}
+if TYPE_CHECKING:
+    from llmcli.logdb import Target
+
+GROUPINGS = {
+    "provider": ("provider",),
+    "model": ("model",),
+    "day": ("day",),
+    "tag": ("tag",),
+    "host": ("host",),
+    "user": ("user",),
+}
 DEFAULT_GROUPING = ("provider", "model")
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -59,41 +70,45 @@ def _out_of_range(text: str, option: str) -> errors.UsageError:
 
 
 @contextmanager
-def _reading(path: Path) -> Iterator[Any]:
+def _reading(where: Target) -> Iterator[Any]:
     """The log opened for a report; a log that cannot be read is a configuration error, not a crash.
 
-    What is wrong (damaged, read-only, full disk, no permission) decides what to tell the user:
-    moving a read-only but healthy log aside would be the wrong advice.
+    What is wrong (damaged, read-only, full disk, no permission, a server away) decides what to
+    tell the user: moving a read-only but healthy log aside would be the wrong advice.
     """
+    from llmcli import logdb
     from llmcli.calllog import LogFailure
-    from llmcli.store import Store
 
     try:
-        store = Store(path)
+        store = logdb.open_log(where)
         try:
             yield store
         finally:
             store.close()
     except LogFailure as exc:
-        raise _unreadable(exc.error, path) from None
+        raise _unreadable(exc.error, where) from None
 
 
-def _unreadable(exc: BaseException, path: Path) -> errors.ConfigError:
+def _unreadable(exc: BaseException, where: Target | Path) -> errors.ConfigError:
     from llmcli import logtrouble
 
-    trouble = logtrouble.describe(exc, path, writing=False)
+    # The file itself (its folder and disk are looked at), or the team log's masked URL.
+    location = (
+        where if isinstance(where, Path) else (where.location if where.shared else where.path)
+    )
+    trouble = logtrouble.describe(exc, location, writing=False)
     return errors.ConfigError(trouble.message, trouble.hint)
 
 
-def _logged(path: Path) -> bool:
-    """Whether there is a log to read (reading must not create one).
+def _logged(where: Target) -> bool:
+    """Whether there is a log to read (reading must not create one; a team's log is there).
 
     `exists`, not `is_file`: a folder in the log's place is reported as such, not as an empty log.
     """
     try:
-        return path.exists()
+        return where.exists()
     except OSError as exc:  # e.g. a folder on the way that may not be entered
-        raise _unreadable(exc, path) from None
+        raise _unreadable(exc, where.path) from None
 
 
 @dataclass(frozen=True)
@@ -142,7 +157,7 @@ def _row(group: dict[str, str | None], row: Any) -> CostRow:
 
 
 def cost_summary(
-    path: Path,
+    path: Target,
     by: tuple[str, ...] = DEFAULT_GROUPING,
     *,
     since: str | None = None,
@@ -171,7 +186,7 @@ def cost_summary(
 
 
 def recent_calls(
-    path: Path, limit: int, conversation_id: str | None = None
+    path: Target, limit: int, conversation_id: str | None = None
 ) -> list[dict[str, Any]]:
     """The last `limit` calls, oldest first, as dictionaries (messages decoded).
 
@@ -215,7 +230,7 @@ class BudgetRow:
         }
 
 
-def budget_status(path: Path, windows: list[Any]) -> list[BudgetRow]:
+def budget_status(path: Target, windows: list[Any]) -> list[BudgetRow]:
     """Each budget window (`llmcli.calllog.Window`) with what the log says it has used.
 
     The same sums the budget check adds up before a call (`CallLog.spent`), so `cost` shows what

@@ -374,7 +374,9 @@ class SqlLog:
             (cid,),
         )
         if row is None:
-            known = self._one("SELECT 1 AS known FROM calls WHERE conversation_id = ? LIMIT 1", (cid,))
+            known = self._one(
+                "SELECT 1 AS known FROM calls WHERE conversation_id = ? LIMIT 1", (cid,)
+            )
             return Conversation(cid, None, (), None) if known else None
         sent = self._full_messages(row["uid"], {})[0] or []
         messages = (*sent, {"role": "assistant", "content": row["answer"]})

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import pg  # reads LLMCLI_TEST_PG now, before `isolated` clears LLMCLI_ variables
+
 LLMCLI = str(Path(sys.executable).with_name("llmcli"))
 PROVIDERS = ("openai", "anthropic", "gemini")
 KEYS = {
@@ -74,6 +76,8 @@ def base_env(server=None, *, keys: bool = True) -> dict[str, str]:
     env["PYTHONWARNINGS"] = "error::DeprecationWarning:llmcli"
     if "LLMCLI_HOME" in os.environ:  # the test's own temporary folder, set by `isolated`
         env["LLMCLI_HOME"] = os.environ["LLMCLI_HOME"]
+    if "LLMCLI_DB" in os.environ:  # the test's own PostgreSQL database, set by `log_backend`
+        env["LLMCLI_DB"] = os.environ["LLMCLI_DB"]
     if keys:
         env.update(KEYS)
     if server is not None:
@@ -115,3 +119,33 @@ def cli(fake):
         return run_cli(*args, env=env, **kwargs)
 
     return invoke
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _pg_templates():
+    """Drop this worker's template database (tests/pg.py) when the session ends."""
+    yield
+    pg.cleanup()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def log_backend(request, monkeypatch):
+    """Run a test on each backend of the log: the local SQLite file, then a PostgreSQL database
+    of its own (LLMCLI_DB, which every `llmcli` subprocess of the test inherits). Yields the
+    backend's name."""
+    if request.param == "sqlite":
+        yield "sqlite"
+        return
+    name, url = pg.create_database()
+    monkeypatch.setenv("LLMCLI_DB", url)
+    try:
+        yield "postgresql"
+    finally:
+        pg.drop_database(name)
+
+
+def open_test_log():
+    """The log the current test's commands use (either backend), opened in-process."""
+    from llmcli import config, logdb
+
+    return logdb.open_log(logdb.target(config.Environment(env_file=None)))

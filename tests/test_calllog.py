@@ -1,5 +1,6 @@
-"""The log's interface as the SQLite backend implements it: idempotent rows, reservations held
-against spending windows without races, conversations as chains, rows exported for a copy."""
+"""The log's interface as both backends implement it (SQLite, and PostgreSQL when the tests have
+one: tests/pg.py): idempotent rows, reservations held against spending windows without races,
+conversations as chains, rows exported for a copy."""
 
 from __future__ import annotations
 
@@ -12,14 +13,14 @@ import pytest
 
 from llmcli import calllog
 from llmcli.calllog import CallRecord, OverLimit, Window
-from llmcli.store import Store
+from tests.conftest import base_env, open_test_log
 
 DAY = Window("daily", "2000-01-01T00:00:00.000000Z", Decimal("1.00"))
 
 
 @pytest.fixture
-def store(tmp_path):
-    with Store(tmp_path / "logs.db") as opened:
+def store(log_backend):
+    with open_test_log() as opened:
         yield opened
 
 
@@ -68,12 +69,11 @@ def test_a_tag_window_counts_only_its_tag(store):
 RACER = """
 import json, sys
 from decimal import Decimal
-from pathlib import Path
+from llmcli import config, logdb
 from llmcli.calllog import OverLimit, Window
-from llmcli.store import Store
 window = Window("daily", "2000-01-01T00:00:00.000000Z", Decimal("1.00"))
 won = 0
-with Store(Path(sys.argv[1])) as store:
+with logdb.open_log(logdb.target(config.Environment())) as store:
     for _ in range(5):
         try:
             store.reserve(Decimal("0.07"), [window], ttl_s=60)
@@ -84,13 +84,12 @@ print(json.dumps(won))
 """
 
 
-def test_eight_processes_racing_for_the_last_dollars_never_pass_the_limit(tmp_path):
-    path = tmp_path / "logs.db"
-    with Store(path) as store:
+def test_eight_processes_racing_for_the_last_dollars_never_pass_the_limit(log_backend):
+    with open_test_log() as store:
         store.add(CallRecord("echo", "ok", cost_usd=Decimal("0.30")))
     racers = [
         subprocess.Popen(
-            [sys.executable, "-c", RACER, str(path)], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", RACER], stdout=subprocess.PIPE, text=True, env=base_env()
         )
         for _ in range(8)
     ]
@@ -98,7 +97,7 @@ def test_eight_processes_racing_for_the_last_dollars_never_pass_the_limit(tmp_pa
     assert all(r.returncode == 0 for r in racers)
     # $0.70 left at $0.07 a call: exactly ten reservations fit, whoever wins them.
     assert sum(won) == 10
-    with Store(path) as store:
+    with open_test_log() as store:
         (spent,) = store.spent([DAY])
     assert spent.spent_usd + spent.reserved_usd == Decimal("1.00")
 

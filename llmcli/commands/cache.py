@@ -17,17 +17,16 @@ from llmcli.wording import plural
 def _log(*, writing: bool) -> Iterator[Any]:
     """The log that holds the cache, or None when there is none yet (reading must not create
     one); a log that cannot be opened is a configuration error, worded by what is wrong."""
-    from llmcli import logtrouble, paths
+    from llmcli import logdb, logtrouble
     from llmcli.calllog import LogFailure
-    from llmcli.journal import open_log
 
-    env = environment()
-    path = paths.log_db(env)
+    where = logdb.target(environment())
+    path = where.path if not where.shared else where.location
     try:
-        if not path.exists():
+        if not where.exists():
             yield None
             return
-        log = open_log(env)
+        log = logdb.open_log(where)
         try:
             yield log
         finally:
@@ -81,14 +80,14 @@ def stats(as_json: bool) -> None:
     """
     from decimal import Decimal
 
-    from llmcli import paths
+    from llmcli import logdb
     from llmcli.calllog import CacheStats
 
     with _log(writing=False) as log:
         found = log.cache_stats() if log is not None else None
     found = found or CacheStats(0, 0, None, None, 0, Decimal(0))
     if as_json:
-        render.as_json_out({**found._asdict(), "log": str(paths.log_db(environment()))})
+        render.as_json_out({**found._asdict(), "log": logdb.target(environment()).location})
         return
     rows = [
         ["entries", f"{found.entries:,}"],

@@ -15,9 +15,8 @@ from llmcli.cli import CONTEXT, environment
 from llmcli.wording import plural
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from llmcli.config import Environment
+    from llmcli.logdb import Target
     from llmcli.report import BudgetRow
 
 TABLE_HEADERS = [
@@ -72,8 +71,9 @@ def _check_format(ctx: click.Context, param: click.Parameter, value: str) -> str
 @click.command(context_settings=CONTEXT)
 @click.option(
     "--by",
-    type=click.Choice(["provider", "model", "day", "tag"]),
-    help="Group by this (default: provider and model).",
+    type=click.Choice(["provider", "model", "day", "tag", "host", "user"]),
+    help="Group by this (default: provider and model); host and user: the machine and account "
+    "that made each call.",
 )
 @click.option(
     "--since",
@@ -123,10 +123,10 @@ def cost(by: str | None, since: str | None, until: str | None, provider: str | N
       llmcli cost --by tag --format csv > spend.csv
       llmcli cost -p anthropic --since 2026-11-01 --format json | jq .total.cost_usd
     """
-    from llmcli import paths, report
+    from llmcli import logdb, report
 
     env = environment()
-    path = paths.log_db(env)
+    path = logdb.target(env)
     since_at = report.parse_when(since, "--since") if since is not None else None
     until_at = report.parse_when(until, "--until") if until is not None else None
     group = report.GROUPINGS[by] if by else report.DEFAULT_GROUPING
@@ -143,13 +143,13 @@ def cost(by: str | None, since: str | None, until: str | None, provider: str | N
                 "rows": [r.to_dict() for r in rows],
                 "total": total.to_dict() if total else None,
                 "budgets": [b.to_dict() for b in budgets],
-                "log": str(path),
+                "log": path.location,
             }
         )
         return
     if total is None:
         filtered = any(v is not None for v in (since, until, provider, model, tag))
-        render.diag(f"No calls {'match' if filtered else 'logged yet'} (log: {path}).")
+        render.diag(f"No calls {'match' if filtered else 'logged yet'} (log: {path.location}).")
         _budget_table(budgets, fmt)
         return
 
@@ -186,7 +186,7 @@ def cost(by: str | None, since: str | None, until: str | None, provider: str | N
     _budget_table(budgets, fmt, after_table=True)
 
 
-def _budgets(env: Environment, path: Path) -> list[BudgetRow]:
+def _budgets(env: Environment, path: Target) -> list[BudgetRow]:
     """The budgets in force now (whatever the filters), each with its window's spend."""
     from llmcli import budget, report
 
@@ -290,19 +290,19 @@ def logs(count: int, cid: str | None, as_json: bool) -> None:
       llmcli logs -n 50 --json | jq '.[] | select(.status != "ok")'
       llmcli logs --cid 3f2a9c01b7de
     """
-    from llmcli import paths, report
+    from llmcli import logdb, report
 
     env = environment()
-    path = paths.log_db(env)
+    path = logdb.target(env)
     calls = report.recent_calls(path, count, cid)
     if as_json:
         render.as_json_out(calls)
         return
     if not calls:
         if cid is not None:
-            render.diag(f"No conversation with id {cid!r} in the log (log: {path}).")
+            render.diag(f"No conversation with id {cid!r} in the log (log: {path.location}).")
         else:
-            render.diag(f"No calls logged yet (log: {path}).")
+            render.diag(f"No calls logged yet (log: {path.location}).")
         return
     table = [
         [

@@ -1,0 +1,169 @@
+"""Which log a run reads and writes: the local SQLite file, or a team's PostgreSQL database.
+
+`LLMCLI_DB=postgresql://...` (or `[log] url` in config.toml; the variable wins) sends every read
+and write of the log to PostgreSQL (docs/team.md); without it, nothing changes. This is the one
+place that chooses: every command asks `target(env)` where the log is and `open_log` to open it.
+
+A team's log must never cost anyone an answer: a call that cannot be written to it goes to a
+local spool (`$LLMCLI_HOME/spool.db`, a SQLite log of the same schema), and the next run that
+reaches the database sends the spool first. Rows carry a uid and inserts ignore a uid already
+there, so a row sent twice (a sync cut short, two processes syncing at once) is stored once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from llmcli import config, errors, paths
+
+if TYPE_CHECKING:
+    from llmcli.calllog import CallLog, CallRecord
+
+SCHEMES = ("postgresql", "postgres")
+EXTRA_HINT = "install it with: pip install 'llmcli[postgres]'"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the log is: `url` (a team's PostgreSQL) or, when it is None, the file `path`."""
+
+    path: Path  # the local SQLite log; beside it, the spool of a team's log
+    url: str | None = None
+    source: str | None = None  # where the URL was set: LLMCLI_DB, or the config file
+
+    @property
+    def shared(self) -> bool:
+        return self.url is not None
+
+    @property
+    def location(self) -> str:
+        """What to show: the file, or the URL with its password masked."""
+        if self.url is None:
+            return str(self.path)
+        from llmcli import redact
+
+        return redact.display_url(self.url)
+
+    @property
+    def spool(self) -> Path:
+        return self.path.with_name("spool.db")
+
+    def exists(self) -> bool:
+        """Whether there is a log to read (reading must not create a local one)."""
+        return self.shared or self.path.exists()
+
+
+def target(env: config.Environment) -> Target:
+    """The log this run uses. ConfigError (exit 3) for a URL that is not PostgreSQL's."""
+    path = paths.log_db(env)
+    refusal = env.location_refusal("LLMCLI_DB", "send the call log elsewhere")
+    if refusal is not None:
+        raise refusal
+    found = env.lookup("LLMCLI_DB")
+    if found is not None:
+        url, source = found[0].strip(), "LLMCLI_DB"
+    else:
+        from llmcli import endpoints
+
+        loaded = endpoints.load(env)
+        if loaded.log_url is None:
+            return Target(path)
+        url, source = loaded.log_url, f"[log] url in {loaded.path}"
+    problem = url_problem(url)
+    if problem is not None:
+        from llmcli import redact
+
+        raise errors.ConfigError(
+            f"{source} is not a PostgreSQL URL ({redact.display_url(url)}): {problem}",
+            "write it as postgresql://user@host:5432/dbname (docs/team.md)",
+        )
+    return Target(path, url, source)
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with the form of a PostgreSQL URL, or None. Nothing is connected to."""
+    from urllib.parse import urlsplit
+
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme.lower() not in SCHEMES:
+        return "it must start with postgresql://"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (a port that is not a number raises here)
+    except ValueError as exc:
+        return str(exc).replace(url, "...")
+    if any(c.isspace() for c in url):
+        return "it contains spaces"
+    return None
+
+
+def require_driver(where: Target) -> None:
+    """ConfigError (exit 3) when the log is a PostgreSQL URL and psycopg is not installed.
+
+    Checked before a call is sent, without importing psycopg (only finding it).
+    """
+    if not where.shared:
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None:
+        raise errors.ConfigError(
+            f"the call log is a PostgreSQL database ({where.source}), but psycopg, the driver "
+            "llmcli needs for it, is not installed",
+            EXTRA_HINT,
+        )
+
+
+def open_log(where: Target, *, sync: bool = True) -> CallLog:
+    """Open (and create or migrate) the log. A team's log first receives the spool, if any."""
+    if not where.shared:
+        from llmcli.store import Store
+
+        return Store(where.path)
+    require_driver(where)
+    from llmcli.pgstore import PgStore
+
+    assert where.url is not None
+    log = PgStore(where.url)
+    if sync and where.spool.exists():
+        send_spool(log, where)
+    return log
+
+
+def send_spool(log: CallLog, where: Target) -> int:
+    """Send the spooled calls to the team's log, each once; how many it did not have yet.
+
+    A spool row is removed only after the database has committed it: a sync cut short sends
+    the rest next time, and what it had sent is not stored twice (uids).
+    """
+    from llmcli.sqllog import iterate
+    from llmcli.store import Store
+
+    if not where.spool.exists():
+        return 0
+    sent = 0
+    with Store(where.spool) as spool:
+        for batch in iterate(spool):
+            sent += log.add_many([record for _, record in batch])  # type: ignore[attr-defined]
+            spool.forget(batch[-1][0])
+    return sent
+
+
+def spool_call(where: Target, record: CallRecord) -> None:
+    """Keep a call that could not reach the team's log, to send later."""
+    from llmcli.store import Store
+
+    with Store(where.spool) as spool:
+        spool.add(record)
+
+
+def spooled(where: Target) -> int:
+    """How many calls wait in the spool."""
+    if not where.spool.exists():
+        return 0
+    from llmcli.store import Store
+
+    with Store(where.spool) as spool:
+        return spool.count()
