@@ -101,6 +101,7 @@ COMMANDS: dict[str, str] = {
     "chat": "llmcli.commands.chat:chat",
     "config": "llmcli.commands.config:config",
     "cost": "llmcli.commands.log:cost",
+    "log": "llmcli.commands.log:log_group",
     "logs": "llmcli.commands.log:logs",
     "models": "llmcli.commands.models:models",
 }

@@ -12,6 +12,7 @@ there, so a row sent twice (a sync cut short, two processes syncing at once) is 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -128,12 +129,20 @@ def open_log(where: Target, *, sync: bool = True) -> CallLog:
     assert where.url is not None
     log = PgStore(where.url)
     if sync and where.spool.exists():
-        send_spool(log, where)
+        import contextlib
+
+        from llmcli.calllog import LogFailure
+
+        # What the spool holds waits for the next run if it cannot be sent now (`llmcli log
+        # sync` says why): this run's own reads and writes go on.
+        with contextlib.suppress(LogFailure):
+            send_spool(log, where)
     return log
 
 
 def send_spool(log: CallLog, where: Target) -> int:
-    """Send the spooled calls to the team's log, each once; how many it did not have yet.
+    """Send the spooled calls to the team's log, each once; how many it did not have yet
+    (a call sent before, by a sync cut short, is not stored again).
 
     A spool row is removed only after the database has committed it: a sync cut short sends
     the rest next time, and what it had sent is not stored twice (uids).
@@ -167,3 +176,18 @@ def spooled(where: Target) -> int:
 
     with Store(where.spool) as spool:
         return spool.count()
+
+
+def copy_log(
+    source: CallLog, destination: CallLog, progress: Callable[[int], None]
+) -> tuple[int, int]:
+    """Copy every call of `source` into `destination`, each at most once (by uid): (calls read,
+    calls new to the destination). `progress` is told how many have been read so far."""
+    from llmcli.sqllog import iterate
+
+    read = new = 0
+    for batch in iterate(source):  # type: ignore[arg-type]
+        new += destination.add_many([record for _, record in batch])  # type: ignore[attr-defined]
+        read += len(batch)
+        progress(read)
+    return read, new

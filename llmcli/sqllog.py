@@ -59,6 +59,8 @@ def row_values(record: CallRecord) -> list[Any]:
     for name, column in _PICO_COLUMNS.items():
         amount = data[name]
         data[column] = None if amount is None else money.to_pico(amount)
+    if data["cached"] is not None:  # an INTEGER column in every backend (PostgreSQL is strict)
+        data["cached"] = int(data["cached"])
     return [data[c] for c in COLUMNS]
 
 

@@ -1,4 +1,5 @@
-"""`llmcli cost` and `llmcli logs`: what the log says was spent, and on what."""
+"""`llmcli cost` and `llmcli logs`: what the log says was spent, and on what; `llmcli log`:
+sending a team log's spool, and copying a local log into a team's (docs/team.md)."""
 
 from __future__ import annotations
 
@@ -332,3 +333,135 @@ def logs(count: int, cid: str | None, as_json: bool) -> None:
         "prompt",
     ]
     render.answer(render.table(table, headers))
+
+
+@click.group("log", context_settings=CONTEXT)
+def log_group() -> None:
+    """The team log (LLMCLI_DB=postgresql://..., docs/team.md): send the calls kept locally
+    while the database was away, or copy a local log into it.
+
+    \b
+    Examples:
+      llmcli log sync
+      llmcli log migrate --to postgresql://me@db.example.com:5432/llmcli
+    """
+
+
+def _team_log(url: str | None = None, *, sync: bool) -> tuple[Any, Any]:
+    """(target, opened log) for the team log (`url`, else the one configured); ConfigError
+    (exit 3) when there is none, or it cannot be reached."""
+    from llmcli import logdb, logtrouble
+    from llmcli.calllog import LogFailure
+
+    env = environment()
+    where = logdb.target(env)
+    if url is not None:
+        problem = logdb.url_problem(url)
+        if problem is not None:
+            from llmcli.redact import display_url
+
+            raise errors.ConfigError(
+                f"--to is not a PostgreSQL URL ({display_url(url)}): {problem}",
+                "write it as postgresql://user@host:5432/dbname (docs/team.md)",
+            )
+        where = logdb.Target(where.path, url, "--to")
+    if not where.shared:
+        raise errors.ConfigError(
+            "there is no team log: LLMCLI_DB (or [log] url in config.toml) is not set",
+            "set LLMCLI_DB=postgresql://user@host:5432/dbname (docs/team.md)",
+        )
+    try:
+        return where, logdb.open_log(where, sync=sync)
+    except LogFailure as exc:
+        trouble = logtrouble.describe(exc.error, where.location, writing=True)
+        raise errors.ConfigError(trouble.message, trouble.hint) from None
+
+
+@log_group.command(context_settings=CONTEXT)
+def sync() -> None:
+    """Send the calls kept in the local spool (while the team log could not be reached) to
+    the team log, and say how many. Each call is stored once, however often this runs; any
+    command that reaches the team log does the same first.
+
+    \b
+    Examples:
+      llmcli log sync
+    """
+    from llmcli import logdb, logtrouble
+    from llmcli.calllog import LogFailure
+
+    where, log = _team_log(sync=False)
+    try:
+        waiting = logdb.spooled(where)
+        sent = logdb.send_spool(log, where)
+    except LogFailure as exc:
+        trouble = logtrouble.describe(exc.error, where.location, writing=True)
+        raise errors.ConfigError(trouble.message, trouble.hint) from None
+    finally:
+        log.close()
+    if not waiting:
+        render.answer(f"Nothing to send: the spool is empty (team log: {where.location}).")
+        return
+    again = waiting - sent
+    note = (
+        f" ({plural(again, 'call')} {'was' if again == 1 else 'were'} there already)"
+        if again
+        else ""
+    )
+    render.answer(f"Sent {plural(waiting, 'call')} from {where.spool} to {where.location}{note}.")
+
+
+@log_group.command(context_settings=CONTEXT)
+@click.option(
+    "--to",
+    "url",
+    metavar="URL",
+    help="The team log: postgresql://user@host:5432/dbname (default: LLMCLI_DB or [log] url).",
+)
+def migrate(url: str | None) -> None:
+    """Copy this machine's log ($LLMCLI_HOME/logs.db) into a team log, with a progress line on
+    stderr. Run it again at any time: a call already copied is not copied twice.
+
+    \b
+    Examples:
+      llmcli log migrate --to postgresql://me@db.example.com:5432/llmcli
+      LLMCLI_DB=postgresql://me@db/llmcli llmcli log migrate
+    """
+    from llmcli import logdb, logtrouble
+    from llmcli.calllog import LogFailure
+
+    where, team = _team_log(url, sync=True)
+    local = logdb.Target(where.path)  # this machine's SQLite log
+    if not local.path.exists():
+        team.close()
+        render.answer(f"Nothing to copy: there is no local log at {local.path}.")
+        return
+    try:
+        tty = sys.stderr.isatty()
+    except (AttributeError, ValueError, OSError):  # stderr closed (2>&-)
+        tty = False
+    try:
+        with logdb.open_log(local) as source:
+            total = source.count()
+
+            def progress(done: int) -> None:
+                # On a terminal, one line that counts up; in a CI log, one line at the end.
+                line = f"copying the local log: {done:,} of {total:,} calls"
+                if tty:
+                    render.write_stderr(f"\r{line}")
+                elif done == total:
+                    render.diag(line)
+
+            read, new = logdb.copy_log(source, team, progress)
+    except LogFailure as exc:
+        trouble = logtrouble.describe(exc.error, exc.location, writing=True)
+        raise errors.ConfigError(trouble.message, trouble.hint) from None
+    finally:
+        team.close()
+        if tty:
+            render.write_stderr("\n")
+    already = read - new
+    note = f"; {already:,} were there already" if already else ""
+    render.answer(
+        f"Copied {plural(read, 'call')} from {local.path} to {where.location}: {new:,} new{note}."
+    )
