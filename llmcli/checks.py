@@ -337,6 +337,7 @@ def validate(
     checks += selection
     checks += _setting_checks(env, names)
     checks += _home_checks(env)
+    checks += _log_checks(env, live)
     checks += _prices_checks(env)
     checks += _budget_checks(env)
     # A key on a line python-dotenv skipped looks "not set"; the fix should point at that line.
@@ -514,6 +515,63 @@ def _home_checks(env: config.Environment) -> list[Check]:
             exit_code=int(errors.ExitCode.CONFIG),
         )
     ]
+
+
+def _log_checks(env: config.Environment, live: bool) -> list[Check]:
+    """A team log (LLMCLI_DB or `[log] url`): its URL's form and its driver; with `live`, the
+    server's version and the schema's. The local log has no row: it has nothing to check."""
+    from llmcli import logdb
+
+    found = env.lookup("LLMCLI_DB")
+    variable = "LLMCLI_DB" if found is not None else "[log] url"
+    source = _source_of(found) or "config.toml"
+    try:
+        where = logdb.target(env)
+        if not where.shared:
+            return []
+        logdb.require_driver(where)
+    except errors.LlmcliError as exc:
+        shown = redact.display_url(found[0]) if found else None
+        return [
+            Check("log", variable, INVALID, source, shown, problem=exc.message,
+                  message=exc.message, fix=exc.hint, exit_code=int(errors.ExitCode.CONFIG))
+        ]  # fmt: skip
+    if found is None:
+        source = where.source or source
+    row = Check("log", variable, OK, source, where.location, problem="a team log on PostgreSQL")
+    if not live:
+        return [row]
+    return [row, _live_log_check(where, variable)]
+
+
+def _live_log_check(where: Any, variable: str) -> Check:
+    """Connect to the team log (without migrating it): the server's and the schema's versions."""
+    from llmcli import logtrouble
+    from llmcli.calllog import LogFailure
+    from llmcli.pgstore import MIGRATIONS, PgStore
+
+    try:
+        with PgStore(where.url, migrate=False) as log:
+            server, schema = log.server_version(), log.version
+    except LogFailure as exc:
+        trouble = logtrouble.describe(exc.error, where.location, writing=False)
+        away = trouble.kind == "unreachable"
+        return Check(
+            "log live", variable, UNREACHABLE if away else FAILED, None, where.location,
+            problem=trouble.message, message=trouble.message, fix=trouble.hint,
+            exit_code=int(errors.ExitCode.NETWORK if away else errors.ExitCode.CONFIG),
+        )  # fmt: skip
+    latest = len(MIGRATIONS)
+    if schema == 0:
+        state = "not created yet (the first call creates it)"
+    elif schema < latest:
+        state = f"{schema} of {latest} (the next call migrates it)"
+    else:
+        state = f"{schema}" + (" (newer than this llmcli knows)" if schema > latest else "")
+    return Check(
+        "log live", variable, OK, None, where.location,
+        problem=f"PostgreSQL {server}, schema version {state}",
+    )  # fmt: skip
 
 
 def _dotenv_checks(
@@ -1071,6 +1129,24 @@ def _key_name_note(
     return note
 
 
+def _shown_team_log(env: config.Environment) -> Shown | None:
+    """The team log in use (its URL masked), or None when the log is the local file."""
+    from llmcli import logdb
+
+    found = env.lookup("LLMCLI_DB")
+    try:
+        where = logdb.target(env)
+    except errors.LlmcliError:
+        shown = redact.display_url(found[0]) if found else "(invalid)"
+        return Shown("team log", "LLMCLI_DB", shown, _source_of(found) or "config.toml",
+                     "invalid: see llmcli config validate")  # fmt: skip
+    if not where.shared:
+        return None
+    source = _source_of(found) if found else (where.source or "config.toml")
+    return Shown("team log", "LLMCLI_DB", where.location, source or "-",
+                 f"local spool: {where.spool}")  # fmt: skip
+
+
 def _shown_paths(env: config.Environment, env_file: str | os.PathLike | None) -> list[Shown]:
     if env.env_file is None:
         dotenv = Shown(".env file", "--env-file", "(none)", "-", f"no .env in {os.getcwd()}")
@@ -1094,7 +1170,9 @@ def _shown_paths(env: config.Environment, env_file: str | os.PathLike | None) ->
     home = paths.home(env)
     log_db = paths.log_db(env)
     refused = paths.folder_problem(home)
+    team = _shown_team_log(env)
     return [
+        *([team] if team else []),
         dotenv,
         Shown(
             "config folder",

@@ -47,7 +47,7 @@ class PgStore(SqlLog):
     )
     FAILURES = (psycopg.Error, DatabaseTrouble)
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
         self.url = url
         self.location = redact.display_url(url)
         self._secrets = _secrets(url)
@@ -63,7 +63,8 @@ class PgStore(SqlLog):
         except psycopg.Error as exc:
             raise LogFailure(self.trouble(exc), self.location) from None
         try:
-            self.migrate()
+            if migrate:
+                self.migrate()
         except psycopg.Error as exc:
             self.conn.close()
             raise LogFailure(self.trouble(exc), self.location) from None
