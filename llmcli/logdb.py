@@ -109,7 +109,11 @@ def require_driver(where: Target) -> None:
         return
     import importlib.util
 
-    if importlib.util.find_spec("psycopg") is None:
+    try:
+        found = importlib.util.find_spec("psycopg") is not None
+    except (ImportError, ValueError):  # a broken install, or an import system that refuses it
+        found = False
+    if not found:
         raise errors.ConfigError(
             f"the call log is a PostgreSQL database ({where.source}), but psycopg, the driver "
             "llmcli needs for it, is not installed",

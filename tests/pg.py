@@ -35,7 +35,9 @@ def url_for(database: str, *, user: str | None = None, password: str | None = No
     name = user or parts.username or ""
     if password is not None:
         name += f":{password}"
-    return urlunsplit((parts.scheme, f"{name}@{netloc}" if name else netloc, f"/{database}", "", ""))
+    return urlunsplit(
+        (parts.scheme, f"{name}@{netloc}" if name else netloc, f"/{database}", "", "")
+    )
 
 
 def port() -> int:
@@ -80,12 +82,14 @@ def _template_name() -> str:
     return _template
 
 
-def create_database(*, migrated: bool = True) -> tuple[str, str]:
-    """A new database (name, URL): migrated, or empty (`migrated=False`)."""
+def create_database(*, migrated: bool = True, owner: str | None = None) -> tuple[str, str]:
+    """A new database (name, URL): migrated, or empty (`migrated=False`); owned by the test
+    user, or by `owner`."""
     require()
     name = f"llmcli_t_{uuid.uuid4().hex[:16]}"
     template = _template_name() if migrated else "template0"
-    _admin(f"CREATE DATABASE {name} TEMPLATE {template}")
+    owned = f" OWNER {owner}" if owner else ""
+    _admin(f"CREATE DATABASE {name}{owned} TEMPLATE {template}")
     return name, url_for(name)
 
 
