@@ -149,3 +149,24 @@ def open_test_log():
     from llmcli import config, logdb
 
     return logdb.open_log(logdb.target(config.Environment(env_file=None)))
+
+
+def table_rows(table: str = "calls", order: str = "id") -> list[dict]:
+    """A table of the current test's log as stored, in either backend (none before the log
+    exists); read-only."""
+    url = os.environ.get("LLMCLI_DB")
+    if url:
+        import psycopg
+        from psycopg.rows import dict_row
+
+        with psycopg.connect(url, row_factory=dict_row, connect_timeout=5) as conn:
+            return list(conn.execute(f"SELECT * FROM {table} ORDER BY {order}"))
+    import sqlite3
+    from contextlib import closing
+
+    path = Path(os.environ["LLMCLI_HOME"]) / "logs.db"
+    if not path.exists():
+        return []
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        db.row_factory = sqlite3.Row
+        return [dict(row) for row in db.execute(f"SELECT * FROM {table} ORDER BY {order}")]

@@ -13,21 +13,19 @@ import datetime as dt
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import textwrap
 import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import LLMCLI, base_env, run_cli
+from tests.conftest import LLMCLI, base_env, open_test_log, run_cli, table_rows
 from tests.fakeserver import Reply
 
 PRICES = """\
@@ -66,19 +64,12 @@ def refusal(first_line: str) -> str:
 
 def log_rows() -> list[dict[str, Any]]:
     """The log's rows, oldest first, read-only (none when nothing created the log)."""
-    path = home() / "logs.db"
-    if not path.exists():
-        return []
-    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-        db.row_factory = sqlite3.Row
-        return [dict(row) for row in db.execute("SELECT * FROM calls ORDER BY id")]
+    return table_rows("calls")
 
 
 def reservations() -> list[dict[str, Any]]:
     """The budget reservations held in the log right now (expired ones included)."""
-    with closing(sqlite3.connect(f"file:{home() / 'logs.db'}?mode=ro", uri=True)) as db:
-        db.row_factory = sqlite3.Row
-        return [dict(row) for row in db.execute("SELECT * FROM reservations")]
+    return table_rows("reservations", order="uid")
 
 
 def cents(picos: int | None) -> Decimal | None:
@@ -104,9 +95,8 @@ def parse_ts(text: str) -> dt.datetime:
 def add_row(ts: dt.datetime, cost: str) -> None:
     """A call logged at `ts`, through the log's own interface (as a call of that day had)."""
     from llmcli.calllog import CallRecord
-    from llmcli.store import Store
 
-    with Store(home() / "logs.db") as store:
+    with open_test_log() as store:
         store.add(
             CallRecord(
                 provider="openai",
@@ -131,6 +121,7 @@ def wait_for(condition, what: str, timeout: float = 15) -> None:
 # --- a limit reached by real calls -----------------------------------------------------------
 
 
+@pytest.mark.usefixtures("log_backend")
 def test_a_limit_reached_by_logged_calls_refuses_the_next_call_before_it_is_sent(cli, fake):
     env = {"LLMCLI_BUDGET_DAILY_USD": "0.02"}
     fake.script("openai", CENT, CENT)
@@ -152,6 +143,7 @@ def test_a_limit_reached_by_logged_calls_refuses_the_next_call_before_it_is_sent
     assert reservations() == []
 
 
+@pytest.mark.usefixtures("log_backend")
 def test_cost_shows_each_budget_with_spent_reserved_and_left(cli, fake):
     write_config(
         """
@@ -225,6 +217,7 @@ def test_cost_without_a_budget_shows_none(cli, fake):
 # --- windows ---------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("log_backend")
 def test_a_tag_budget_counts_only_calls_with_that_tag(cli, fake):
     write_config(
         """
@@ -254,6 +247,7 @@ def test_a_tag_budget_counts_only_calls_with_that_tag(cli, fake):
     assert [r["tag"] for r in log_rows()] == ["other"] * 3 + [None, "ci", "ci", "other"]
 
 
+@pytest.mark.usefixtures("log_backend")
 def test_the_monthly_budget_counts_this_month_and_not_the_last(cli, fake):
     write_config(
         """
@@ -387,6 +381,7 @@ class Running:
         self.proc.communicate(timeout=10)
 
 
+@pytest.mark.usefixtures("log_backend")
 def test_the_reservation_holds_the_worst_case_until_the_real_cost_replaces_it(cli, fake):
     gate = threading.Event()
     fake.script("openai", Reply(text="one two three", output_tokens=3, gate=gate))

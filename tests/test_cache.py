@@ -72,6 +72,7 @@ def test_an_answer_stored_by_ask_is_given_to_stream_at_once(cli, fake):
     assert sent(fake) == 1
 
 
+@pytest.mark.usefixtures("log_backend")
 def test_a_hit_is_logged_as_a_cached_call_that_cost_nothing(cli, fake):
     first, second = ask_twice(cli, fake, "openai", "--cache", "--json")
     paid, hit = json.loads(first.out), json.loads(second.out)
@@ -104,6 +105,7 @@ def test_usage_line_of_a_hit_says_what_it_saved(cli, fake):
     assert sent(fake) == 1
 
 
+@pytest.mark.usefixtures("log_backend")
 def test_cost_has_a_saved_column(cli, fake):
     first, _ = ask_twice(cli, fake, "openai", "--cache", "--json")
     paid = Decimal(str(json.loads(first.out)["cost_usd"]))
@@ -185,6 +187,7 @@ def test_the_key_is_never_stored_and_another_key_still_hits(cli, fake):
 # --- TTL, switches and the environment ---------------------------------------------------------
 
 
+@pytest.mark.usefixtures("log_backend")
 def test_an_answer_older_than_the_ttl_is_asked_for_again(cli, fake):
     fake.script("openai", Reply(text="first"), Reply(text="second"))
     assert cli("ask", "-p", "openai", "--cache", "1s", PROMPT).out == "first\n"
@@ -368,6 +371,7 @@ def test_cache_stats_on_no_log_creates_none():
     assert data["oldest"] is None and not log_db().exists()
 
 
+@pytest.mark.usefixtures("log_backend")
 def test_cache_stats_counts_entries_and_what_they_saved(cli, fake):
     before = dt.datetime.now(dt.timezone.utc).isoformat()
     first, _ = ask_twice(cli, fake, "openai", "--cache", "--json")
@@ -387,6 +391,7 @@ def test_cache_stats_counts_entries_and_what_they_saved(cli, fake):
     assert lines["hits"].startswith("2 ")
 
 
+@pytest.mark.usefixtures("log_backend")
 def test_cache_clear_older_than_removes_only_older_answers(cli, fake):
     assert cli("ask", "-p", "openai", "--cache", "old question").code == 0
     between = dt.datetime.now(dt.timezone.utc).isoformat()

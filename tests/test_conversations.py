@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, table_rows
 from tests.fakeserver import Reply
 
 
@@ -51,6 +51,7 @@ def test_a_long_piped_chat_stores_each_message_once():
     assert parents == [None, *uids[:-1]]
 
 
+@pytest.mark.usefixtures("log_backend")
 def test_histories_read_back_whole_from_rows_that_store_each_message_once(cli, fake):
     run_cli("chat", "-p", "echo", stdin="first\nsecond\nthird\n")
     # `logs --json` shows every message each call sent, as before.
@@ -78,7 +79,7 @@ def test_histories_read_back_whole_from_rows_that_store_each_message_once(cli, f
         ("assistant", "third"),
         ("user", "fourth"),
     ]
-    assert json.loads(column("SELECT messages FROM calls ORDER BY id DESC LIMIT 1")[0]) == [
+    assert json.loads(table_rows("calls")[-1]["messages"]) == [
         {"role": "user", "content": "fourth"}
     ]
     # And the conversation goes on from there.
@@ -87,6 +88,7 @@ def test_histories_read_back_whole_from_rows_that_store_each_message_once(cli, f
     assert [m["content"] for m in messages][-3:] == ["fourth", "Fourth.", "fifth"]
 
 
+@pytest.mark.usefixtures("log_backend")
 def test_a_failed_turn_is_not_part_of_the_history_that_follows(cli, fake):
     fake.script("openai", Reply(text="One."), Reply(status=400), Reply(text="Three."))
     result = cli("chat", "-p", "openai", "--retries", "0", stdin="one\ntwo\nthree\n")

@@ -20,7 +20,7 @@ from llmcli import pricing, report
 from llmcli.calllog import CallRecord
 from llmcli.store import MIGRATIONS, Store
 from llmcli.types import Usage
-from tests.conftest import LLMCLI, base_env, run_cli
+from tests.conftest import LLMCLI, base_env, open_test_log, run_cli, table_rows
 from tests.fakeserver import Reply
 
 
@@ -28,18 +28,15 @@ def log_path() -> Path:
     return Path(os.environ["LLMCLI_HOME"]) / "logs.db"
 
 
-def rows() -> list[sqlite3.Row]:
-    db = sqlite3.connect(log_path())
-    db.row_factory = sqlite3.Row
-    try:
-        return db.execute("SELECT * FROM calls ORDER BY id").fetchall()
-    finally:
-        db.close()
+def rows() -> list[dict]:
+    """The calls as stored, in whichever backend the test uses (`log_backend`)."""
+    return table_rows("calls")
 
 
 # --- what a call leaves in the log ----------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("log_backend")
 def test_successful_call_row_has_exact_usage_and_the_genai_prices_cost(cli, fake):
     fake.script(
         "openai", Reply(text="Four.", input_tokens=1234, output_tokens=56, cached_tokens=200)
@@ -200,6 +197,7 @@ def test_concurrent_processes_all_land_their_rows():
 # --- conversations -------------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("log_backend")
 def test_continue_sends_the_latest_conversation_history(cli, fake):
     fake.script("anthropic", Reply(text="Hello Ada."), Reply(text="Your name is Ada."))
     cli("ask", "-p", "anthropic", "-s", "Be kind.", "My name is Ada.")
@@ -216,6 +214,7 @@ def test_continue_sends_the_latest_conversation_history(cli, fake):
     assert first["conversation_id"] == second["conversation_id"]
 
 
+@pytest.mark.usefixtures("log_backend")
 def test_cid_continues_a_given_conversation_across_providers(cli, fake):
     cli("ask", "-p", "echo", "first conversation")
     cid = rows()[0]["conversation_id"]
@@ -230,6 +229,7 @@ def test_cid_continues_a_given_conversation_across_providers(cli, fake):
     ]
 
 
+@pytest.mark.usefixtures("log_backend")
 def test_failed_turn_leaves_nothing_dangling(cli, fake):
     fake.script("openai", Reply(text="one"), Reply(status=400), Reply(text="three"))
     cli("ask", "-p", "openai", "turn one")
@@ -252,7 +252,7 @@ def test_continue_errors_are_usage_errors():
 
 
 def fill(records: list[CallRecord]) -> None:
-    with Store(log_path()) as store:
+    with open_test_log() as store:
         for record in records:
             store.add(record)
 
@@ -265,6 +265,7 @@ SAMPLE = [
 ]  # fmt: skip
 
 
+@pytest.mark.usefixtures("log_backend")
 def test_cost_groups_by_provider_and_model_with_a_total():
     fill(SAMPLE)
     result = run_cli("cost", "--format", "json")
@@ -286,6 +287,7 @@ def test_cost_groups_by_provider_and_model_with_a_total():
     assert total["cost_usd"] == pytest.approx(0.75) and total["unpriced_calls"] == 1
 
 
+@pytest.mark.usefixtures("log_backend")
 def test_cost_table_and_filters():
     fill(SAMPLE)
     table = run_cli("cost", "--by", "day").out.splitlines()
@@ -307,6 +309,7 @@ def test_cost_table_and_filters():
     assert only["total"]["calls"] == 2
 
 
+@pytest.mark.usefixtures("log_backend")
 def test_cost_csv_parses_and_ends_with_total():
     fill(SAMPLE)
     parsed = list(
@@ -316,6 +319,7 @@ def test_cost_csv_parses_and_ends_with_total():
     assert parsed[1]["cost_usd"] == "0.75" and parsed[0]["cost_usd"] == ""
 
 
+@pytest.mark.usefixtures("log_backend")
 def test_cost_relative_since_counts_recent_calls():
     run_cli("ask", "-p", "echo", "now")
     fill(SAMPLE)
@@ -337,6 +341,7 @@ def test_cost_rejects_a_bad_since():
     assert result.code == 2 and "--since" in result.err
 
 
+@pytest.mark.usefixtures("log_backend")
 def test_logs_lists_recent_calls_and_one_conversation():
     for word in ("alpha", "beta", "gamma"):
         run_cli("ask", "-p", "echo", word)

@@ -77,6 +77,7 @@ def test_dates_out_of_range_are_usage_errors(option, value):
     assert f"invalid value for {option}" in result.err and "out of range" in result.err
 
 
+@pytest.mark.usefixtures("log_backend")
 def test_a_year_before_1000_still_filters_in_order():
     ask("hello")
     data = json.loads(run_cli("cost", "--since", "0999-01-01", "--format", "json").out)
@@ -88,6 +89,7 @@ def test_a_year_before_1000_still_filters_in_order():
 # --- 2. logs -n ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("log_backend")
 def test_logs_count_is_bounded():
     ask("hello")
     result = run_cli("logs", "-n", "99999999999999999999")
@@ -161,6 +163,7 @@ def test_an_empty_filter_is_a_usage_error_not_no_filter(command, option):
 # --- 5. logs --cid with an unknown id ----------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("log_backend")
 def test_unknown_conversation_id_is_named_as_such():
     ask("hello", "again")
     result = run_cli("logs", "--cid", "nosuchid")
@@ -317,6 +320,7 @@ def test_wording_and_logtrouble_stay_out_of_the_presentation_layer():
 # --- 9. provider names in any case ------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("log_backend")
 def test_cost_takes_provider_names_in_any_case(cli, fake):
     assert cli("ask", "-p", "OpenAI", "hi").code == 0
     ask("hello")
