@@ -1,8 +1,8 @@
 """The call log's interface: what a backend stores, and what the rest of llmcli may ask of it.
 
 Every command reads and writes the log through `CallLog`, never through a database module: the
-embedded SQLite file (`llmcli.store`) implements it today, and a second backend (PostgreSQL for a
-team) implements the same methods. Nothing outside a backend imports a database driver; a
+embedded SQLite file (`llmcli.store`) and a team's PostgreSQL database (`llmcli.pgstore`)
+implement the same methods, with the same SQL (`llmcli.sqllog`), and `llmcli.logdb` chooses. Nothing outside a backend imports a database driver; a
 backend turns its driver's failures into `LogFailure`, which `llmcli.logtrouble` words.
 
 A row is a call, successful or not. A conversation stores each message once: a row keeps the
@@ -227,6 +227,18 @@ class CallLog(Protocol):
 
     def export(self, after_id: int = 0, limit: int = 1000) -> list[CallRecord]:
         """Rows in id order after `after_id`: what a spool or a migration copies elsewhere."""
+        ...
+
+    def export_ids(self, after_id: int = 0, limit: int = 1000) -> list[tuple[int, CallRecord]]:
+        """`export`, each row with its id (where the next batch starts)."""
+        ...
+
+    def add_many(self, records: Sequence[CallRecord]) -> int:
+        """Insert calls in one transaction, each at most once (by uid); how many were new."""
+        ...
+
+    def count(self) -> int:
+        """How many calls the log holds."""
         ...
 
     def close(self) -> None: ...

@@ -12,7 +12,7 @@ there, so a row sent twice (a sync cut short, two processes syncing at once) is 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -151,15 +151,14 @@ def send_spool(log: CallLog, where: Target) -> int:
     A spool row is removed only after the database has committed it: a sync cut short sends
     the rest next time, and what it had sent is not stored twice (uids).
     """
-    from llmcli.sqllog import iterate
     from llmcli.store import Store
 
     if not where.spool.exists():
         return 0
     sent = 0
     with Store(where.spool) as spool:
-        for batch in iterate(spool):
-            sent += log.add_many([record for _, record in batch])  # type: ignore[attr-defined]
+        for batch in _batches(spool):
+            sent += log.add_many([record for _, record in batch])
             spool.forget(batch[-1][0])
     return sent
 
@@ -187,11 +186,20 @@ def copy_log(
 ) -> tuple[int, int]:
     """Copy every call of `source` into `destination`, each at most once (by uid): (calls read,
     calls new to the destination). `progress` is told how many have been read so far."""
-    from llmcli.sqllog import iterate
-
     read = new = 0
-    for batch in iterate(source):  # type: ignore[arg-type]
-        new += destination.add_many([record for _, record in batch])  # type: ignore[attr-defined]
+    for batch in _batches(source):
+        new += destination.add_many([record for _, record in batch])
         read += len(batch)
         progress(read)
     return read, new
+
+
+def _batches(log: CallLog, size: int = 1000) -> Iterator[list[tuple[int, CallRecord]]]:
+    """Every row of `log`, in id order, `size` at a time (a million rows never all in memory)."""
+    after = 0
+    while True:
+        rows = log.export_ids(after, size)
+        if not rows:
+            return
+        yield rows
+        after = rows[-1][0]

@@ -79,6 +79,9 @@ class PgStore(SqlLog):
         text = redact.mask_keys(text)
         return DatabaseTrouble(_kind(exc, text), " ".join(text.split()))
 
+    def _failure(self, exc: BaseException) -> BaseException:
+        return self.trouble(exc)  # any psycopg error: its words go through the scrubber
+
     def close(self) -> None:
         self.conn.close()
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields
 from decimal import Decimal
@@ -83,7 +83,7 @@ def failures(method: Callable[..., T]) -> Callable[..., T]:
         try:
             return method(self, *args, **kwargs)
         except (*self.FAILURES, OSError) as exc:
-            raise LogFailure(exc, self.location) from None
+            raise LogFailure(self._failure(exc), self.location) from None
 
     return wrapper
 
@@ -129,6 +129,10 @@ class SqlLog:
 
     def _lock_budgets(self) -> None:
         """Inside a transaction: make reservations queue, so that two never pass a limit."""
+
+    def _failure(self, exc: BaseException) -> BaseException:
+        """The driver's exception as `LogFailure` should carry it (a backend may reword it)."""
+        return exc
 
     def close(self) -> None:
         raise NotImplementedError
@@ -441,13 +445,8 @@ class SqlLog:
             result.append(data)
         return result
 
-    @failures
     def export(self, after_id: int = 0, limit: int = 1000) -> list[CallRecord]:
-        rows = self._all(
-            f"SELECT id, {', '.join(COLUMNS)} FROM calls WHERE id > ? ORDER BY id LIMIT ?",
-            (after_id, limit),
-        )
-        return [record_of(row) for row in rows]
+        return [record for _, record in self.export_ids(after_id, limit)]
 
     @failures
     def export_ids(self, after_id: int = 0, limit: int = 1000) -> list[tuple[int, CallRecord]]:
@@ -472,14 +471,3 @@ def _alias(group: str) -> str:
 def _int(value: Any) -> int | None:
     """A sum as a Python int (PostgreSQL sums bigints as numeric)."""
     return None if value is None else int(value)
-
-
-def iterate(log: SqlLog, batch: int = 1000) -> Iterator[list[tuple[int, CallRecord]]]:
-    """Every row of `log`, in id order, a batch at a time."""
-    after = 0
-    while True:
-        rows = log.export_ids(after, batch)
-        if not rows:
-            return
-        yield rows
-        after = rows[-1][0]
