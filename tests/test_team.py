@@ -414,3 +414,21 @@ def test_log_sync_sends_the_spool_and_says_how_many(own_server):
     again = run_cli("log", "sync", env=env)
     assert again.out.startswith("Nothing to send")
     assert _rows(url) == 2
+
+
+def test_only_the_postgresql_backend_imports_psycopg():
+    """The driver stays behind one module, which only a PostgreSQL URL loads (llmcli.logdb)."""
+    import ast
+
+    package = Path(__file__).resolve().parent.parent / "llmcli"
+    importers = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(n == "psycopg" or n.startswith("psycopg.") for n in names):
+                importers.add(path.relative_to(package).as_posix())
+    assert importers == {"pgstore.py"}
