@@ -101,11 +101,11 @@ class Journal:
         """Write one row for `call`, which continued `before` (if any); None if not logged.
 
         A call that held a budget `reservation` settles it: the reservation becomes this row,
-        in one transaction (or, with the log off, is released).
+        in one transaction. With the log off the row keeps only what the budget counts (provider,
+        model, tokens, cost, tag, status), no prompt or answer: otherwise `--no-log` would be a
+        way around every budget.
         """
-        if not self.enabled:
-            if reservation is not None:
-                self.release(reservation)
+        if not self.enabled and reservation is None:
             return None
 
         from llmcli.calllog import CallRecord
@@ -151,6 +151,8 @@ class Journal:
             record.error_message = error.message
             record.exit_code = int(error.exit_code)
             record.attempts = record.attempts or error.attempts
+        if not self.enabled:
+            record.system_prompt = record.messages = record.answer = record.error_message = None
         try:
             log = self._open()
             if reservation is not None:

@@ -179,6 +179,35 @@ MIGRATIONS: tuple[str, ...] = (
         cost_picousd INTEGER
     );
     CREATE INDEX cache_ts ON cache (ts);
+    -- Known spend per UTC day and tag, kept by triggers in the transaction that writes the call,
+    -- so a budget check reads at most 31 rows however big the log is (`Store._spent`).
+    CREATE TABLE spend_days (
+        day TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        cost_picousd INTEGER NOT NULL,
+        PRIMARY KEY (day, tag)
+    ) WITHOUT ROWID;
+    INSERT INTO spend_days (day, tag, cost_picousd)
+        SELECT substr(ts, 1, 10), COALESCE(tag, ''), SUM(cost_picousd) FROM calls
+        WHERE cost_picousd IS NOT NULL GROUP BY 1, 2;
+    CREATE TRIGGER calls_spend_added AFTER INSERT ON calls WHEN NEW.cost_picousd IS NOT NULL BEGIN
+        INSERT INTO spend_days (day, tag, cost_picousd)
+            VALUES (substr(NEW.ts, 1, 10), COALESCE(NEW.tag, ''), NEW.cost_picousd)
+            ON CONFLICT (day, tag) DO UPDATE SET cost_picousd = cost_picousd + excluded.cost_picousd;
+    END;
+    CREATE TRIGGER calls_spend_removed AFTER DELETE ON calls WHEN OLD.cost_picousd IS NOT NULL BEGIN
+        UPDATE spend_days SET cost_picousd = cost_picousd - OLD.cost_picousd
+            WHERE day = substr(OLD.ts, 1, 10) AND tag = COALESCE(OLD.tag, '');
+    END;
+    CREATE TRIGGER calls_spend_changed AFTER UPDATE OF ts, tag, cost_picousd ON calls BEGIN
+        UPDATE spend_days SET cost_picousd = cost_picousd - OLD.cost_picousd
+            WHERE OLD.cost_picousd IS NOT NULL
+            AND day = substr(OLD.ts, 1, 10) AND tag = COALESCE(OLD.tag, '');
+        INSERT INTO spend_days (day, tag, cost_picousd)
+            SELECT substr(NEW.ts, 1, 10), COALESCE(NEW.tag, ''), NEW.cost_picousd
+            WHERE NEW.cost_picousd IS NOT NULL
+            ON CONFLICT (day, tag) DO UPDATE SET cost_picousd = cost_picousd + excluded.cost_picousd;
+    END;
     """,
 )
 
@@ -212,6 +241,18 @@ def _failures(method: Callable[..., T]) -> Callable[..., T]:
             raise LogFailure(exc, self.location) from None
 
     return wrapper
+
+
+def _statements(script: str) -> Iterator[str]:
+    """A migration's statements one by one: `executescript` would commit the transaction that
+    keeps a migration all-or-nothing, and a trigger's body has `;` of its own."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
 
 
 def _later(seconds: float) -> str:
@@ -296,9 +337,8 @@ class Store:
         with self.transaction() as db:
             current = db.execute("PRAGMA user_version").fetchone()[0]  # re-read under the lock
             for number in range(current + 1, target + 1):
-                for statement in MIGRATIONS[number - 1].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+                for statement in _statements(MIGRATIONS[number - 1]):
+                    db.execute(statement)
                 db.execute(f"PRAGMA user_version = {number}")
 
     # --- writing ---------------------------------------------------------------------------------
@@ -321,14 +361,28 @@ class Store:
             return self._insert(db, record)
 
     def _spent(self, db: sqlite3.Connection, window: Window, now: str) -> Spent:
-        tag = "" if window.tag is None else " AND tag = ?"
-        params: list[Any] = [window.since, *([window.tag] if window.tag is not None else [])]
-        settled = db.execute(
-            f"SELECT COALESCE(SUM(cost_picousd), 0) FROM calls WHERE ts >= ?{tag}", params
-        ).fetchone()[0]
+        """What a window has used: settled calls from the daily totals (a window that starts
+        mid-day adds that day's calls from the index), plus the holds not yet expired."""
+        day = window.since[:10]
+        tagged = "" if window.tag is None else " AND tag = ?"
+        tags: list[Any] = [] if window.tag is None else [window.tag]
+        if window.since == f"{day}T00:00:00.000000Z":
+            settled = db.execute(
+                f"SELECT COALESCE(SUM(cost_picousd), 0) FROM spend_days WHERE day >= ?{tagged}",
+                [day, *tags],
+            ).fetchone()[0]
+        else:
+            settled = db.execute(
+                f"SELECT COALESCE(SUM(cost_picousd), 0) FROM spend_days WHERE day > ?{tagged}",
+                [day, *tags],
+            ).fetchone()[0] + db.execute(
+                f"SELECT COALESCE(SUM(cost_picousd), 0) FROM calls WHERE ts >= ? AND ts < ?{tagged}",
+                [window.since, f"{day}T24", *tags],  # the rest of that day, and no later
+            ).fetchone()[0]
         held = db.execute(
-            f"SELECT COALESCE(SUM(cost_picousd), 0) FROM reservations WHERE ts >= ?{tag} AND expires > ?",
-            [*params, now],
+            "SELECT COALESCE(SUM(cost_picousd), 0) FROM reservations "
+            f"WHERE ts >= ?{tagged} AND expires > ?",
+            [window.since, *tags, now],
         ).fetchone()[0]
         return Spent(window, money.from_pico(settled), money.from_pico(held))
 

@@ -686,14 +686,19 @@ def test_without_a_budget_a_no_log_call_creates_no_log(fake):
     assert not (home() / "logs.db").exists()
 
 
-def test_no_log_calls_are_checked_but_not_counted(cli, fake):
+def test_no_log_calls_count_against_the_budget_without_their_words(cli, fake):
+    """--no-log is no way around a budget: the spend is kept, the prompt and answer are not."""
     env = {"LLMCLI_BUDGET_DAILY_USD": "0.01"}
-    fake.script("openai", CENT, CENT)
-    for _ in range(2):  # each fits the limit; neither stays in the log to count against it
-        result = cli("ask", *MINI, "--no-log", "hi", extra_env=env)
-        assert (result.code, result.out) == (0, "fine\n"), result.err
-    assert log_rows() == [] and reservations() == []
-    fake.reset()
-    refused = cli("ask", *MINI, "--no-log", "--max-tokens", "20", "hi", extra_env=env)
-    assert refused.code == 10  # $0.02 worst case: checked all the same
-    assert fake.requests == []
+    fake.script("openai", CENT)
+    result = cli("ask", *MINI, "--system", "be secret", "--no-log", "my secret prompt",
+                 extra_env=env)  # fmt: skip
+    assert (result.code, result.out) == (0, "fine\n"), result.err
+    (row,) = log_rows()
+    assert (row["status"], row["cost_picousd"], row["input_tokens"]) == ("ok", 10**10, 5)
+    assert row["messages"] is None and row["answer"] is None and row["system_prompt"] is None
+    assert b"secret" not in b"".join(p.read_bytes() for p in home().glob("logs.db*"))
+    assert reservations() == []
+    refused = cli("ask", *MINI, "--no-log", "hi", extra_env=env)
+    assert refused.code == 10
+    assert refused.err.startswith("Error: daily budget $0.01 would be exceeded: $0.01 spent today")
+    assert len(fake.requests) == 1
