@@ -372,13 +372,16 @@ class Store:
                 [day, *tags],
             ).fetchone()[0]
         else:
-            settled = db.execute(
-                f"SELECT COALESCE(SUM(cost_picousd), 0) FROM spend_days WHERE day > ?{tagged}",
-                [day, *tags],
-            ).fetchone()[0] + db.execute(
-                f"SELECT COALESCE(SUM(cost_picousd), 0) FROM calls WHERE ts >= ? AND ts < ?{tagged}",
-                [window.since, f"{day}T24", *tags],  # the rest of that day, and no later
-            ).fetchone()[0]
+            settled = (
+                db.execute(
+                    f"SELECT COALESCE(SUM(cost_picousd), 0) FROM spend_days WHERE day > ?{tagged}",
+                    [day, *tags],
+                ).fetchone()[0]
+                + db.execute(
+                    f"SELECT COALESCE(SUM(cost_picousd), 0) FROM calls WHERE ts >= ? AND ts < ?{tagged}",
+                    [window.since, f"{day}T24", *tags],  # the rest of that day, and no later
+                ).fetchone()[0]
+            )
         held = db.execute(
             "SELECT COALESCE(SUM(cost_picousd), 0) FROM reservations "
             f"WHERE ts >= ?{tagged} AND expires > ?",
