@@ -401,6 +401,7 @@ def ask(prompt: tuple[str, ...], stream: bool, **params: Any) -> None:
       llmcli ask -p echo "Hello"
       llmcli ask -p anthropic -s "Answer in one line" "What is a monad?"
       cat error.log | llmcli ask "What went wrong?"
+      llmcli ask -p anthropic -a chart.png -a report.pdf "Do these agree?"
       llmcli ask --json -u "Name a prime" | jq .usage
       llmcli ask --cache 7d "Explain git rebase"   # asked again within 7 days: free, instant
     """
