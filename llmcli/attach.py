@@ -207,7 +207,8 @@ def load(
         if stdin is None:
             raise errors.UsageError(
                 "standard input cannot be attached here (-a -)",
-                "in chat, standard input carries the messages: attach a file by its path",
+                "in chat standard input carries the messages, and --no-stdin turns it off: "
+                "attach a file by its path",
             )
         return _typed(stdin(), "standard input", STDIN, media_type)
     if spec.startswith(("http://", "https://")):
@@ -310,6 +311,9 @@ def reload(reference: dict[str, Any], timeout: float = FETCH_TIMEOUT) -> Attachm
         exc.message = f"cannot send attachment {name} again: {exc.message}"
         exc.hint = hint
         raise
+    # As it was logged (a path's name is the path as typed then), so the request begins with
+    # the conversation exactly as logged, and its log row can refer to it.
+    again = again._replace(name=reference.get("name"))
     if again.sha256 != reference.get("sha256"):
         was, now = reference.get("bytes"), len(again.data)
         change = f"{_size(was)} then, {_size(now)} now" if was != now else "same size"

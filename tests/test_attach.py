@@ -13,7 +13,6 @@ import http.server
 import json
 import os
 import struct
-import sys
 import threading
 import time
 from pathlib import Path
@@ -518,6 +517,8 @@ def test_continuing_sends_an_unchanged_file_again(cli, fake):
     assert [m["role"] for m in messages] == ["user", "assistant", "user"]
     check_wire("openai", messages[0]["content"][0], "image/png", data, "chart.png")
     assert messages[2]["content"] == "and the colours?"
+    # The file read again is the one logged: the new row refers to the first, not a copy.
+    assert logged_messages()[1] == [{"role": "user", "content": "and the colours?"}]
 
 
 def test_continuing_after_the_file_changed_is_refused(cli, fake):
@@ -584,7 +585,7 @@ def test_chat_attach_goes_with_the_first_message_from_a_pipe(cli, fake):
 def test_chat_refuses_dash_as_stdin_carries_the_messages(cli, fake):
     result = cli("chat", "-p", "echo", "-a", "-", stdin="hi\n")
     assert result.code == 2
-    assert "in chat, standard input carries the messages" in result.err
+    assert "in chat standard input carries the messages" in result.err
 
 
 def test_slash_attach_at_a_terminal_goes_with_the_next_message(fake):
@@ -655,17 +656,21 @@ def test_ask_without_attachments_loads_nothing_of_them():
     assert "urllib.request" not in _loaded("ask", "-p", "echo", "-a", "n.txt", "hi")
 
 
-def test_the_library_takes_attachments_as_parts(fake):
-    """`llmcli.ask` with an Attachment part: the CLI's path, from Python."""
+def test_the_library_takes_attachments_as_parts(fake, monkeypatch):
+    """`llmcli.ask` with Attachment parts: sent in the provider's shape, and checked first."""
     import llmcli
+    from llmcli import errors
     from llmcli.types import Attachment, Message, Text
 
-    os.environ.update({**base_env(fake)})
+    for name, value in base_env(fake).items():
+        monkeypatch.setenv(name, value)
     data = FILES["jpeg"][1]
     message = Message("user", (Attachment("image/jpeg", data, "x.jpg"), Text("what?")))
     assert llmcli.ask([message], provider="gemini").text == FAKE_ANSWER
-    assert inline(user_parts("gemini", fake.requests_for("gemini")[0].body)[0]) == (
-        "image/jpeg",
-        data,
-    )
-    assert sys.modules.get("llmcli.attach") is not None  # the check ran
+    sent = user_parts("gemini", fake.requests_for("gemini")[0].body)[0]
+    assert inline(sent) == ("image/jpeg", data)
+
+    gif = Message("user", (Attachment("image/gif", FILES["gif"][1], "a.gif"), Text("what?")))
+    with pytest.raises(errors.UsageError, match="gemini cannot take a image/gif attachment"):
+        llmcli.ask([gif], provider="gemini")
+    assert len(fake.requests_for("gemini")) == 1
