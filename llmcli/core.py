@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from typing import Any, NamedTuple
 
 from llmcli import config, errors, paths, pricing, providers, redact
-from llmcli.providers.base import Provider, malformed, unsupported_attachment
+from llmcli.providers.base import Provider, malformed
 from llmcli.retry import Retrier, RetryNotice, RetryPolicy
 from llmcli.types import Chunk, FinishReason, Message, Request, Response, Usage
 
@@ -99,10 +99,10 @@ def check_supported(provider_cls: type[Provider], request: Request) -> None:
             f"invalid value for --seed: {request.seed} is out of range for {name} "
             f"(from {-provider_cls.max_seed - 1} to {provider_cls.max_seed})"
         )
-    for message in request.messages:
-        for attachment in message.attachments:
-            if attachment.media_type not in provider_cls.attachment_types:
-                raise unsupported_attachment(name, attachment)
+    if any(message.attachments for message in request.messages):
+        from llmcli import attach  # only when something is attached
+
+        attach.check(provider_cls, name, request.messages)
 
 
 def prepare(

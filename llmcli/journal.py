@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from llmcli import config, errors, paths
 from llmcli.types import Message, Response
@@ -280,17 +280,28 @@ class Journal:
 
 
 def messages_of(conversation: Conversation) -> list[Message]:
-    """A logged conversation's messages as the request types them."""
-    from llmcli.types import Text
+    """A logged conversation's messages as the request types them.
 
-    def content(value: object) -> str | tuple[Text, ...]:
+    Attachments are logged by reference only, so each is read again from where it came from
+    and must still hash the same (`llmcli.attach.reload`), or continuing is a usage error.
+    """
+    from llmcli.types import Part, Text
+
+    def part(item: dict[str, Any]) -> Part | None:
+        if item.get("type") == "text":
+            return Text(item["text"])
+        if item.get("type") == "attachment":
+            from llmcli import attach
+
+            return attach.reload(item)
+        return None
+
+    def content(value: object) -> str | tuple[Part, ...]:
         if isinstance(value, str):
             return value
-        # Attachments are logged by reference only: their text parts carry on, the bytes cannot.
         parts = value if isinstance(value, list) else []
-        return tuple(
-            Text(p["text"]) for p in parts if isinstance(p, dict) and p.get("type") == "text"
-        )
+        found = (part(p) for p in parts if isinstance(p, dict))
+        return tuple(p for p in found if p is not None)
 
     return [Message(m["role"], content(m["content"])) for m in conversation.messages]
 

@@ -29,14 +29,24 @@ class Text(NamedTuple):
 
 
 class Attachment(NamedTuple):
-    """A file sent with a message: an image or a document, as bytes with their media type.
+    """A file sent with a message: an image, a PDF or a text file, as bytes with their media type.
 
-    The log keeps it by reference (`to_dict`: type, name, size and SHA-256), never the bytes.
+    The log keeps it by reference (`to_dict`: type, name, size, SHA-256 and where it came
+    from), never the bytes: `-c` reads it again from `source` and checks the hash.
     """
 
     media_type: str
     data: bytes
     name: str | None = None
+    #: Where it was read from: a path, an http(s) URL, or "-" (standard input); None = given
+    #: as bytes by library code. A provider that fetches URLs itself is sent the URL.
+    source: str | None = None
+
+    @property
+    def url(self) -> str | None:
+        """The URL it was fetched from, if it came from one."""
+        source = self.source or ""
+        return source if source.startswith(("http://", "https://")) else None
 
     @property
     def sha256(self) -> str:
@@ -57,6 +67,8 @@ class Attachment(NamedTuple):
             "name": self.name,
             "bytes": len(self.data),
             "sha256": self.sha256,
+            # Only when known, so a reference made without one keeps its old shape.
+            **({"source": self.source} if self.source is not None else {}),
         }
 
 

@@ -172,6 +172,56 @@ def cache_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return _with_options(func, options)
 
 
+def attach_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Attachments, for `ask`, `stream` and `chat` (docs/usage.md#attachments)."""
+    options = [
+        click.option(
+            "-a",
+            "--attach",
+            multiple=True,
+            metavar="PATH|URL|-",
+            help="Send a file with the message: a png, jpeg, webp or gif image, a PDF or a text "
+            "file; an http(s) URL; or - for standard input (then not the prompt). Repeatable.",
+        ),
+        click.option(
+            "--attach-type",
+            multiple=True,
+            metavar="TYPE",
+            help="Take the attachments as png, jpeg, webp, gif, pdf or text instead of the type "
+            "read from their bytes: once for every -a, or once per -a in the same order.",
+        ),
+    ]
+    return _with_options(func, options)
+
+
+def attachments(params: dict[str, Any], *, stdin: bool = True) -> list[Any]:
+    """The `-a` files, read now (before anything is sent); `-` reads standard input when
+    `stdin` allows it. A URL must arrive within --timeout, if shorter than 30 seconds."""
+    if not params.get("attach"):
+        if params.get("attach_type"):
+            raise errors.UsageError("--attach-type without -a/--attach")
+        return []
+    from llmcli import attach
+
+    timeout = min(params.get("timeout") or attach.FETCH_TIMEOUT, attach.FETCH_TIMEOUT)
+    return attach.load_all(
+        params["attach"],
+        params["attach_type"],
+        stdin=_stdin_bytes if stdin else None,
+        timeout=timeout,
+    )
+
+
+def _stdin_bytes() -> bytes:
+    stream = sys.stdin
+    if stream is None or stream.closed or stream.isatty():
+        raise errors.UsageError(
+            "-a - attaches standard input, but nothing is piped in",
+            "pipe the file in: cat photo.png | llmcli ask -a - 'Describe it'",
+        )
+    return stream.buffer.read()
+
+
 FLAG_NAMES = (
     "provider",
     "model",
@@ -224,12 +274,28 @@ def _dry_run(call: Any, chain: Any) -> None:
     estimated, price = pricing.worst_case(
         request.provider, request.model, text, request.max_tokens, overrides=call.prices
     )
+    note = (
+        "input tokens estimated offline at about 4 characters per token; "
+        "cost if the answer used all of --max-tokens"
+    )
+    files = [a for m in request.messages for a in m.attachments]
+    if files:
+        from llmcli import attach
+        from llmcli.types import Usage
+
+        data = attach.elided(data, files)
+        counted, missed = attach.input_tokens(call.provider, files)
+        estimated += counted
+        usage = Usage(input_tokens=estimated, output_tokens=request.max_tokens)
+        price = pricing.cost(request.provider, [request.model], usage, overrides=call.prices)
+        note += "; attachments included: text files as text, images by their size"
+        if missed:
+            note += f" (not counted: {', '.join(missed)}, whose tokens cannot be told offline)"
     data["worst_case"] = {
         "input_tokens_estimate": estimated,
         "output_tokens": request.max_tokens,
         "cost_usd": price.usd,
-        "note": "input tokens estimated offline at about 4 characters per token; "
-        "cost if the answer used all of --max-tokens",
+        "note": note,
     }
     render.as_json_out(data, indent=2)
 
@@ -237,16 +303,20 @@ def _dry_run(call: Any, chain: Any) -> None:
 def _run_answer(prompt: tuple[str, ...], params: dict[str, Any], *, stream: bool) -> None:
     from llmcli import cache, core, lifecycle
     from llmcli.journal import Journal, messages_of
-    from llmcli.types import Message
+    from llmcli.types import Message, Text
 
     flags = command_flags(params)
     env = environment()
     caching = cache.resolve(params["cache"], params["no_cache"], env)
-    stdin_text = None if params["no_stdin"] else read_stdin()
+    files = attachments(params, stdin=not params["no_stdin"])
+    # `-a -` is the file: standard input is then not the prompt.
+    piped = params["no_stdin"] or "-" in params["attach"]
+    stdin_text = None if piped else read_stdin()
     message = core.compose_prompt(prompt, stdin_text)
     cid, before = _conversation(params, env, flags)
     history = messages_of(before) if before is not None else []
-    messages = [*history, Message("user", message)]
+    # The files before the words, as Anthropic advises for the best answers.
+    messages = [*history, Message("user", (*files, Text(message)) if files else message)]
     call = core.prepare(messages, flags, env, require_key=not params["dry_run"])
     chain = core.fallbacks(call, flags, env, require_key=not params["dry_run"])
     if params["dry_run"]:
@@ -314,6 +384,7 @@ def _fallback_line(notice: Any, writer: Any) -> None:
 @click.command(context_settings=CONTEXT)
 @click.argument("prompt", nargs=-1)
 @model_options
+@attach_options
 @output_options
 @cache_options
 @click.option(
@@ -330,6 +401,7 @@ def ask(prompt: tuple[str, ...], stream: bool, **params: Any) -> None:
       llmcli ask -p echo "Hello"
       llmcli ask -p anthropic -s "Answer in one line" "What is a monad?"
       cat error.log | llmcli ask "What went wrong?"
+      llmcli ask -p anthropic -a chart.png -a report.pdf "Do these agree?"
       llmcli ask --json -u "Name a prime" | jq .usage
       llmcli ask --cache 7d "Explain git rebase"   # asked again within 7 days: free, instant
     """
@@ -339,6 +411,7 @@ def ask(prompt: tuple[str, ...], stream: bool, **params: Any) -> None:
 @click.command(context_settings=CONTEXT)
 @click.argument("prompt", nargs=-1)
 @model_options
+@attach_options
 @output_options
 @cache_options
 def stream(prompt: tuple[str, ...], **params: Any) -> None:

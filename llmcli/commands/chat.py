@@ -19,7 +19,13 @@ import click
 
 from llmcli import errors, render, startup
 from llmcli.cli import CONTEXT, environment
-from llmcli.commands.answer import command_flags, decode_input, model_options
+from llmcli.commands.answer import (
+    attach_options,
+    attachments,
+    command_flags,
+    decode_input,
+    model_options,
+)
 
 BLOCK = '"""'
 HELP = """\
@@ -32,6 +38,7 @@ Commands:
   /provider [NAME]   show or switch the provider; the conversation carries over
   /usage             tokens and cost of this session so far
   /retry             send the last message again
+  /attach [PATH|URL] attach a file to your next message (alone: list those attached)
 A line with only \"\"\" starts a multi-line message; another \"\"\" line sends it.
 Ctrl-C while a reply streams cancels that reply (it is not kept in the conversation)."""
 
@@ -147,6 +154,8 @@ def _command(session: Any, line: str) -> str | None:
         render.diag(f"new conversation {session.conversation_id}")
     elif name == "usage":
         render.diag(str(session.totals))
+    elif name == "attach":
+        _attach(session, arg)
     elif name == "retry":
         prompt = session.retry_prompt()
         if prompt is None:
@@ -160,6 +169,19 @@ def _command(session: Any, line: str) -> str | None:
     else:
         render.diag(f"unknown command /{name}; /help lists them")
     return None
+
+
+def _attach(session: Any, spec: str) -> None:
+    """`/attach PATH`: read and check the file now; it goes with the next message."""
+    if spec:
+        from llmcli import attach
+
+        session.attach(attach.load(spec))
+    for file in session.pending:
+        render.diag(f"attached {file.name} ({file.media_type}, {len(file.data):,} bytes)")
+    render.diag(
+        "it goes with your next message" if session.pending else "nothing attached; /attach PATH"
+    )
 
 
 def _reply(session: Any, text: str, *, interactive: bool = True) -> errors.LlmcliError | None:
@@ -237,6 +259,7 @@ def _piped_lines() -> Iterator[str]:
 
 @click.command(context_settings=CONTEXT)
 @model_options
+@attach_options
 def chat(**params: Any) -> None:
     """Talk with a model, turn after turn; every reply streams as it arrives.
 
@@ -246,6 +269,8 @@ def chat(**params: Any) -> None:
 
     From a pipe, each non-blank line is one message and each reply is printed followed by a
     newline; the exit status is that of the first failed turn, or 0.
+
+    Files given with -a go with the first message; /attach PATH adds one to the next.
 
     \b
     Examples:
@@ -264,6 +289,9 @@ def chat(**params: Any) -> None:
         session = ChatSession.start(
             env, flags, journal, resume=params["continue_"], conversation_id=params["cid"]
         )
+        # Standard input carries the messages: it cannot also be a file (`-a -`).
+        for file in attachments(params, stdin=False):
+            session.attach(file)
         journal.enable(session.check().settings.log and not params["no_log"])
         session.on_retry = lambda notice: render.diag(str(notice))
         if sys.stdin is not None and sys.stdin.isatty():

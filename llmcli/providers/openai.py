@@ -8,6 +8,8 @@ from typing import Any
 from llmcli import errors
 from llmcli.providers.base import (
     LIST_TIMEOUT,
+    MB,
+    AttachmentLimits,
     Provider,
     ProviderSpec,
     listed,
@@ -115,8 +117,15 @@ class OpenAIProvider(Provider):
     temperature_range = (0.0, 2.0)
     max_stop_sequences = 4
     attachment_types = frozenset(
-        {"image/png", "image/jpeg", "image/webp", "image/gif", "application/pdf"}
+        {"image/png", "image/jpeg", "image/webp", "image/gif", "application/pdf", "text/plain"}
     )
+    # "Images and vision" (20 MB an image, 500 images and 50 MB of them a request); "File
+    # inputs" (PDFs: 32 MB of files a request).
+    attachment_limits = AttachmentLimits(
+        max_images=500, max_image_bytes=20 * MB, max_pdf_bytes=32 * MB, max_request_bytes=50 * MB
+    )
+    # It fetches image URLs itself; Chat Completions takes no PDF by URL (wire-wave2.md §2.1).
+    url_types = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
 
     def _new_client(self, *, asynchronous: bool) -> Any:
         import openai
@@ -133,6 +142,8 @@ class OpenAIProvider(Provider):
         if isinstance(part, Attachment):
             url = f"data:{part.media_type};base64,{part.base64}"
             if part.media_type.startswith("image/") and part.media_type in self.attachment_types:
+                if part.url and part.media_type in self.url_types:
+                    url = part.url  # fetched by OpenAI: the request stays small
                 return {"type": "image_url", "image_url": {"url": url}}
             if part.media_type == "application/pdf":
                 return {
