@@ -383,10 +383,12 @@ def image_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def input_tokens(provider: Provider, attachments: Iterable[Attachment]) -> tuple[int, list[str]]:
+def input_tokens(
+    provider: Provider, attachments: Iterable[Attachment]
+) -> tuple[int, list[Attachment]]:
     """The input tokens of the attachments where they can be told (images whose size the header
     gives, on a provider that documents its formula; text files at about 4 characters a token),
-    and the names of those not counted, for `--dry-run`'s worst case."""
+    and those not counted, for the worst case (`core.estimate`)."""
     from llmcli.pricing import estimate_tokens
 
     counted, missed = 0, []
@@ -397,7 +399,7 @@ def input_tokens(provider: Provider, attachments: Iterable[Attachment]) -> tuple
         size = image_size(part.data) if part.media_type.startswith("image/") else None
         tokens = provider.image_tokens(*size) if size else None
         if tokens is None:
-            missed.append(part.name or part.media_type)
+            missed.append(part)
         else:
             counted += tokens
     return counted, missed

@@ -209,6 +209,40 @@ def _finished(call: Call, reply: Response, started: float, attempts: int, price:
     return priced(call, reply) if price else reply
 
 
+class Estimate(NamedTuple):
+    """What a call may cost before it is sent: input tokens estimated offline (text at about 4
+    characters a token, images by their size where the provider gives a formula), every one of
+    `max_tokens` used, priced. `uncounted` are the attachments whose tokens cannot be told."""
+
+    input_tokens: int
+    price: pricing.Price
+    uncounted: tuple[Any, ...] = ()
+
+
+def estimate(call: Call, *, unknown_file_tokens: Callable[[Any], int] | None = None) -> Estimate:
+    """The worst case of `call`, shared by `--dry-run` and the budget check.
+
+    `unknown_file_tokens` gives a bound for an attachment whose tokens cannot be told (the budget
+    must reserve something for a PDF); without it those are left out and listed.
+    """
+    request = call.request
+    text = "\n".join(part for part in [request.system, *(m.text for m in request.messages)] if part)
+    tokens = pricing.estimate_tokens(text)
+    files = [a for m in request.messages for a in m.attachments]
+    uncounted: tuple[Any, ...] = ()
+    if files:
+        from llmcli import attach
+
+        counted, missed = attach.input_tokens(call.provider, files)
+        tokens += counted
+        uncounted = tuple(missed)
+        if unknown_file_tokens is not None:
+            tokens += sum(unknown_file_tokens(a) for a in uncounted)
+    usage = Usage(input_tokens=tokens, output_tokens=request.max_tokens)
+    return Estimate(tokens, pricing.cost(request.provider, [request.model], usage,
+                                          overrides=call.prices), uncounted)  # fmt: skip
+
+
 def complete(
     call: Call,
     *,

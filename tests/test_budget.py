@@ -38,6 +38,10 @@ output = 1000
 [anthropic."budget-claude"]
 input = 0
 output = 5000
+
+[openai."budget-eyes"]
+input = 1000
+output = 0
 """
 MINI = ("-p", "openai", "-m", "budget-mini", "--max-tokens", "10", "--retries", "0")
 HINT = "wait for the reset, lower --max-tokens, or raise the budget (docs/cost.md)\n"
@@ -701,4 +705,18 @@ def test_no_log_calls_count_against_the_budget_without_their_words(cli, fake):
     refused = cli("ask", *MINI, "--no-log", "hi", extra_env=env)
     assert refused.code == 10
     assert refused.err.startswith("Error: daily budget $0.01 would be exceeded: $0.01 spent today")
+    assert len(fake.requests) == 1
+
+
+def test_an_attachment_whose_tokens_cannot_be_told_is_held_at_a_generous_bound(cli, fake, tmp_path):
+    """A PDF's tokens are unknown offline; the hold bounds them (1 per 4 bytes) instead of 0."""
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(b"%PDF-1.4\n" + b"0" * 39_990 + b"\n%%EOF")  # 40,000 bytes: 10,000 tokens
+    env = {"LLMCLI_BUDGET_DAILY_USD": "1"}
+    eyes = ("-p", "openai", "-m", "budget-eyes", "--max-tokens", "10", "--retries", "0")
+    fake.script("openai", CENT)
+    assert cli("ask", *eyes, "hi", extra_env=env).code == 0  # 1 token of input: $0.001
+    refused = cli("ask", *eyes, "-a", str(pdf), "summarise", extra_env=env)
+    assert refused.code == 10, refused.err
+    assert "this call may cost up to $10.00" in refused.err  # 10,000 tokens + the prompt
     assert len(fake.requests) == 1

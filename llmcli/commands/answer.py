@@ -264,16 +264,15 @@ def _conversation(params: dict[str, Any], env: Any, flags: dict[str, Any]) -> tu
 
 
 def _dry_run(call: Any, chain: Any) -> None:
-    from llmcli import pricing
 
     data = call.describe()
     if chain:
         data["fallbacks"] = [c.describe() for c in chain]
     request = call.request
-    text = "\n".join(part for part in [request.system, *(m.text for m in request.messages)] if part)
-    estimated, price = pricing.worst_case(
-        request.provider, request.model, text, request.max_tokens, overrides=call.prices
-    )
+    from llmcli import core
+
+    worst = core.estimate(call)
+    estimated, price = worst.input_tokens, worst.price
     note = (
         "input tokens estimated offline at about 4 characters per token; "
         "cost if the answer used all of --max-tokens"
@@ -281,16 +280,12 @@ def _dry_run(call: Any, chain: Any) -> None:
     files = [a for m in request.messages for a in m.attachments]
     if files:
         from llmcli import attach
-        from llmcli.types import Usage
 
         data = attach.elided(data, files)
-        counted, missed = attach.input_tokens(call.provider, files)
-        estimated += counted
-        usage = Usage(input_tokens=estimated, output_tokens=request.max_tokens)
-        price = pricing.cost(request.provider, [request.model], usage, overrides=call.prices)
         note += "; attachments included: text files as text, images by their size"
-        if missed:
-            note += f" (not counted: {', '.join(missed)}, whose tokens cannot be told offline)"
+        if worst.uncounted:
+            names = ", ".join(a.name or a.media_type for a in worst.uncounted)
+            note += f" (not counted: {names}, whose tokens cannot be told offline)"
     data["worst_case"] = {
         "input_tokens_estimate": estimated,
         "output_tokens": request.max_tokens,
