@@ -13,7 +13,13 @@ from llmcli.cli import CONTEXT
 
 @click.group(context_settings=CONTEXT)
 def schema() -> None:
-    """Structured output: the schemas `--schema` takes (see docs/structured.md)."""
+    """Structured output: the schemas `--schema` takes (see docs/structured.md).
+
+    \b
+    Examples:
+      llmcli schema check 'name, age int, tags list'
+      llmcli ask --schema 'name, age int' "Invent a person" | jq -r .name
+    """
 
 
 @schema.command(context_settings=CONTEXT)
