@@ -9,8 +9,12 @@ do, the answer is parsed and validated here with `jsonschema`, so a provider tha
 than the schema says (Gemini ignores some keywords, OpenAI's non-strict mode only guides) can
 never hand a script JSON that does not match.
 
-`jsonschema` costs tens of milliseconds to import, so it is imported inside functions only:
-a command without a schema never loads it.
+`jsonschema` costs 30-45 ms to import (referencing, attrs, every draft's meta-schema), more
+than all of llmcli's own start-up, so it is imported inside functions only: a command without a
+schema never loads it, and neither does a concise-form schema whose answer matches. The concise
+form is llmcli's own output (no meta-schema check needed) and its rules are few (`_matches`
+decides them); any answer `_matches` does not vouch for is judged by jsonschema, which then
+words the error.
 """
 
 from __future__ import annotations
@@ -159,7 +163,7 @@ def load(text: str, *, where: str = "--schema", allow_file: bool = True) -> dict
             )
         schema = _parse_json(_read_file(stripped, where), f"{where} file {stripped}")
     else:
-        schema = concise(stripped)
+        return concise(stripped)  # valid by construction: no meta-schema check to pay for
     check(schema, where)
     return schema
 
@@ -240,6 +244,49 @@ def _validator(schema_text: str) -> Any:
     return cls(schema)
 
 
+@functools.lru_cache(maxsize=16)
+def _schema(schema_text: str) -> Any:
+    return json.loads(schema_text)
+
+
+_LEAVES = {
+    "string": lambda v: isinstance(v, str),
+    # As jsonschema (draft 4 on): 1.0 is an integer; a boolean is never a number.
+    "integer": lambda v: (
+        (isinstance(v, int) and not isinstance(v, bool))
+        or (isinstance(v, float) and v.is_integer())
+    ),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+}
+_NOTE_KEYS = {"description", "title"}
+
+
+def _matches(node: Any, value: Any) -> bool:
+    """True only when `value` certainly matches `node`, for the shapes the concise form and
+    `--schema-multi` make (objects with every property required and no others, the four
+    scalar types, lists of them or of such objects). Anything else is False: not "invalid",
+    but "ask jsonschema", which decides and words the error."""
+    if not isinstance(node, dict):
+        return False
+    kind, keys = node.get("type"), set(node) - _NOTE_KEYS
+    if kind in _LEAVES and keys == {"type"}:
+        return _LEAVES[kind](value)
+    if kind == "array" and keys == {"type", "items"}:
+        return isinstance(value, list) and all(_matches(node["items"], item) for item in value)
+    if kind == "object" and keys == {"type", "properties", "required", "additionalProperties"}:
+        properties = node["properties"]
+        return (
+            node["additionalProperties"] is False
+            and isinstance(properties, dict)
+            and node["required"] == list(properties)
+            and isinstance(value, dict)
+            and value.keys() == properties.keys()
+            and all(_matches(properties[k], v) for k, v in value.items())
+        )
+    return False
+
+
 def check(schema: dict[str, Any], where: str = "--schema") -> None:
     """A usage error unless `schema` is a valid JSON Schema (by its draft's meta-schema)."""
     from jsonschema import exceptions, validators
@@ -266,7 +313,9 @@ def validate(schema_text: str, answer: str) -> tuple[Any, str | None]:
     except json.JSONDecodeError as exc:
         if not answer.strip():
             return None, "the answer is empty, not JSON"
-        return None, (f"the answer is not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})")
+        return None, f"the answer is not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+    if _matches(_schema(schema_text), value):
+        return value, None
     from jsonschema import exceptions
 
     error = exceptions.best_match(_validator(schema_text).iter_errors(value))
