@@ -19,9 +19,11 @@ Rows (reference in brackets):
   llmcli ask -p openai --cache, a hit (log on)            [python -c pass]
   llmcli ask -p bench, an endpoint named in config.toml [llmcli ask -p openai, no config file]
   llmcli --help with that config.toml present           [python -c pass]
+  llmcli ask -p openai --schema, 30 concise fields      [the same ask without --schema]
 and, below the table, what reading config.toml itself costs (`endpoints.load`, timed inside
-fresh interpreters): goal 3 ms at most; and what one budget check (reserve and release) costs on
-the 1,000,000-row log, timed the same way: goal 2 ms at most.
+fresh interpreters): goal 3 ms at most; what one budget check (reserve and release) costs on
+the 1,000,000-row log, timed the same way: goal 2 ms at most; and what `--schema` adds (median
+with it minus without, in CPU time): goal 10 ms at most.
 `config validate` and `cost` are measured only where `llmcli config validate --help` and
 `llmcli cost --help` exit 0 at run time; otherwise their rows say "not available".
 `--quick` leaves out the stream and big-log rows (about 1 minute instead of 4).
@@ -43,6 +45,20 @@ import _measure as m
 PROMPT = "Say hello"
 ANSWER = "Hello from the fake server."
 CONFIG_GOAL_MS = 3.0
+SCHEMA_GOAL_MS = 10.0
+SCHEMA_FIELDS = [f"field{i}" for i in range(30)]
+# Thirty fields of every concise type, and an answer that matches them, written compactly so
+# that the ask without --schema prints exactly what the ask with it prints.
+SCHEMA = ", ".join(f"{name} {('str', 'int', 'float', 'bool', 'list')[i % 5]}"
+                   for i, name in enumerate(SCHEMA_FIELDS))  # fmt: skip
+SCHEMA_ANSWER = (
+    "{"
+    + ",".join(
+        f'"{name}":' + ('"x"', "1", "1.5", "true", '["a"]')[i % 5]
+        for i, name in enumerate(SCHEMA_FIELDS)
+    )
+    + "}"
+)
 CONFIG_TOML = """\
 [providers.bench]
 protocol = "openai"
@@ -300,6 +316,20 @@ def main() -> int:
             ["/usr/bin/env", with_config, *m.llmcli("--help")],
             python_pass,
         )
+        unstructured = m.Case(
+            "the same ask without --schema",
+            m.llmcli("ask", "-p", "openai", PROMPT),
+            before=structured_reply(srv),
+            after=printed(SCHEMA_ANSWER),
+        )
+        add(
+            "llmcli ask -p openai --schema (30 fields)",
+            m.llmcli("ask", "-p", "openai", "--schema", SCHEMA, PROMPT),
+            unstructured,
+            before=structured_reply(srv),
+            after=printed(SCHEMA_ANSWER),
+        )
+        schema_row = rows[-1]
         cases: list[m.Case] = []
         for _, case, ref in rows:
             for c in (case, ref):
@@ -346,6 +376,7 @@ def main() -> int:
     )
     reads.sort()
     verdict = "met" if reads[len(reads) // 2] <= CONFIG_GOAL_MS else "MISSED"
+    schema_line, schema_verdict = schema_cost(*schema_row)
     text = "\n".join(
         [
             f"Median (min–max) of {args.runs} runs after {args.warmup} warm-up; × = llmcli "
@@ -356,6 +387,7 @@ def main() -> int:
             f"Reading config.toml (`endpoints.load`, in {len(reads)} fresh interpreters): "
             f"median {reads[len(reads) // 2]:.2f} ms ({reads[0]:.2f}–{reads[-1]:.2f}); "
             f"goal ≤ {CONFIG_GOAL_MS:g} ms: {verdict}.",
+            schema_line,
         ]
     )
     if checks:
@@ -373,7 +405,31 @@ def main() -> int:
         m.replace_block(m.REPO / "docs" / "performance.md", "run", text)
         print("docs/performance.md updated", file=sys.stderr)
     failed = any(case is not None and (case.error or ref.error) for _, case, ref in rows)
-    return 1 if failed or verdict != "met" else 0
+    return 1 if failed or verdict != "met" or schema_verdict != "met" else 0
+
+
+def structured_reply(srv: m.ServerProcess):
+    def before(warmup: bool) -> None:
+        srv.reset()
+        srv.script("openai", text=SCHEMA_ANSWER)
+
+    return before
+
+
+def schema_cost(label: str, case: m.Case | None, ref: m.Case) -> tuple[str, str]:
+    """What `--schema` adds to an ask (its median minus the same ask's without), and the
+    verdict. Judged on CPU time: on a shared machine wall time swings by hundreds of
+    milliseconds between runs of one command, CPU time by a few."""
+    if case is None or case.error or ref.error:
+        return f"--schema: not measured ({case.error if case else 'not available'})", "MISSED"
+    wall = (case.figure("wall").median - ref.figure("wall").median) * 1000
+    cpu = (case.figure("cpu").median - ref.figure("cpu").median) * 1000
+    verdict = "met" if cpu <= SCHEMA_GOAL_MS else "MISSED"
+    return (
+        f"What --schema adds to an ask (30 concise fields; median with it minus without): "
+        f"{cpu:+.1f} ms CPU, {wall:+.1f} ms wall; goal ≤ {SCHEMA_GOAL_MS:g} ms CPU: {verdict}.",
+        verdict,
+    )
 
 
 def answered_from_cache(srv: m.ServerProcess):

@@ -141,6 +141,9 @@ class Request(NamedTuple):
     response_format: Literal["text", "json"] = "text"
     timeout: float = 60.0
     retries: int = 3
+    #: The JSON Schema the answer must match (`--schema`), as compact JSON text: hashable, and
+    #: exactly what the response cache keys on. None = free text.
+    schema: str | None = None
 
     def options_set(self) -> list[str]:
         """Names of the optional sampling/format options the user asked for (for capability checks)."""
@@ -155,6 +158,8 @@ class Request(NamedTuple):
             names.append("seed")
         if self.response_format == "json":
             names.append("response_format")
+        if self.schema is not None:
+            names.append("schema")
         return names
 
 
@@ -213,6 +218,10 @@ class Response(NamedTuple):
     refusal: str | None = None  # why the model declined, in its words (OpenAI), when it did
     cached: bool = False  # given again from the response cache: nothing was sent or paid
     saved_usd: Decimal | None = None  # what a cached answer first cost (None: unknown)
+    #: Under a schema: the answer parsed, once it has been checked against the schema.
+    parsed: Any = None
+    #: Under a schema: why the answer is no answer (not JSON, not matching, truncated), or None.
+    schema_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The `--json` shape: stable field names that scripts can rely on."""

@@ -85,6 +85,18 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="`json` turns on the provider's JSON mode (openai, gemini).",
         ),
         click.option(
+            "--schema",
+            metavar="SCHEMA",
+            help="Answer with JSON matching this JSON Schema: a file, inline JSON, or fields "
+            "such as 'name, age int, tags list, score float: 0 to 1'; checked, exit 8 if not.  "
+            "[env: LLM_SCHEMA]",
+        ),
+        click.option(
+            "--schema-multi",
+            is_flag=True,
+            help='With --schema: a list of such objects, as {"items": [...]}.',
+        ),
+        click.option(
             "--timeout",
             type=FLOAT,
             help="Seconds each attempt may take, whole.  [env: LLM_TIMEOUT; default: 600]",
@@ -142,6 +154,12 @@ def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--no-stdin",
             is_flag=True,
             help="Do not read standard input (e.g. inside a `while read` loop).",
+        ),
+        click.option(
+            "--raw",
+            is_flag=True,
+            help="With --schema: print the answer as the model wrote it (streamed by `stream`), "
+            "even when it does not match; the exit code still says.",
         ),
     ]
     return _with_options(func, options)
@@ -236,6 +254,8 @@ FLAG_NAMES = (
     "retries",
     "tag",
     "fallback",
+    "schema",
+    "schema_multi",
 )
 
 
@@ -314,12 +334,16 @@ def _run_answer(prompt: tuple[str, ...], params: dict[str, Any], *, stream: bool
     messages = [*history, Message("user", (*files, Text(message)) if files else message)]
     call = core.prepare(messages, flags, env, require_key=not params["dry_run"])
     chain = core.fallbacks(call, flags, env, require_key=not params["dry_run"])
+    request = call.request
+    structured = request.schema is not None
+    if params["raw"] and not structured:
+        raise errors.UsageError("--raw goes with --schema (or LLM_SCHEMA)")
     if params["dry_run"]:
         _dry_run(call, chain)
         return
     journal = Journal(env, enabled=call.settings.log and not params["no_log"])
-    quiet = params["as_json"]
-    request = call.request
+    # Under a schema the answer is printed once checked, unless --raw asks for it as written.
+    quiet = params["as_json"] or (structured and not params["raw"])
     try:
         label = f"waiting for {request.provider} {request.model}" if stream else None
         with render.AnswerWriter(label, quiet=quiet or not stream) as writer:
@@ -343,14 +367,18 @@ def _run_answer(prompt: tuple[str, ...], params: dict[str, Any], *, stream: bool
             )
         response = outcome.response
         if params["as_json"]:
+            extra = {"parsed": response.parsed} if structured else {}
             render.as_json_out(
                 {
                     **response.to_dict(),
+                    **extra,
                     "log_id": outcome.log_id,
                     "conversation_id": cid,
                     "fell_back_from": [f.to_dict() for f in outcome.fell_back_from],
                 }
             )
+        elif structured and not params["raw"] and outcome.problem is None:
+            render.structured(response.parsed)
         render.finish_warnings(response, request.max_tokens)
         if params["usage"]:
             line = render.usage_line(response)

@@ -193,8 +193,14 @@ def _reply(session: Any, text: str, *, interactive: bool = True) -> errors.Llmcl
     try:
         call = session.check()
         label = f"waiting for {call.request.provider} {call.request.model}"
+        structured = call.request.schema is not None
         with render.AnswerWriter(label, end_line=True) as writer:
-            outcome = session.send(text, writer.write)
+            # Under a schema a reply is shown once checked, as the JSON it parsed to.
+            outcome = session.send(text, writer.write if not structured else _hold(writer))
+            if structured and outcome.problem is None:
+                from llmcli import schema
+
+                writer.write(schema.dumps(outcome.response.parsed, pretty=terminal_out()))
     except errors.LlmcliError as exc:
         if isinstance(exc, errors.ContextTooLong) and session.history:
             exc.hint = (
@@ -217,6 +223,15 @@ def _reply(session: Any, text: str, *, interactive: bool = True) -> errors.Llmcl
     if outcome.problem is not None:
         render.error(outcome.problem)
     return outcome.problem
+
+
+def _hold(writer: Any) -> Any:
+    """A delivery that prints nothing but ends the waiting indicator (the first piece is in)."""
+    return lambda text: writer.waiting.done()
+
+
+def terminal_out() -> bool:
+    return sys.stdout is not None and sys.stdout.isatty()
 
 
 def _interactive(session: Any, terminal: Terminal) -> None:

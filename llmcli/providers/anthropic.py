@@ -135,7 +135,7 @@ class _Events:
 class AnthropicProvider(Provider):
     """Anthropic Messages (and servers that speak it)."""
 
-    supports = frozenset({"temperature", "top_p", "stop"})
+    supports = frozenset({"temperature", "top_p", "stop", "schema"})
     temperature_range = (0.0, 1.0)
     attachment_types = frozenset(
         {"image/png", "image/jpeg", "image/webp", "image/gif", "application/pdf", "text/plain"}
@@ -196,7 +196,21 @@ class AnthropicProvider(Provider):
             sampling["top_p"] = request.top_p
         if sampling:
             params["extra_body"] = sampling
+        if request.schema is not None:
+            from llmcli import schema
+
+            # Structured output, GA: `output_config.format`, no beta header (wire-wave2.md §1.2).
+            sent = schema.for_provider(request.schema)
+            params["output_config"] = {"format": {"type": "json_schema", "schema": sent}}
         return params
+
+    @classmethod
+    def schema_refusal(cls, request: Request) -> errors.UsageError | None:
+        from llmcli import schema
+
+        return schema.model_refusal(
+            "anthropic", request.provider, request.model
+        ) or schema.anthropic_refusal(request.provider, request.schema or "{}")
 
     def complete(self, request: Request) -> Response:
         from llmcli import transport

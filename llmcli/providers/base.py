@@ -25,7 +25,7 @@ from llmcli.secret import Secret, mask, scrub
 from llmcli.types import Attachment, Chunk, Message, Part, Request, Response, Text
 
 # Names used in `Request.options_set()`; a provider lists the ones it can honour.
-ALL_OPTIONS = frozenset({"temperature", "top_p", "stop", "seed", "response_format"})
+ALL_OPTIONS = frozenset({"temperature", "top_p", "stop", "seed", "response_format", "schema"})
 #: Seconds `list_models` waits when no timeout is given.
 LIST_TIMEOUT = 10.0
 #: What an endpoint that needs no key is sent instead (servers without auth ignore it).
@@ -92,6 +92,12 @@ class Provider:
     attachment_limits: ClassVar[AttachmentLimits] = AttachmentLimits()
     #: Attachment types sent as their URL when they came from one: the provider fetches them.
     url_types: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def schema_refusal(cls, request: Request) -> errors.UsageError | None:
+        """Why this protocol cannot honour `request.schema` for its model, or None (checked
+        before anything is sent; `llmcli.schema` holds the rules)."""
+        return None
 
     def __init__(
         self, spec: ProviderSpec, api_key: Secret | str | None = None, base_url: str | None = None

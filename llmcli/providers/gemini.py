@@ -282,7 +282,20 @@ class GeminiProvider(Provider):
             config["seed"] = request.seed
         if request.response_format == "json":
             config["response_mime_type"] = "application/json"
+        if request.schema is not None:
+            from llmcli import schema
+
+            # JSON Schema goes in `response_json_schema`, sent verbatim; `response_schema` is
+            # Google's own OpenAPI subset, rewritten by the SDK (wire-wave2.md §1.3).
+            config["response_mime_type"] = "application/json"
+            config["response_json_schema"] = schema.for_provider(request.schema)
         return {"model": request.model, "contents": contents, "config": config}
+
+    @classmethod
+    def schema_refusal(cls, request: Request) -> errors.UsageError | None:
+        from llmcli import schema
+
+        return schema.model_refusal("gemini", request.provider, request.model)
 
     def _call(self, request: Request) -> dict[str, Any]:
         params = self.params(request)

@@ -79,6 +79,22 @@ def _reply(reply: Any, provider: str, model: str) -> Response:
     )
 
 
+def _json_schema(schema_text: str) -> dict[str, Any]:
+    """`response_format` for a schema: strict when strict mode takes it (wire-wave2.md §1.1),
+    otherwise the schema still guides the model and llmcli's own check decides."""
+    from llmcli import schema
+
+    sent = schema.for_provider(schema_text)
+    return {
+        "type": "json_schema",
+        "json_schema": {
+            "name": schema.openai_name(sent),
+            "schema": sent,
+            "strict": not schema.openai_strict_problems(sent),
+        },
+    }
+
+
 class _Chunks:
     """Chat completion chunks to our chunks (one rule for the sync and async streams).
 
@@ -176,7 +192,19 @@ class OpenAIProvider(Provider):
             params["seed"] = request.seed
         if request.response_format == "json":
             params["response_format"] = {"type": "json_object"}
+        if request.schema is not None:
+            params["response_format"] = _json_schema(request.schema)
         return params
+
+    @classmethod
+    def schema_refusal(cls, request: Request) -> errors.UsageError | None:
+        from llmcli import schema
+
+        # Only OpenAI's own models are known by name; a named endpoint is sent the schema as
+        # OpenAI would be, and its server decides.
+        if request.provider != "openai":
+            return None
+        return schema.model_refusal("openai", request.provider, request.model)
 
     def _stream_params(self, request: Request) -> dict[str, Any]:
         # Without include_usage no chunk carries token counts (wire.md §5).
