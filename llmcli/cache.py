@@ -127,12 +127,20 @@ def key(call: Call) -> str:
         "endpoint": redact.display_url(endpoint) if endpoint else None,
         "model": request.model,
         "system": request.system,
-        # Attachments appear by their SHA-256 (`Attachment.to_dict`): the same file, the same key.
-        "messages": [m.to_dict() for m in request.messages],
+        # Attachments appear by their SHA-256, type and name (what is sent), not by where they
+        # were read from: the same file copied elsewhere is the same request.
+        "messages": [_as_sent(m.to_dict()) for m in request.messages],
         "options": options,
     }
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _as_sent(message: dict[str, Any]) -> dict[str, Any]:
+    content = message["content"]
+    if isinstance(content, list):
+        content = [{k: v for k, v in part.items() if k != "source"} for part in content]
+    return {**message, "content": content}
 
 
 def cacheable(response: Response, problem: object) -> bool:
