@@ -171,9 +171,15 @@ def _schema(flags: Mapping[str, Any], env: config.Environment) -> str | None:
         trusted = not (env.implicit and source.kind == ".env")
     from llmcli import schema
 
-    return schema.resolve(
-        given, many=bool(flags.get("schema_multi")), where=where, allow_file=trusted
-    )
+    try:
+        return schema.resolve(
+            given, many=bool(flags.get("schema_multi")), where=where, allow_file=trusted
+        )
+    except errors.UsageError as exc:
+        if where == "--schema":
+            raise
+        # A setting, not the command line: a configuration error, like every other one.
+        raise errors.ConfigError(exc.message, exc.hint) from None
 
 
 def structured(request: Request, response: Response) -> Response:

@@ -155,6 +155,20 @@ def test_a_schema_file_named_by_an_untrusted_env_file_is_not_read(cli, fake, iso
     assert fake.requests == []
 
 
+@pytest.mark.parametrize("value", ['{"type": "object"', "name, age integer"])
+def test_a_malformed_llm_schema_is_a_configuration_error_in_ask_and_validate(cli, fake, value):
+    result = cli("ask", "-p", "openai", "Invent a person", extra_env={"LLM_SCHEMA": value})
+    assert (result.code, result.out) == (3, "")
+    assert result.err.startswith("Error: ")
+    assert fake.requests == []
+    checked = cli("config", "validate", "-p", "echo", "--json", extra_env={"LLM_SCHEMA": value})
+    assert checked.code == 3
+    (row,) = [c for c in json.loads(checked.out)["checks"] if c["variable"] == "LLM_SCHEMA"]
+    assert (row["status"], row["source"]) == ("invalid", "environment")
+    good = cli("config", "validate", "-p", "echo", "--json", extra_env={"LLM_SCHEMA": CONCISE})
+    assert good.code == 0, good.out
+
+
 # --- the answer, checked -------------------------------------------------------------------
 
 
