@@ -299,8 +299,13 @@ class Store:
                 if self.db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                     self.db.execute("PRAGMA journal_mode = WAL")
                 return
-            except sqlite3.OperationalError:
-                if time.monotonic() > deadline:
+            except sqlite3.OperationalError as exc:
+                # Only another process's lock is worth waiting for: a read-only file or folder
+                # is said at once, not after the busy timeout.
+                busy = getattr(exc, "sqlite_errorname", "").startswith(
+                    ("SQLITE_BUSY", "SQLITE_LOCKED")
+                )
+                if not busy or time.monotonic() > deadline:
                     raise
                 time.sleep(0.02)
 
