@@ -15,10 +15,15 @@ Rows (reference in brackets):
                                                        [bench/bare_PROVIDER.py stream]
   llmcli cost on a 1,000,000-row log (as bench/cost.py)
                                                        [python + sqlite3: the same query alone]
+  llmcli ask -p openai with budgets, on that log          [the same call, no budget]
+  llmcli ask -p openai --cache, a hit (log on)            [python -c pass]
   llmcli ask -p bench, an endpoint named in config.toml [llmcli ask -p openai, no config file]
   llmcli --help with that config.toml present           [python -c pass]
+  llmcli ask -p openai --schema, 30 concise fields      [the same ask without --schema]
 and, below the table, what reading config.toml itself costs (`endpoints.load`, timed inside
-fresh interpreters): goal 3 ms at most.
+fresh interpreters): goal 3 ms at most; what one budget check (reserve and release) costs on
+the 1,000,000-row log, timed the same way: goal 2 ms at most; and what `--schema` adds (median
+with it minus without, in CPU time): goal 10 ms at most.
 `config validate` and `cost` are measured only where `llmcli config validate --help` and
 `llmcli cost --help` exit 0 at run time; otherwise their rows say "not available".
 `--quick` leaves out the stream and big-log rows (about 1 minute instead of 4).
@@ -40,6 +45,20 @@ import _measure as m
 PROMPT = "Say hello"
 ANSWER = "Hello from the fake server."
 CONFIG_GOAL_MS = 3.0
+SCHEMA_GOAL_MS = 10.0
+SCHEMA_FIELDS = [f"field{i}" for i in range(30)]
+# Thirty fields of every concise type, and an answer that matches them, written compactly so
+# that the ask without --schema prints exactly what the ask with it prints.
+SCHEMA = ", ".join(f"{name} {('str', 'int', 'float', 'bool', 'list')[i % 5]}"
+                   for i, name in enumerate(SCHEMA_FIELDS))  # fmt: skip
+SCHEMA_ANSWER = (
+    "{"
+    + ",".join(
+        f'"{name}":' + ('"x"', "1", "1.5", "true", '["a"]')[i % 5]
+        for i, name in enumerate(SCHEMA_FIELDS)
+    )
+    + "}"
+)
 CONFIG_TOML = """\
 [providers.bench]
 protocol = "openai"
@@ -62,6 +81,29 @@ endpoints.load(env)
 took = time.perf_counter() - started
 assert providers.known("bench")
 print(took * 1000)
+"""
+BUDGET_GOAL_MS = 2.0
+# Limits no call here comes near: the check is measured, not a refusal.
+BUDGETS = [
+    "LLMCLI_BUDGET_DAILY_USD=1000000",
+    "LLMCLI_BUDGET_MONTHLY_USD=1000000",
+]
+# One budget check as `ask` makes it, timed alone: open the log (as every logged call does),
+# then reserve against the windows and release.
+BUDGET_CHECK = """\
+import sys, time
+from decimal import Decimal
+from pathlib import Path
+from llmcli import budget
+from llmcli.store import Store
+store = Store(Path(sys.argv[1]))
+limits = budget.Budget(daily_usd=Decimal(10**6), monthly_usd=Decimal(10**6),
+                       tags={"ci": Decimal(10**6)})
+windows = limits.windows()
+started = time.perf_counter()
+held = store.reserve(Decimal("0.01"), windows, 60, tag="ci")
+store.release(held)
+print((time.perf_counter() - started) * 1000)
 """
 STREAM_CHUNKS = [f" w{i}" for i in range(20_000)]
 BIG_LOG_ROWS = 1_000_000
@@ -188,6 +230,7 @@ def main() -> int:
                 after=printed(ANSWER),
             )
             rows.append((rows[-1][0], rows[-1][1], like_for_like))
+        big_log = False
         if not args.quick:
             for provider in m.PROVIDERS:
                 ref = m.Case(
@@ -206,6 +249,8 @@ def main() -> int:
             if cost_ok:
                 from cost import fill
 
+                big_log = True
+
                 log = Path(sandbox.env["LLMCLI_HOME"]) / "big" / "logs.db"
                 progress(f"filling a {BIG_LOG_ROWS:,}-row log for the cost row")
                 fill(log, BIG_LOG_ROWS)
@@ -221,6 +266,33 @@ def main() -> int:
                     ["/usr/bin/env", home, *m.llmcli("cost")],
                     ref,
                 )
+                # The same logged call on the big log, without and with budgets: the check and
+                # the reservation are all the second one adds.
+                logged = ["/usr/bin/env", home, "LLMCLI_LOG=1"]
+                unbudgeted = m.Case(
+                    "the same, no budget",
+                    [*logged, *m.llmcli("ask", "-p", "openai", PROMPT)],
+                    before=scripted(srv, "openai"),
+                    after=printed(ANSWER),
+                )
+                add(
+                    f"llmcli ask -p openai, budgets ({BIG_LOG_ROWS:,}-row log)",
+                    [*logged, *BUDGETS, *m.llmcli("ask", "-p", "openai", PROMPT)],
+                    unbudgeted,
+                    before=scripted(srv, "openai"),
+                    after=printed(ANSWER),
+                )
+        # A cache hit: the warm-up stores the answer, every measured run must be answered from
+        # it without a request (log on, in a home of its own).
+        cache_home = sandbox.root / "cache-home"
+        add(
+            "llmcli ask -p openai --cache (a hit)",
+            ["/usr/bin/env", f"LLMCLI_HOME={cache_home}", "LLMCLI_LOG=1",
+             *m.llmcli("ask", "-p", "openai", "--cache", PROMPT)],
+            python_pass,
+            before=scripted(srv, "openai"),
+            after=answered_from_cache(srv),
+        )  # fmt: skip
         conf = sandbox.root / "conf" / "config.toml"
         conf.parent.mkdir()
         conf.write_text(CONFIG_TOML.format(base_url=srv.env["OPENAI_BASE_URL"]))
@@ -244,6 +316,20 @@ def main() -> int:
             ["/usr/bin/env", with_config, *m.llmcli("--help")],
             python_pass,
         )
+        unstructured = m.Case(
+            "the same ask without --schema",
+            m.llmcli("ask", "-p", "openai", PROMPT),
+            before=structured_reply(srv),
+            after=printed(SCHEMA_ANSWER),
+        )
+        add(
+            "llmcli ask -p openai --schema (30 fields)",
+            m.llmcli("ask", "-p", "openai", "--schema", SCHEMA, PROMPT),
+            unstructured,
+            before=structured_reply(srv),
+            after=printed(SCHEMA_ANSWER),
+        )
+        schema_row = rows[-1]
         cases: list[m.Case] = []
         for _, case, ref in rows:
             for c in (case, ref):
@@ -251,6 +337,7 @@ def main() -> int:
                     cases.append(c)
         m.measure(cases, sandbox, runs=args.runs, warmup=args.warmup, progress=progress)
         reads = config_reads(sandbox, conf, runs=max(args.runs, 5))
+        checks = budget_checks(sandbox, log, runs=max(args.runs, 5)) if big_log else []
     elapsed = time.monotonic() - started
 
     def ms(s: float) -> str:
@@ -289,6 +376,7 @@ def main() -> int:
     )
     reads.sort()
     verdict = "met" if reads[len(reads) // 2] <= CONFIG_GOAL_MS else "MISSED"
+    schema_line, schema_verdict = schema_cost(*schema_row)
     text = "\n".join(
         [
             f"Median (min–max) of {args.runs} runs after {args.warmup} warm-up; × = llmcli "
@@ -299,14 +387,79 @@ def main() -> int:
             f"Reading config.toml (`endpoints.load`, in {len(reads)} fresh interpreters): "
             f"median {reads[len(reads) // 2]:.2f} ms ({reads[0]:.2f}–{reads[-1]:.2f}); "
             f"goal ≤ {CONFIG_GOAL_MS:g} ms: {verdict}.",
+            schema_line,
         ]
     )
+    if checks:
+        checks.sort()
+        budget_verdict = "met" if checks[len(checks) // 2] <= BUDGET_GOAL_MS else "MISSED"
+        text += (
+            f"\nThe budget check on the {BIG_LOG_ROWS:,}-row log (reserve and release against a daily,"
+            f" a monthly and a tag window, in {len(checks)} fresh interpreters): median "
+            f"{checks[len(checks) // 2]:.2f} ms ({checks[0]:.2f}–{checks[-1]:.2f}); "
+            f"goal ≤ {BUDGET_GOAL_MS:g} ms: {budget_verdict}."
+        )
+        verdict = verdict if budget_verdict == "met" else "MISSED"
     print(text)
     if args.write_docs:
         m.replace_block(m.REPO / "docs" / "performance.md", "run", text)
         print("docs/performance.md updated", file=sys.stderr)
     failed = any(case is not None and (case.error or ref.error) for _, case, ref in rows)
-    return 1 if failed or verdict != "met" else 0
+    return 1 if failed or verdict != "met" or schema_verdict != "met" else 0
+
+
+def structured_reply(srv: m.ServerProcess):
+    def before(warmup: bool) -> None:
+        srv.reset()
+        srv.script("openai", text=SCHEMA_ANSWER)
+
+    return before
+
+
+def schema_cost(label: str, case: m.Case | None, ref: m.Case) -> tuple[str, str]:
+    """What `--schema` adds to an ask (its median minus the same ask's without), and the
+    verdict. Judged on CPU time: on a shared machine wall time swings by hundreds of
+    milliseconds between runs of one command, CPU time by a few."""
+    if case is None or case.error or ref.error:
+        return f"--schema: not measured ({case.error if case else 'not available'})", "MISSED"
+    wall = (case.figure("wall").median - ref.figure("wall").median) * 1000
+    cpu = (case.figure("cpu").median - ref.figure("cpu").median) * 1000
+    verdict = "met" if cpu <= SCHEMA_GOAL_MS else "MISSED"
+    return (
+        f"What --schema adds to an ask (30 concise fields; median with it minus without): "
+        f"{cpu:+.1f} ms CPU, {wall:+.1f} ms wall; goal ≤ {SCHEMA_GOAL_MS:g} ms CPU: {verdict}.",
+        verdict,
+    )
+
+
+def answered_from_cache(srv: m.ServerProcess):
+    """An `after` check: the answer printed, and (after the warm-up) no request sent for it."""
+    check_text = printed(ANSWER)
+
+    def check(run: m.Run, warmup: bool) -> None:
+        check_text(run, warmup)
+        if not warmup and srv.requests("openai"):
+            raise RuntimeError("a --cache run after the warm-up reached the server")
+
+    return check
+
+
+def budget_checks(sandbox: m.Sandbox, log: Path, runs: int) -> list[float]:
+    """Milliseconds one budget check (reserve, then release) took on `log`, in fresh interpreters."""
+    took = []
+    for _ in range(runs + 1):  # the first fills the byte-code cache
+        proc = subprocess.run(
+            [m.PYTHON, "-c", BUDGET_CHECK, str(log)],
+            env=sandbox.env,
+            cwd=sandbox.cwd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        took.append(float(proc.stdout.strip()))
+    return took[1:]
 
 
 def config_reads(sandbox: m.Sandbox, conf: Path, runs: int) -> list[float]:

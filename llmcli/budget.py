@@ -195,15 +195,19 @@ def exceeded(spent: Spent, amount: Decimal) -> errors.BudgetExceeded:
 
 
 def worst_case(call: Call) -> Decimal | None:
-    """The most the call can cost: its input estimated offline, every output token used."""
-    from llmcli import pricing
+    """The most the call can cost: its input estimated offline (as `--dry-run` does), every
+    output token used. An attachment whose tokens cannot be told offline (a PDF, an image on a
+    provider without a published formula) is bounded by `file_tokens`, on the safe side: the
+    hold is replaced by the real cost when the answer ends."""
+    from llmcli import core
 
-    request = call.request
-    text = "\n".join(part for part in [request.system, *(m.text for m in request.messages)] if part)
-    _, price = pricing.worst_case(
-        request.provider, request.model, text, request.max_tokens, overrides=call.prices
-    )
-    return price.usd
+    return core.estimate(call, unknown_file_tokens=file_tokens).price.usd
+
+
+def file_tokens(part: Any) -> int:
+    """A generous bound on an attachment's input tokens: one per 4 bytes, at least 2,000 (a PDF
+    page is billed as its text plus an image of the page, about 1,500-3,000 tokens)."""
+    return max(len(part.data) // 4, 2000)
 
 
 def reservation_ttl(call: Call) -> float:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 ENV = "LLMCLI_CACHE"
 # Bumped when the key's ingredients change, so an old entry can never answer a new kind of key.
-KEY_VERSION = 1
+KEY_VERSION = 2  # 2: the structured-output schema joined the key
 _TTL = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 MAX_TTL_S = 100 * 365 * 86400  # a longer one is a typo; `on` means no expiry
@@ -117,8 +117,9 @@ def key(call: Call) -> str:
         "stop": list(request.stop),
         "seed": request.seed,
         "response_format": request.response_format,
-        # A structured-output schema changes the answer: when `Request` gains one, add it here
-        # as its canonical JSON (and bump KEY_VERSION).
+        # The schema's compact JSON text, as one string: its properties' order is part of it
+        # (models write them in that order), so the outer sort_keys must not reorder them.
+        "schema": request.schema,
     }
     data = {
         "version": KEY_VERSION,
@@ -126,12 +127,20 @@ def key(call: Call) -> str:
         "endpoint": redact.display_url(endpoint) if endpoint else None,
         "model": request.model,
         "system": request.system,
-        # Attachments appear by their SHA-256 (`Attachment.to_dict`): the same file, the same key.
-        "messages": [m.to_dict() for m in request.messages],
+        # Attachments appear by their SHA-256, type and name (what is sent), not by where they
+        # were read from: the same file copied elsewhere is the same request.
+        "messages": [_as_sent(m.to_dict()) for m in request.messages],
         "options": options,
     }
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _as_sent(message: dict[str, Any]) -> dict[str, Any]:
+    content = message["content"]
+    if isinstance(content, list):
+        content = [{k: v for k, v in part.items() if k != "source"} for part in content]
+    return {**message, "content": content}
 
 
 def cacheable(response: Response, problem: object) -> bool:
@@ -160,6 +169,8 @@ def entry(cache_key: str, response: Response) -> CacheEntry:
         "usage": response.usage._asdict(),
         "request_id": response.request_id,
     }
+    if response.parsed is not None:  # a schema's answer, checked when it was stored
+        stored["parsed"] = response.parsed
     return CacheEntry(
         cache_key, utc_now(), response.provider, response.model, stored, response.cost_usd
     )
@@ -187,4 +198,5 @@ def answer(found: CacheEntry) -> Response:
         request_id=stored.get("request_id"),
         cached=True,
         saved_usd=found.cost_usd,
+        parsed=stored.get("parsed"),
     )

@@ -19,7 +19,7 @@ from llmcli.calllog import Conversation
 from llmcli.journal import Journal, messages_of, new_conversation_id
 from llmcli.journal import resume as continue_conversation
 from llmcli.retry import RetryNotice
-from llmcli.types import Message, Response
+from llmcli.types import Attachment, Message, Response, Text
 
 
 @dataclass
@@ -68,6 +68,9 @@ class ChatSession:
     logged: Conversation | None = None
     #: `history` and `logged` before the last turn joined, for `/retry`.
     previous: tuple[list[Message], Conversation | None] | None = None
+    #: Files for the next message (`-a`, `/attach`), and those the last message took.
+    pending: list[Attachment] = field(default_factory=list)
+    last_files: list[Attachment] = field(default_factory=list)
 
     @classmethod
     def start(
@@ -115,7 +118,11 @@ class ChatSession:
         """
         self.last_prompt = text
         self.last_joined = False
-        call = core.prepare([*self.history, Message("user", text)], self.flags, self.env)
+        files = self.pending
+        content = (*files, Text(text)) if files else text
+        call = core.prepare([*self.history, Message("user", content)], self.flags, self.env)
+        # They went with this message (sent, or failed with it): /retry sends them again.
+        self.pending, self.last_files = [], files
         outcome = lifecycle.run(
             call,
             self.journal,
@@ -145,12 +152,20 @@ class ChatSession:
         """The message `/retry` sends again; drops its earlier answer from the history."""
         if self.last_prompt is None:
             return None
+        self.pending = [*self.last_files, *self.pending]
         if self.last_joined and self.previous is not None:
             # Only the last turn's own exchange, never an earlier look-alike.
             self.history, self.logged = self.previous
             self.previous = None
             self.last_joined = False
         return self.last_prompt
+
+    def attach(self, attachment: Attachment) -> None:
+        """Add a file to the next message, checked now against the provider's types and limits
+        (with the conversation's files), so a refusal comes before the message is typed."""
+        files = (*self.pending, attachment, Text("check"))
+        core.prepare([*self.history, Message("user", files)], self.flags, self.env)
+        self.pending.append(attachment)
 
     def clear(self) -> None:
         """Forget the history and start a new conversation id (settings and totals stay)."""

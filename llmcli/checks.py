@@ -340,6 +340,7 @@ def validate(
     checks += _log_checks(env, live)
     checks += _prices_checks(env)
     checks += _budget_checks(env)
+    checks += _schema_checks(env)
     # A key on a line python-dotenv skipped looks "not set"; the fix should point at that line.
     unparsed = {p.name: p.line for p in problems if p.name}
     usable: dict[str, config.Credentials] = {}
@@ -358,6 +359,35 @@ def validate(
         live,
         str(env.env_file) if env.env_file else None,
     )
+
+
+def _schema_checks(env: config.Environment) -> list[Check]:
+    """LLM_SCHEMA, read as `ask` reads it (a file, inline JSON or the concise form)."""
+    found = env.lookup("LLM_SCHEMA")
+    if found is None:
+        return []
+    raw, source = found[0], found[1]
+    from llmcli import core
+
+    shown = redact.mask_keys(raw.strip())
+    shown = shown if len(shown) <= 60 else shown[:59] + "…"
+    try:
+        core._schema({}, env)
+    except errors.LlmcliError as exc:
+        return [
+            Check(
+                "settings",
+                "LLM_SCHEMA",
+                INVALID,
+                str(source),
+                shown,
+                problem=exc.message,
+                message=exc.message,
+                fix=exc.hint,
+                exit_code=int(errors.ExitCode.CONFIG),
+            )
+        ]
+    return [Check("settings", "LLM_SCHEMA", OK, str(source), shown)]
 
 
 def _configured_budget(env: config.Environment) -> tuple[Any, bool]:

@@ -104,6 +104,7 @@ COMMANDS: dict[str, str] = {
     "log": "llmcli.commands.log:log_group",
     "logs": "llmcli.commands.log:logs",
     "models": "llmcli.commands.models:models",
+    "schema": "llmcli.commands.schema:schema",
 }
 
 
@@ -161,7 +162,8 @@ def cli(env_file: str | None, config_file: str | None, debug: bool) -> None:
       llmcli ask --json "List three colours" | jq -r .content
 
     Settings come from flags, then the environment, then ./.env. Exit codes: 0 ok, 2 usage,
-    3 configuration, 4 auth, 5 rate limit, 6 provider, 7 network, 8 incomplete, 9 rejected,
+    3 configuration, 4 auth, 5 rate limit, 6 provider, 7 network, 8 incomplete (or not the
+    JSON --schema asked for), 9 rejected,
     10 budget exceeded (nothing sent), 129/130/143 stopped by SIGHUP/Ctrl-C/SIGTERM.
     """
     STATE.debug = debug

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from typing import Any, NamedTuple
 
 from llmcli import config, errors, paths, pricing, providers, redact
-from llmcli.providers.base import Provider, malformed, unsupported_attachment
+from llmcli.providers.base import Provider, malformed
 from llmcli.retry import Retrier, RetryNotice, RetryPolicy
 from llmcli.types import Chunk, FinishReason, Message, Request, Response, Usage
 
@@ -24,6 +24,7 @@ OPTION_FLAGS = {
     "stop": "--stop",
     "seed": "--seed",
     "response_format": "--response-format json",
+    "schema": "--schema",
 }
 
 
@@ -99,10 +100,19 @@ def check_supported(provider_cls: type[Provider], request: Request) -> None:
             f"invalid value for --seed: {request.seed} is out of range for {name} "
             f"(from {-provider_cls.max_seed - 1} to {provider_cls.max_seed})"
         )
-    for message in request.messages:
-        for attachment in message.attachments:
-            if attachment.media_type not in provider_cls.attachment_types:
-                raise unsupported_attachment(name, attachment)
+    if request.schema is not None:
+        if request.response_format == "json":
+            raise errors.UsageError(
+                "use --schema or --response-format json, not both",
+                "--schema asks for JSON already, and for its shape too",
+            )
+        refusal = provider_cls.schema_refusal(request)
+        if refusal is not None:
+            raise refusal
+    if any(message.attachments for message in request.messages):
+        from llmcli import attach  # only when something is attached
+
+        attach.check(provider_cls, name, request.messages)
 
 
 def prepare(
@@ -133,6 +143,7 @@ def prepare(
         response_format=flags.get("response_format") or "text",
         timeout=settings.timeout,
         retries=settings.retries,
+        schema=_schema(flags, env),
     )
     spec = providers.spec(settings.provider)
     check_supported(providers.protocol(spec), request)
@@ -140,6 +151,52 @@ def prepare(
     provider = providers.connect(spec, creds.api_key, creds.base_url)
     prices = pricing.load_overrides(paths.prices_file(env)) if spec.remote else {}
     return Call(request, provider, creds, settings, prices)
+
+
+def _schema(flags: Mapping[str, Any], env: config.Environment) -> str | None:
+    """`Request.schema` from `--schema` (or LLM_SCHEMA) and `--schema-multi`; None for text.
+
+    llmcli.schema (and jsonschema) are imported only when a schema is given.
+    """
+    given, where, trusted = flags.get("schema"), "--schema", True
+    if given is None:
+        found = env.lookup("LLM_SCHEMA")
+        if found is None:
+            if flags.get("schema_multi"):
+                raise errors.UsageError("--schema-multi needs a --schema to wrap")
+            return None
+        given, source, _ = found
+        where = "LLM_SCHEMA"
+        # A .env that came with a cloned repository may not pick a local file to send away.
+        trusted = not (env.implicit and source.kind == ".env")
+    from llmcli import schema
+
+    try:
+        return schema.resolve(
+            given, many=bool(flags.get("schema_multi")), where=where, allow_file=trusted
+        )
+    except errors.UsageError as exc:
+        if where == "--schema":
+            raise
+        # A setting, not the command line: a configuration error, like every other one.
+        raise errors.ConfigError(exc.message, exc.hint) from None
+
+
+def structured(request: Request, response: Response) -> Response:
+    """Under a schema, the answer parsed and checked (`parsed`), or why it is none
+    (`schema_error`: `incomplete` makes that exit 8). A truncated answer is never one, even
+    if what arrived happens to parse: half a JSON object is no answer."""
+    if request.schema is None:
+        return response
+    if response.finish_reason is FinishReason.LENGTH:
+        return response._replace(
+            schema_error=f"the answer was truncated at --max-tokens ({response.raw_finish_reason}): "
+            "half a JSON object is no answer"
+        )
+    from llmcli import schema
+
+    parsed, problem = schema.validate(request.schema, response.text)
+    return response._replace(parsed=parsed, schema_error=problem)
 
 
 def fallbacks(
@@ -201,12 +258,47 @@ def _retrier(
 
 
 def _finished(call: Call, reply: Response, started: float, attempts: int, price: bool) -> Response:
+    reply = structured(call.request, reply)
     reply = reply._replace(
         requested_model=call.request.model,
         duration_ms=_ms(time.monotonic() - started),
         attempts=attempts,
     )
     return priced(call, reply) if price else reply
+
+
+class Estimate(NamedTuple):
+    """What a call may cost before it is sent: input tokens estimated offline (text at about 4
+    characters a token, images by their size where the provider gives a formula), every one of
+    `max_tokens` used, priced. `uncounted` are the attachments whose tokens cannot be told."""
+
+    input_tokens: int
+    price: pricing.Price
+    uncounted: tuple[Any, ...] = ()
+
+
+def estimate(call: Call, *, unknown_file_tokens: Callable[[Any], int] | None = None) -> Estimate:
+    """The worst case of `call`, shared by `--dry-run` and the budget check.
+
+    `unknown_file_tokens` gives a bound for an attachment whose tokens cannot be told (the budget
+    must reserve something for a PDF); without it those are left out and listed.
+    """
+    request = call.request
+    text = "\n".join(part for part in [request.system, *(m.text for m in request.messages)] if part)
+    tokens = pricing.estimate_tokens(text)
+    files = [a for m in request.messages for a in m.attachments]
+    uncounted: tuple[Any, ...] = ()
+    if files:
+        from llmcli import attach
+
+        counted, missed = attach.input_tokens(call.provider, files)
+        tokens += counted
+        uncounted = tuple(missed)
+        if unknown_file_tokens is not None:
+            tokens += sum(unknown_file_tokens(a) for a in uncounted)
+    usage = Usage(input_tokens=tokens, output_tokens=request.max_tokens)
+    return Estimate(tokens, pricing.cost(request.provider, [request.model], usage,
+                                          overrides=call.prices), uncounted)  # fmt: skip
 
 
 def complete(
@@ -341,6 +433,7 @@ class _Streaming:
             request_id=attempt.request_id,
             refusal="".join(attempt.refusal).strip() or None,
         )
+        response = structured(self.call.request, response)
         self.response = priced(self.call, response) if self.price else response
 
 
@@ -407,8 +500,10 @@ class AsyncStream(_Streaming):
 
 
 def incomplete(response: Response, *, strict: bool) -> errors.IncompleteAnswer | None:
-    """The error to exit with for a filtered (or, under `--strict`, truncated) answer."""
-    if response.finish_reason is FinishReason.CONTENT_FILTER and (strict or not response.text):
+    """The error to exit with for a filtered (or, under `--strict`, truncated) answer, or one
+    that is not the JSON its schema asked for."""
+    filtered = response.finish_reason is FinishReason.CONTENT_FILTER
+    if filtered and (strict or not response.text or response.schema_error):
         if response.refusal:
             return errors.IncompleteAnswer(
                 f"{response.provider} declined to answer: {' '.join(response.refusal.split())}",
@@ -417,6 +512,14 @@ def incomplete(response: Response, *, strict: bool) -> errors.IncompleteAnswer |
         return errors.IncompleteAnswer(
             f"{response.provider} withheld the answer: content filtered ({response.raw_finish_reason})",
             "rephrase the prompt; the provider's safety filter stopped the answer",
+        )
+    if response.schema_error is not None:
+        truncated = response.finish_reason is FinishReason.LENGTH
+        return errors.IncompleteAnswer(
+            response.schema_error,
+            "raise --max-tokens (or LLM_MAX_TOKENS)"
+            if truncated
+            else "the raw answer is in the log (llmcli logs); --raw prints it",
         )
     if strict and response.finish_reason is FinishReason.LENGTH:
         return errors.IncompleteAnswer(
@@ -444,6 +547,7 @@ def _flags(
     response_format: str | None,
     timeout: float | None,
     retries: int | None,
+    schema: str | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The library's keyword arguments as `prepare` flags; a string `stop` is one sequence."""
     if isinstance(stop, str):
@@ -460,6 +564,7 @@ def _flags(
         "response_format": response_format,
         "timeout": timeout,
         "retries": retries,
+        "schema": schema,
     }
 
 
@@ -477,16 +582,23 @@ def ask(
     response_format: str | None = None,
     timeout: float | None = None,
     retries: int | None = None,
+    schema: str | Mapping[str, Any] | None = None,
 ) -> Response:
     """Ask once and return the complete answer, e.g. `llmcli.ask("hi", provider="echo")`.
 
     Options are the command-line names with underscores; unset ones come from the environment
     and `.env`, as on the command line. `stop` is one sequence or a list of them. An unknown
-    keyword is a TypeError, never silently ignored.
+    keyword is a TypeError, never silently ignored. `schema` (a dict, or text as `--schema`
+    takes it) asks for JSON matching it: `.parsed` holds it, and an answer that does not match
+    raises IncompleteAnswer.
     """
     flags = _flags(provider, model, system, temperature, max_tokens, top_p, stop, seed,
-                   response_format, timeout, retries)  # fmt: skip
-    return complete(prepare(_messages(prompt), flags))
+                   response_format, timeout, retries, schema)  # fmt: skip
+    response = complete(prepare(_messages(prompt), flags))
+    problem = incomplete(response, strict=False) if response.schema_error else None
+    if problem is not None:
+        raise problem
+    return response
 
 
 def stream(
@@ -503,8 +615,10 @@ def stream(
     response_format: str | None = None,
     timeout: float | None = None,
     retries: int | None = None,
+    schema: str | Mapping[str, Any] | None = None,
 ) -> Stream:
-    """Like `ask`, but iterate the result for text as it arrives; `.response` afterwards."""
+    """Like `ask`, but iterate the result for text as it arrives; `.response` afterwards
+    (with `.parsed`, or `.schema_error`, under a `schema`)."""
     flags = _flags(provider, model, system, temperature, max_tokens, top_p, stop, seed,
-                   response_format, timeout, retries)  # fmt: skip
+                   response_format, timeout, retries, schema)  # fmt: skip
     return Stream(prepare(_messages(prompt), flags))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from llmcli import config, errors, paths
 from llmcli.types import Message, Response
@@ -159,11 +159,11 @@ class Journal:
         """Write one row for `call`, which continued `before` (if any); None if not logged.
 
         A call that held a budget `reservation` settles it: the reservation becomes this row,
-        in one transaction (or, with the log off, is released).
+        in one transaction. With the log off the row keeps only what the budget counts (provider,
+        model, tokens, cost, tag, status), no prompt or answer: otherwise `--no-log` would be a
+        way around every budget.
         """
-        if not self.enabled:
-            if reservation is not None:
-                self.release(reservation)
+        if not self.enabled and reservation is None:
             return None
 
         from llmcli.calllog import CallRecord
@@ -211,6 +211,8 @@ class Journal:
             record.error_message = error.message
             record.exit_code = int(error.exit_code)
             record.attempts = record.attempts or error.attempts
+        if not self.enabled:
+            record.system_prompt = record.messages = record.answer = record.error_message = None
         try:
             log = self._open()
             if reservation is not None:
@@ -362,17 +364,28 @@ class Journal:
 
 
 def messages_of(conversation: Conversation) -> list[Message]:
-    """A logged conversation's messages as the request types them."""
-    from llmcli.types import Text
+    """A logged conversation's messages as the request types them.
 
-    def content(value: object) -> str | tuple[Text, ...]:
+    Attachments are logged by reference only, so each is read again from where it came from
+    and must still hash the same (`llmcli.attach.reload`), or continuing is a usage error.
+    """
+    from llmcli.types import Part, Text
+
+    def part(item: dict[str, Any]) -> Part | None:
+        if item.get("type") == "text":
+            return Text(item["text"])
+        if item.get("type") == "attachment":
+            from llmcli import attach
+
+            return attach.reload(item)
+        return None
+
+    def content(value: object) -> str | tuple[Part, ...]:
         if isinstance(value, str):
             return value
-        # Attachments are logged by reference only: their text parts carry on, the bytes cannot.
         parts = value if isinstance(value, list) else []
-        return tuple(
-            Text(p["text"]) for p in parts if isinstance(p, dict) and p.get("type") == "text"
-        )
+        found = (part(p) for p in parts if isinstance(p, dict))
+        return tuple(p for p in found if p is not None)
 
     return [Message(m["role"], content(m["content"])) for m in conversation.messages]
 

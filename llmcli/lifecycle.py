@@ -170,7 +170,8 @@ class _Recorder:
             self.reservation = None
 
     def finished(self, response: Response) -> Outcome:
-        if self.price and not response.cached:
+        # A call that held a budget is priced even if nothing shows the cost: the budget counts it.
+        if (self.price or self.reservation is not None) and not response.cached:
             response = core.priced(self.call, response)
         problem = core.incomplete(response, strict=self.strict)
         outcome = Outcome(response, problem, self._record(response=response, error=problem))

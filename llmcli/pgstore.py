@@ -1,6 +1,6 @@
 """A team's call log: PostgreSQL through psycopg 3 (`LLMCLI_DB=postgresql://...`, docs/team.md).
 
-The same schema, migrations and statements as the local SQLite log (`llmcli.schema`,
+The same schema, migrations and statements as the local SQLite log (`llmcli.migrations`,
 `llmcli.sqllog`), so every command answers alike on both. What differs is how many machines
 share it:
 - migrations run under a transaction-level advisory lock, so twenty machines starting at once
@@ -24,12 +24,12 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from llmcli import redact, schema
+from llmcli import migrations, redact
 from llmcli.calllog import DatabaseTrouble, LogFailure
 from llmcli.sqllog import Dialect, SqlLog
 
 CONNECT_TIMEOUT_S = 2
-MIGRATIONS: tuple[str, ...] = schema.migrations("postgresql")
+MIGRATIONS: tuple[str, ...] = migrations.migrations("postgresql")
 # Advisory lock keys (any 64-bit numbers other programs are unlikely to use): "llmcli" in ASCII.
 MIGRATION_LOCK = 0x6C6C6D636C69_01
 BUDGET_LOCK = 0x6C6C6D636C69_02
@@ -141,7 +141,7 @@ class PgStore(SqlLog):
             from llmcli.calllog import utc_now
 
             for number in range(current + 1, target + 1):
-                for statement in schema.statements(MIGRATIONS[number - 1]):
+                for statement in migrations.statements(MIGRATIONS[number - 1], "postgresql"):
                     self.conn.execute(statement)
                 self._run(
                     "INSERT INTO llmcli_schema (version, applied) VALUES (?, ?)",

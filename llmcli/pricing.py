@@ -165,12 +165,3 @@ def cost(
 def estimate_tokens(text: str) -> int:
     """An offline estimate of a text's token count (labelled as an estimate wherever shown)."""
     return math.ceil(len(text) / CHARS_PER_TOKEN) if text else 0
-
-
-def worst_case(
-    provider: str, model: str, prompt_text: str, max_tokens: int, **kwargs: Any
-) -> tuple[int, Price]:
-    """Estimated input tokens and the cost if the answer used every one of `max_tokens`."""
-    estimated = estimate_tokens(prompt_text)
-    usage = Usage(input_tokens=estimated, output_tokens=max_tokens)
-    return estimated, cost(provider, [model], usage, **kwargs)

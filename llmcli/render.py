@@ -177,6 +177,14 @@ def answer(text: str) -> None:
     out.flush()
 
 
+def structured(value: Any) -> None:
+    """A checked structured answer on stdout: indented for a person at a terminal, one
+    compact line for a pipe (`jq`, `while read`)."""
+    from llmcli import schema
+
+    answer(schema.dumps(value, pretty=_isatty(sys.stdout)))
+
+
 def json_text(data: Any, indent: int | None = None) -> str:
     """`data` as JSON, exact amounts (Decimal) as JSON numbers written digit for digit.
 

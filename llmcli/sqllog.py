@@ -1,7 +1,7 @@
 """The call log in SQL, for every backend: what SQLite (`llmcli.store`) and PostgreSQL
 (`llmcli.pgstore`) share.
 
-Both hold the same schema (`llmcli.schema`) and answer every question with the same statements,
+Both hold the same schema (`llmcli.migrations`) and answer every question with the same statements,
 so a report reads the same whichever database is behind it. A backend adds only its connection,
 its transactions, and the few things its SQL says differently (`Dialect`). Statements are
 written with `?` placeholders; a backend that uses another style translates them. Nothing here
@@ -97,7 +97,7 @@ def later(seconds: float) -> str:
 class Dialect:
     """What a backend's SQL says differently in the statements below."""
 
-    name: str  # a key of `schema.DIALECTS`
+    name: str  # a key of `migrations.DIALECTS`
     # The stored size of a cache entry (SQLite's length() counts characters of text).
     entry_size: str
     # How one grouped value sorts: every backend must order a report's rows alike (byte order,
@@ -183,15 +183,31 @@ class SqlLog:
         return added
 
     def _spent(self, window: Window, now: str) -> Spent:
-        # One statement, so one snapshot: a call settled meanwhile is counted once, as its
-        # reservation or as its row, never as neither.
+        """What a window has used: settled calls from the daily totals that triggers keep
+        (`spend_days`; a window that starts mid-day adds the rest of that day's calls), plus the
+        holds not yet expired. One statement, so one snapshot: a call settled meanwhile is
+        counted once, as its reservation or as its row, never as neither."""
+        day = window.since[:10]
         tag = "" if window.tag is None else " AND tag = ?"
         tagged = [window.tag] if window.tag is not None else []
+        if window.since == f"{day}T00:00:00.000000Z":
+            settled, params = (
+                f"(SELECT COALESCE(SUM(cost_picousd), 0) FROM spend_days WHERE day >= ?{tag})",
+                [day, *tagged],
+            )
+        else:
+            settled = (
+                f"((SELECT COALESCE(SUM(cost_picousd), 0) FROM spend_days WHERE day > ?{tag}) + "
+                "(SELECT COALESCE(SUM(cost_picousd), 0) FROM calls "
+                f"WHERE ts >= ? AND ts < ?{tag}))"
+            )
+            # `T24` sorts after every time of that day and before the next day.
+            params = [day, *tagged, window.since, f"{day}T24", *tagged]
         row = self._one(
-            f"SELECT (SELECT COALESCE(SUM(cost_picousd), 0) FROM calls WHERE ts >= ?{tag}) AS settled, "
+            f"SELECT {settled} AS settled, "
             f"(SELECT COALESCE(SUM(cost_picousd), 0) FROM reservations WHERE ts >= ?{tag} "
             "AND expires > ?) AS held",
-            [window.since, *tagged, window.since, *tagged, now],
+            [*params, window.since, *tagged, now],
         )
         return Spent(window, money.from_pico(row["settled"]), money.from_pico(row["held"]))
 

@@ -1,7 +1,7 @@
 """The embedded call log: SQLite at `$LLMCLI_HOME/logs.db`, one row per call (`llmcli.calllog`).
 
 WAL mode and a busy timeout let many `llmcli` processes write at once (shell loops, parallel
-jobs); numbered migrations (`llmcli.schema`), tracked in `PRAGMA user_version`, let later
+jobs); numbered migrations (`llmcli.migrations`), tracked in `PRAGMA user_version`, let later
 releases change the schema without losing rows. Reservations are checked and taken under
 SQLite's write lock (BEGIN IMMEDIATE), so processes racing for the last dollars of a budget queue
 instead of overlapping. The statements themselves are shared with PostgreSQL (`llmcli.sqllog`).
@@ -18,14 +18,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from llmcli import schema
+from llmcli import migrations
 from llmcli.calllog import CallRecord, LogFailure
 from llmcli.sqllog import COLUMNS, Dialect, SqlLog, failures, row_values
 
 __all__ = ["COLUMNS", "MIGRATIONS", "CallRecord", "Store", "row_values"]
 
 BUSY_TIMEOUT_MS = 10_000
-MIGRATIONS: tuple[str, ...] = schema.migrations("sqlite")
+MIGRATIONS: tuple[str, ...] = migrations.migrations("sqlite")
 
 
 class Store(SqlLog):
@@ -70,7 +70,12 @@ class Store(SqlLog):
                 if self.db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                     self.db.execute("PRAGMA journal_mode = WAL")
                 return
-            except sqlite3.OperationalError:
+            except sqlite3.OperationalError as exc:
+                # Only another process's lock is worth waiting for: a read-only file or folder
+                # is said at once, not after the busy timeout.
+                name = getattr(exc, "sqlite_errorname", "")
+                if not name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+                    raise
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.02)
@@ -108,7 +113,7 @@ class Store(SqlLog):
         with self.transaction() as db:
             current = db.execute("PRAGMA user_version").fetchone()[0]  # re-read under the lock
             for number in range(current + 1, target + 1):
-                for statement in schema.statements(MIGRATIONS[number - 1]):
+                for statement in migrations.statements(MIGRATIONS[number - 1], "sqlite"):
                     db.execute(statement)
                 db.execute(f"PRAGMA user_version = {number}")
 

@@ -29,14 +29,24 @@ class Text(NamedTuple):
 
 
 class Attachment(NamedTuple):
-    """A file sent with a message: an image or a document, as bytes with their media type.
+    """A file sent with a message: an image, a PDF or a text file, as bytes with their media type.
 
-    The log keeps it by reference (`to_dict`: type, name, size and SHA-256), never the bytes.
+    The log keeps it by reference (`to_dict`: type, name, size, SHA-256 and where it came
+    from), never the bytes: `-c` reads it again from `source` and checks the hash.
     """
 
     media_type: str
     data: bytes
     name: str | None = None
+    #: Where it was read from: a path, an http(s) URL, or "-" (standard input); None = given
+    #: as bytes by library code. A provider that fetches URLs itself is sent the URL.
+    source: str | None = None
+
+    @property
+    def url(self) -> str | None:
+        """The URL it was fetched from, if it came from one."""
+        source = self.source or ""
+        return source if source.startswith(("http://", "https://")) else None
 
     @property
     def sha256(self) -> str:
@@ -57,6 +67,8 @@ class Attachment(NamedTuple):
             "name": self.name,
             "bytes": len(self.data),
             "sha256": self.sha256,
+            # Only when known, so a reference made without one keeps its old shape.
+            **({"source": self.source} if self.source is not None else {}),
         }
 
 
@@ -129,6 +141,9 @@ class Request(NamedTuple):
     response_format: Literal["text", "json"] = "text"
     timeout: float = 60.0
     retries: int = 3
+    #: The JSON Schema the answer must match (`--schema`), as compact JSON text: hashable, and
+    #: exactly what the response cache keys on. None = free text.
+    schema: str | None = None
 
     def options_set(self) -> list[str]:
         """Names of the optional sampling/format options the user asked for (for capability checks)."""
@@ -143,6 +158,8 @@ class Request(NamedTuple):
             names.append("seed")
         if self.response_format == "json":
             names.append("response_format")
+        if self.schema is not None:
+            names.append("schema")
         return names
 
 
@@ -201,6 +218,10 @@ class Response(NamedTuple):
     refusal: str | None = None  # why the model declined, in its words (OpenAI), when it did
     cached: bool = False  # given again from the response cache: nothing was sent or paid
     saved_usd: Decimal | None = None  # what a cached answer first cost (None: unknown)
+    #: Under a schema: the answer parsed, once it has been checked against the schema.
+    parsed: Any = None
+    #: Under a schema: why the answer is no answer (not JSON, not matching, truncated), or None.
+    schema_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The `--json` shape: stable field names that scripts can rely on."""

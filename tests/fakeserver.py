@@ -1018,6 +1018,9 @@ class _Exchange:
                     problem = _openai_content_problem(self.body.get("messages"))
                     if problem is not None:
                         return 400, self._error_envelope(400, problem, code="invalid_value")
+                    problem = _openai_format_problem(self.body.get("response_format"))
+                    if problem is not None:
+                        return 400, self._error_envelope(400, problem, code="invalid_value")
             if model.startswith("no-such"):
                 return 404, self._error_envelope(404)
             return None
@@ -1055,7 +1058,9 @@ class _Exchange:
         if generating and not isinstance(rec.body, dict):
             return 400, self._error_envelope(400, "Invalid JSON payload received.")
         if kind == "generate":
-            problem = _gemini_content_problem(self.body.get("contents"))
+            problem = _gemini_content_problem(self.body.get("contents")) or _gemini_format_problem(
+                self.body.get("generationConfig") or self.body.get("generation_config")
+            )
             if problem is not None:
                 return 400, self._error_envelope(400, problem, "INVALID_ARGUMENT")
         if model.startswith("no-such"):
@@ -1085,7 +1090,7 @@ class _Exchange:
                 )
         if self.route.kind == "messages" and "max_tokens" not in self.body:
             return "max_tokens: Field required"
-        return _anthropic_content_problem(messages)
+        return _anthropic_content_problem(messages) or _anthropic_format_problem(self.body)
 
     # --- OpenAI -------------------------------------------------------------------------------
 
@@ -1835,6 +1840,92 @@ def _gemini_content_problem(contents: Any) -> str | None:
                     f"Invalid value at '{where}.inline_data.data' (TYPE_BYTES), Base64 decoding "
                     "failed"
                 )
+    return None
+
+
+def _schema_objects(node: Any, path: str = "root") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every object schema in a JSON Schema, with where it is (properties, items, anyOf, $defs)."""
+    if not isinstance(node, dict):
+        return
+    if node.get("type") == "object" or "properties" in node:
+        yield path, node
+    for key in ("properties", "$defs"):
+        for name, child in (node.get(key) or {}).items():
+            yield from _schema_objects(child, f"{path}.{key}.{name}")
+    if isinstance(node.get("items"), dict):
+        yield from _schema_objects(node["items"], f"{path}.items")
+    for index, child in enumerate(node.get("anyOf") or ()):
+        yield from _schema_objects(child, f"{path}.anyOf.{index}")
+
+
+def _openai_format_problem(response_format: Any) -> str | None:
+    """What OpenAI says of a `json_schema` response format it refuses (wire-wave2.md §1.1):
+    a missing or badly formed name, no schema, and in strict mode an object without
+    `additionalProperties: false` or a property left out of `required`."""
+    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+        return None
+    spec = response_format.get("json_schema")
+    if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+        return "Missing required parameter: 'response_format.json_schema.schema'."
+    name = spec.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+        return "Invalid 'response_format.json_schema.name': string does not match pattern."
+    if spec.get("strict") is not True:
+        return None
+    for path, node in _schema_objects(spec["schema"]):
+        if node.get("additionalProperties") is not False:
+            return (
+                f"Invalid schema for response_format '{name}': In context=({path}), "
+                "'additionalProperties' is required to be supplied and to be false."
+            )
+        missing = [k for k in node.get("properties") or {} if k not in (node.get("required") or ())]
+        if missing:
+            return (
+                f"Invalid schema for response_format '{name}': In context=({path}), 'required' "
+                f"is required to be supplied and to be an array including every key in "
+                f"properties. Missing '{missing[0]}'."
+            )
+    return None
+
+
+def _anthropic_format_problem(body: dict[str, Any]) -> str | None:
+    """Anthropic's refusals of `output_config.format` (wire-wave2.md §1.2): the old top-level
+    `output_format` gone from `create()`, a format that is not `json_schema` with a schema, and
+    objects that allow extra properties."""
+    config = body.get("output_config")
+    if config is None:
+        return None
+    form = config.get("format") if isinstance(config, dict) else None
+    if not isinstance(form, dict) or form.get("type") != "json_schema":
+        return "output_config.format.type: Input should be 'json_schema'"
+    if not isinstance(form.get("schema"), dict):
+        return "output_config.format.schema: Field required"
+    for path, node in _schema_objects(form["schema"]):
+        if node.get("additionalProperties") is not False:
+            return (
+                f"output_config.format.schema: For '{path}', 'additionalProperties' must be "
+                "explicitly set to false"
+            )
+    return None
+
+
+def _gemini_format_problem(config: Any) -> str | None:
+    """Gemini's refusals of a response schema (wire-wave2.md §1.3): JSON Schema without the
+    JSON mime type, or both schema fields at once."""
+    if not isinstance(config, dict):
+        return None
+    json_schema = config.get("responseJsonSchema", config.get("response_json_schema"))
+    google_schema = config.get("responseSchema", config.get("response_schema"))
+    if json_schema is None:
+        return None
+    if google_schema is not None:
+        return "response_schema and response_json_schema cannot both be set."
+    mime = config.get("responseMimeType", config.get("response_mime_type"))
+    if mime != "application/json":
+        return (
+            "Invalid argument: response_json_schema requires response_mime_type to be "
+            "application/json."
+        )
     return None
 
 

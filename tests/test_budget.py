@@ -36,6 +36,10 @@ output = 1000
 [anthropic."budget-claude"]
 input = 0
 output = 5000
+
+[openai."budget-eyes"]
+input = 1000
+output = 0
 """
 MINI = ("-p", "openai", "-m", "budget-mini", "--max-tokens", "10", "--retries", "0")
 HINT = "wait for the reset, lower --max-tokens, or raise the budget (docs/cost.md)\n"
@@ -681,14 +685,33 @@ def test_without_a_budget_a_no_log_call_creates_no_log(fake):
     assert not (home() / "logs.db").exists()
 
 
-def test_no_log_calls_are_checked_but_not_counted(cli, fake):
+def test_no_log_calls_count_against_the_budget_without_their_words(cli, fake):
+    """--no-log is no way around a budget: the spend is kept, the prompt and answer are not."""
     env = {"LLMCLI_BUDGET_DAILY_USD": "0.01"}
-    fake.script("openai", CENT, CENT)
-    for _ in range(2):  # each fits the limit; neither stays in the log to count against it
-        result = cli("ask", *MINI, "--no-log", "hi", extra_env=env)
-        assert (result.code, result.out) == (0, "fine\n"), result.err
-    assert log_rows() == [] and reservations() == []
-    fake.reset()
-    refused = cli("ask", *MINI, "--no-log", "--max-tokens", "20", "hi", extra_env=env)
-    assert refused.code == 10  # $0.02 worst case: checked all the same
-    assert fake.requests == []
+    fake.script("openai", CENT)
+    result = cli("ask", *MINI, "--system", "be secret", "--no-log", "my secret prompt",
+                 extra_env=env)  # fmt: skip
+    assert (result.code, result.out) == (0, "fine\n"), result.err
+    (row,) = log_rows()
+    assert (row["status"], row["cost_picousd"], row["input_tokens"]) == ("ok", 10**10, 5)
+    assert row["messages"] is None and row["answer"] is None and row["system_prompt"] is None
+    assert b"secret" not in b"".join(p.read_bytes() for p in home().glob("logs.db*"))
+    assert reservations() == []
+    refused = cli("ask", *MINI, "--no-log", "hi", extra_env=env)
+    assert refused.code == 10
+    assert refused.err.startswith("Error: daily budget $0.01 would be exceeded: $0.01 spent today")
+    assert len(fake.requests) == 1
+
+
+def test_an_attachment_whose_tokens_cannot_be_told_is_held_at_a_generous_bound(cli, fake, tmp_path):
+    """A PDF's tokens are unknown offline; the hold bounds them (1 per 4 bytes) instead of 0."""
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(b"%PDF-1.4\n" + b"0" * 39_990 + b"\n%%EOF")  # 40,000 bytes: 10,000 tokens
+    env = {"LLMCLI_BUDGET_DAILY_USD": "1"}
+    eyes = ("-p", "openai", "-m", "budget-eyes", "--max-tokens", "10", "--retries", "0")
+    fake.script("openai", CENT)
+    assert cli("ask", *eyes, "hi", extra_env=env).code == 0  # 1 token of input: $0.001
+    refused = cli("ask", *eyes, "-a", str(pdf), "summarise", extra_env=env)
+    assert refused.code == 10, refused.err
+    assert "this call may cost up to $10.00" in refused.err  # 10,000 tokens + the prompt
+    assert len(fake.requests) == 1

@@ -152,6 +152,23 @@ def test_an_option_that_changes_the_answer_changes_the_key(cli, fake, change):
     assert sent(fake) == 2
 
 
+def test_an_attachment_is_keyed_by_what_is_sent_not_where_it_was_read(cli, fake, tmp_path):
+    from tests.test_attach import png
+
+    here, there = tmp_path / "a", tmp_path / "b"
+    here.mkdir(), there.mkdir()
+    (here / "shot.png").write_bytes(png(2, 1))
+    (there / "shot.png").write_bytes(png(2, 1))
+    ask = ("ask", "-p", "openai", "--cache", "-a", "shot.png", PROMPT)
+    for folder in (here, there):  # the same bytes and name read from another folder: a hit
+        result = cli(*ask, cwd=folder)
+        assert result.code == 0, result.err
+    assert sent(fake) == 1
+    (there / "shot.png").write_bytes(png(3, 1))  # other bytes: another request
+    assert cli(*ask, cwd=there).code == 0
+    assert sent(fake) == 2
+
+
 def test_another_prompt_is_another_request(cli, fake):
     assert cli("ask", "-p", "openai", "--cache", PROMPT).code == 0
     assert cli("ask", "-p", "openai", "--cache", PROMPT + "!").code == 0

@@ -66,6 +66,40 @@ def test_a_tag_window_counts_only_its_tag(store):
     store.reserve(Decimal("0.05"), [ci], ttl_s=60, tag="other")  # not this window's calls
 
 
+def test_windows_read_the_daily_totals_which_follow_every_change_to_the_calls(store):
+    """`spend_days` (what a budget check reads) must equal the calls it sums, whatever happens."""
+    at = "2030-05-{:02d}T{}.000000Z"
+    for day, hour, tag, cost in [
+        (1, "09:00:00", None, "0.10"),
+        (1, "23:59:59", "ci", "0.20"),
+        (2, "00:00:00", "ci", "0.40"),
+        (2, "12:00:00", None, None),  # unpriced: no amount
+        (3, "08:00:00", None, "0.000000000001"),
+    ]:
+        store.add(CallRecord("echo", "ok", ts=at.format(day, hour), tag=tag,
+                             cost_usd=None if cost is None else Decimal(cost)))  # fmt: skip
+
+    def spent(since: str, tag: str | None = None) -> Decimal:
+        return store.spent([Window("w", since, Decimal(1), tag=tag)])[0].spent_usd
+
+    assert spent("2030-05-01T00:00:00.000000Z") == Decimal("0.700000000001")
+    assert spent("2030-05-02T00:00:00.000000Z") == Decimal("0.400000000001")
+    assert spent("2030-05-01T00:00:00.000000Z", tag="ci") == Decimal("0.60")
+    # A window that starts mid-day counts that day's calls from then on, and every later day.
+    assert spent("2030-05-01T12:00:00.000000Z") == Decimal("0.600000000001")
+    assert spent("2030-05-01T12:00:00.000000Z", tag="ci") == Decimal("0.60")
+
+    with store.transaction():  # an edit or a deletion by hand is followed too
+        store._run("UPDATE calls SET cost_picousd = 0 WHERE ts LIKE '%-02T00%'")
+        store._run("UPDATE calls SET tag = 'ci', ts = '2030-05-02T09:00:00.000000Z' "
+                   "WHERE ts LIKE '%-01T09%'")  # fmt: skip
+        store._run("DELETE FROM calls WHERE ts LIKE '%-03T%'")
+    assert spent("2030-05-01T00:00:00.000000Z") == Decimal("0.30")
+    assert spent("2030-05-02T00:00:00.000000Z", tag="ci") == Decimal("0.10")
+    totals = store._one("SELECT SUM(cost_picousd) AS n FROM spend_days")["n"]
+    assert totals == store._one("SELECT SUM(cost_picousd) AS n FROM calls")["n"]
+
+
 RACER = """
 import json, sys
 from decimal import Decimal

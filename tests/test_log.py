@@ -17,7 +17,7 @@ from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price
 
 from llmcli import pricing, report
-from llmcli.calllog import CallRecord
+from llmcli.calllog import CallRecord, Window
 from llmcli.store import MIGRATIONS, Store
 from llmcli.types import Usage
 from tests.conftest import LLMCLI, base_env, open_test_log, run_cli, table_rows
@@ -387,6 +387,9 @@ def test_a_migration_1_database_upgrades_in_place(tmp_path):
         assert [r["cost_usd"] for r in recent] == [Decimal("0.0000009"), None]
         assert recent[1]["messages"] == history  # an old row keeps its whole history
         assert len({r["uid"] for r in recent}) == 2
+        # The old calls are in the daily totals a budget check reads.
+        month = Window("monthly", "2026-11-01T00:00:00.000000Z", Decimal(1))
+        assert store.spent([month])[0].spent_usd == Decimal("0.0000009")
         # Migration 3's generated column, rebuilt by migration 4, still knows the unpriced.
         assert [r[0] for r in store.db.execute("SELECT unpriced FROM calls ORDER BY id")] == [0, 1]
         indexes = {

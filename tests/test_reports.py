@@ -473,7 +473,7 @@ def _full_disk(tmp_path: Path, *args: str) -> Result:
     disk.mkdir(exist_ok=True)
     script = (
         'disk="$1" log="$2" llmcli="$3"; shift 3\n'
-        'mount -t tmpfs -o size=64k,mode=0700 tmpfs "$disk" && cp "$log" "$disk"/ || exit 97\n'
+        'mount -t tmpfs -o size=256k,mode=0700 tmpfs "$disk" && cp "$log" "$disk"/ || exit 97\n'
         'dd if=/dev/zero of="$disk/filler" bs=4k >/dev/null 2>&1\n'  # fails when full, as meant
         'LLMCLI_HOME="$disk" exec "$llmcli" "$@"'
     )

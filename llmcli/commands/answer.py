@@ -85,6 +85,18 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="`json` turns on the provider's JSON mode (openai, gemini).",
         ),
         click.option(
+            "--schema",
+            metavar="SCHEMA",
+            help="Answer with JSON matching this JSON Schema: a file, inline JSON, or fields "
+            "such as 'name, age int, tags list, score float: 0 to 1'; checked, exit 8 if not.  "
+            "[env: LLM_SCHEMA]",
+        ),
+        click.option(
+            "--schema-multi",
+            is_flag=True,
+            help='With --schema: a list of such objects, as {"items": [...]}.',
+        ),
+        click.option(
             "--timeout",
             type=FLOAT,
             help="Seconds each attempt may take, whole.  [env: LLM_TIMEOUT; default: 600]",
@@ -143,6 +155,12 @@ def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
             is_flag=True,
             help="Do not read standard input (e.g. inside a `while read` loop).",
         ),
+        click.option(
+            "--raw",
+            is_flag=True,
+            help="With --schema: print the answer as the model wrote it (streamed by `stream`), "
+            "even when it does not match; the exit code still says.",
+        ),
     ]
     return _with_options(func, options)
 
@@ -172,6 +190,56 @@ def cache_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return _with_options(func, options)
 
 
+def attach_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Attachments, for `ask`, `stream` and `chat` (docs/usage.md#attachments)."""
+    options = [
+        click.option(
+            "-a",
+            "--attach",
+            multiple=True,
+            metavar="PATH|URL|-",
+            help="Send a file with the message: a png, jpeg, webp or gif image, a PDF or a text "
+            "file; an http(s) URL; or - for standard input (then not the prompt). Repeatable.",
+        ),
+        click.option(
+            "--attach-type",
+            multiple=True,
+            metavar="TYPE",
+            help="Take the attachments as png, jpeg, webp, gif, pdf or text instead of the type "
+            "read from their bytes: once for every -a, or once per -a in the same order.",
+        ),
+    ]
+    return _with_options(func, options)
+
+
+def attachments(params: dict[str, Any], *, stdin: bool = True) -> list[Any]:
+    """The `-a` files, read now (before anything is sent); `-` reads standard input when
+    `stdin` allows it. A URL must arrive within --timeout, if shorter than 30 seconds."""
+    if not params.get("attach"):
+        if params.get("attach_type"):
+            raise errors.UsageError("--attach-type without -a/--attach")
+        return []
+    from llmcli import attach
+
+    timeout = min(params.get("timeout") or attach.FETCH_TIMEOUT, attach.FETCH_TIMEOUT)
+    return attach.load_all(
+        params["attach"],
+        params["attach_type"],
+        stdin=_stdin_bytes if stdin else None,
+        timeout=timeout,
+    )
+
+
+def _stdin_bytes() -> bytes:
+    stream = sys.stdin
+    if stream is None or stream.closed or stream.isatty():
+        raise errors.UsageError(
+            "-a - attaches standard input, but nothing is piped in",
+            "pipe the file in: cat photo.png | llmcli ask -a - 'Describe it'",
+        )
+    return stream.buffer.read()
+
+
 FLAG_NAMES = (
     "provider",
     "model",
@@ -186,6 +254,8 @@ FLAG_NAMES = (
     "retries",
     "tag",
     "fallback",
+    "schema",
+    "schema_multi",
 )
 
 
@@ -214,22 +284,33 @@ def _conversation(params: dict[str, Any], env: Any, flags: dict[str, Any]) -> tu
 
 
 def _dry_run(call: Any, chain: Any) -> None:
-    from llmcli import pricing
 
     data = call.describe()
     if chain:
         data["fallbacks"] = [c.describe() for c in chain]
     request = call.request
-    text = "\n".join(part for part in [request.system, *(m.text for m in request.messages)] if part)
-    estimated, price = pricing.worst_case(
-        request.provider, request.model, text, request.max_tokens, overrides=call.prices
+    from llmcli import core
+
+    worst = core.estimate(call)
+    estimated, price = worst.input_tokens, worst.price
+    note = (
+        "input tokens estimated offline at about 4 characters per token; "
+        "cost if the answer used all of --max-tokens"
     )
+    files = [a for m in request.messages for a in m.attachments]
+    if files:
+        from llmcli import attach
+
+        data = attach.elided(data, files)
+        note += "; attachments included: text files as text, images by their size"
+        if worst.uncounted:
+            names = ", ".join(a.name or a.media_type for a in worst.uncounted)
+            note += f" (not counted: {names}, whose tokens cannot be told offline)"
     data["worst_case"] = {
         "input_tokens_estimate": estimated,
         "output_tokens": request.max_tokens,
         "cost_usd": price.usd,
-        "note": "input tokens estimated offline at about 4 characters per token; "
-        "cost if the answer used all of --max-tokens",
+        "note": note,
     }
     render.as_json_out(data, indent=2)
 
@@ -237,24 +318,32 @@ def _dry_run(call: Any, chain: Any) -> None:
 def _run_answer(prompt: tuple[str, ...], params: dict[str, Any], *, stream: bool) -> None:
     from llmcli import cache, core, lifecycle
     from llmcli.journal import Journal, messages_of
-    from llmcli.types import Message
+    from llmcli.types import Message, Text
 
     flags = command_flags(params)
     env = environment()
     caching = cache.resolve(params["cache"], params["no_cache"], env)
-    stdin_text = None if params["no_stdin"] else read_stdin()
+    files = attachments(params, stdin=not params["no_stdin"])
+    # `-a -` is the file: standard input is then not the prompt.
+    piped = params["no_stdin"] or "-" in params["attach"]
+    stdin_text = None if piped else read_stdin()
     message = core.compose_prompt(prompt, stdin_text)
     cid, before = _conversation(params, env, flags)
     history = messages_of(before) if before is not None else []
-    messages = [*history, Message("user", message)]
+    # The files before the words, as Anthropic advises for the best answers.
+    messages = [*history, Message("user", (*files, Text(message)) if files else message)]
     call = core.prepare(messages, flags, env, require_key=not params["dry_run"])
     chain = core.fallbacks(call, flags, env, require_key=not params["dry_run"])
+    request = call.request
+    structured = request.schema is not None
+    if params["raw"] and not structured:
+        raise errors.UsageError("--raw goes with --schema (or LLM_SCHEMA)")
     if params["dry_run"]:
         _dry_run(call, chain)
         return
     journal = Journal(env, enabled=call.settings.log and not params["no_log"])
-    quiet = params["as_json"]
-    request = call.request
+    # Under a schema the answer is printed once checked, unless --raw asks for it as written.
+    quiet = params["as_json"] or (structured and not params["raw"])
     try:
         label = f"waiting for {request.provider} {request.model}" if stream else None
         with render.AnswerWriter(label, quiet=quiet or not stream) as writer:
@@ -278,14 +367,18 @@ def _run_answer(prompt: tuple[str, ...], params: dict[str, Any], *, stream: bool
             )
         response = outcome.response
         if params["as_json"]:
+            extra = {"parsed": response.parsed} if structured else {}
             render.as_json_out(
                 {
                     **response.to_dict(),
+                    **extra,
                     "log_id": outcome.log_id,
                     "conversation_id": cid,
                     "fell_back_from": [f.to_dict() for f in outcome.fell_back_from],
                 }
             )
+        elif structured and not params["raw"] and outcome.problem is None:
+            render.structured(response.parsed)
         render.finish_warnings(response, request.max_tokens)
         if params["usage"]:
             line = render.usage_line(response)
@@ -314,6 +407,7 @@ def _fallback_line(notice: Any, writer: Any) -> None:
 @click.command(context_settings=CONTEXT)
 @click.argument("prompt", nargs=-1)
 @model_options
+@attach_options
 @output_options
 @cache_options
 @click.option(
@@ -330,6 +424,7 @@ def ask(prompt: tuple[str, ...], stream: bool, **params: Any) -> None:
       llmcli ask -p echo "Hello"
       llmcli ask -p anthropic -s "Answer in one line" "What is a monad?"
       cat error.log | llmcli ask "What went wrong?"
+      llmcli ask -p anthropic -a chart.png -a report.pdf "Do these agree?"
       llmcli ask --json -u "Name a prime" | jq .usage
       llmcli ask --cache 7d "Explain git rebase"   # asked again within 7 days: free, instant
     """
@@ -339,6 +434,7 @@ def ask(prompt: tuple[str, ...], stream: bool, **params: Any) -> None:
 @click.command(context_settings=CONTEXT)
 @click.argument("prompt", nargs=-1)
 @model_options
+@attach_options
 @output_options
 @cache_options
 def stream(prompt: tuple[str, ...], **params: Any) -> None:

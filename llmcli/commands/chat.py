@@ -19,7 +19,13 @@ import click
 
 from llmcli import errors, render, startup
 from llmcli.cli import CONTEXT, environment
-from llmcli.commands.answer import command_flags, decode_input, model_options
+from llmcli.commands.answer import (
+    attach_options,
+    attachments,
+    command_flags,
+    decode_input,
+    model_options,
+)
 
 BLOCK = '"""'
 HELP = """\
@@ -32,6 +38,7 @@ Commands:
   /provider [NAME]   show or switch the provider; the conversation carries over
   /usage             tokens and cost of this session so far
   /retry             send the last message again
+  /attach [PATH|URL] attach a file to your next message (alone: list those attached)
 A line with only \"\"\" starts a multi-line message; another \"\"\" line sends it.
 Ctrl-C while a reply streams cancels that reply (it is not kept in the conversation)."""
 
@@ -147,6 +154,8 @@ def _command(session: Any, line: str) -> str | None:
         render.diag(f"new conversation {session.conversation_id}")
     elif name == "usage":
         render.diag(str(session.totals))
+    elif name == "attach":
+        _attach(session, arg)
     elif name == "retry":
         prompt = session.retry_prompt()
         if prompt is None:
@@ -162,6 +171,19 @@ def _command(session: Any, line: str) -> str | None:
     return None
 
 
+def _attach(session: Any, spec: str) -> None:
+    """`/attach PATH`: read and check the file now; it goes with the next message."""
+    if spec:
+        from llmcli import attach
+
+        session.attach(attach.load(spec))
+    for file in session.pending:
+        render.diag(f"attached {file.name} ({file.media_type}, {len(file.data):,} bytes)")
+    render.diag(
+        "it goes with your next message" if session.pending else "nothing attached; /attach PATH"
+    )
+
+
 def _reply(session: Any, text: str, *, interactive: bool = True) -> errors.LlmcliError | None:
     """Send one message and stream its reply; a failure is shown and returned, never raised.
 
@@ -171,8 +193,14 @@ def _reply(session: Any, text: str, *, interactive: bool = True) -> errors.Llmcl
     try:
         call = session.check()
         label = f"waiting for {call.request.provider} {call.request.model}"
+        structured = call.request.schema is not None
         with render.AnswerWriter(label, end_line=True) as writer:
-            outcome = session.send(text, writer.write)
+            # Under a schema a reply is shown once checked, as the JSON it parsed to.
+            outcome = session.send(text, writer.write if not structured else _hold(writer))
+            if structured and outcome.problem is None:
+                from llmcli import schema
+
+                writer.write(schema.dumps(outcome.response.parsed, pretty=terminal_out()))
     except errors.LlmcliError as exc:
         if isinstance(exc, errors.ContextTooLong) and session.history:
             exc.hint = (
@@ -195,6 +223,15 @@ def _reply(session: Any, text: str, *, interactive: bool = True) -> errors.Llmcl
     if outcome.problem is not None:
         render.error(outcome.problem)
     return outcome.problem
+
+
+def _hold(writer: Any) -> Any:
+    """A delivery that prints nothing but ends the waiting indicator (the first piece is in)."""
+    return lambda text: writer.waiting.done()
+
+
+def terminal_out() -> bool:
+    return sys.stdout is not None and sys.stdout.isatty()
 
 
 def _interactive(session: Any, terminal: Terminal) -> None:
@@ -237,6 +274,7 @@ def _piped_lines() -> Iterator[str]:
 
 @click.command(context_settings=CONTEXT)
 @model_options
+@attach_options
 def chat(**params: Any) -> None:
     """Talk with a model, turn after turn; every reply streams as it arrives.
 
@@ -246,6 +284,8 @@ def chat(**params: Any) -> None:
 
     From a pipe, each non-blank line is one message and each reply is printed followed by a
     newline; the exit status is that of the first failed turn, or 0.
+
+    Files given with -a go with the first message; /attach PATH adds one to the next.
 
     \b
     Examples:
@@ -264,6 +304,9 @@ def chat(**params: Any) -> None:
         session = ChatSession.start(
             env, flags, journal, resume=params["continue_"], conversation_id=params["cid"]
         )
+        # Standard input carries the messages: it cannot also be a file (`-a -`).
+        for file in attachments(params, stdin=False):
+            session.attach(file)
         journal.enable(session.check().settings.log and not params["no_log"])
         session.on_retry = lambda notice: render.diag(str(notice))
         if sys.stdin is not None and sys.stdin.isatty():

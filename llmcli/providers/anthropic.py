@@ -7,12 +7,15 @@ arguments of `messages.create()`, so they travel in `extra_body` (wire.md §0.2)
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from llmcli import errors
 from llmcli.providers.base import (
     LIST_TIMEOUT,
+    MB,
+    AttachmentLimits,
     Provider,
     ProviderSpec,
     listed,
@@ -132,11 +135,17 @@ class _Events:
 class AnthropicProvider(Provider):
     """Anthropic Messages (and servers that speak it)."""
 
-    supports = frozenset({"temperature", "top_p", "stop"})
+    supports = frozenset({"temperature", "top_p", "stop", "schema"})
     temperature_range = (0.0, 1.0)
     attachment_types = frozenset(
-        {"image/png", "image/jpeg", "image/webp", "image/gif", "application/pdf"}
+        {"image/png", "image/jpeg", "image/webp", "image/gif", "application/pdf", "text/plain"}
     )
+    # "Vision" (5 MB an image, 100 images a request on 200k-context models) and "PDF
+    # support" (32 MB a request, which counts the base64 form).
+    attachment_limits = AttachmentLimits(
+        max_images=100, max_image_bytes=5 * MB, max_pdf_bytes=32 * MB, max_request_bytes=32 * MB
+    )
+    url_types = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif", "application/pdf"})
 
     def _new_client(self, *, asynchronous: bool) -> Any:
         import anthropic
@@ -152,11 +161,22 @@ class AnthropicProvider(Provider):
 
     def part(self, part: Part) -> dict[str, Any]:
         if isinstance(part, Attachment) and part.media_type in self.attachment_types:
-            source = {"type": "base64", "media_type": part.media_type, "data": part.base64}
+            # Anthropic fetches a URL itself, images and PDFs alike: the request stays small.
+            source: dict[str, Any] = (
+                {"type": "url", "url": part.url}
+                if part.url and part.media_type in self.url_types
+                else {"type": "base64", "media_type": part.media_type, "data": part.base64}
+            )
             if part.media_type == "application/pdf":
-                return {"type": "document", "source": source}
+                block = {"type": "document", "source": source}
+                return {**block, "title": part.name} if part.name else block
             return {"type": "image", "source": source}
         return super().part(part)
+
+    def image_tokens(self, width: int, height: int) -> int | None:
+        # "Vision": about width * height / 750 tokens; a larger image is first scaled down to
+        # about 1.15 megapixels, which is about 1,600 tokens.
+        return min(math.ceil(width * height / 750), 1600)
 
     def params(self, request: Request) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -176,7 +196,21 @@ class AnthropicProvider(Provider):
             sampling["top_p"] = request.top_p
         if sampling:
             params["extra_body"] = sampling
+        if request.schema is not None:
+            from llmcli import schema
+
+            # Structured output, GA: `output_config.format`, no beta header (wire-wave2.md §1.2).
+            sent = schema.for_provider(request.schema)
+            params["output_config"] = {"format": {"type": "json_schema", "schema": sent}}
         return params
+
+    @classmethod
+    def schema_refusal(cls, request: Request) -> errors.UsageError | None:
+        from llmcli import schema
+
+        return schema.model_refusal(
+            "anthropic", request.provider, request.model
+        ) or schema.anthropic_refusal(request.provider, request.schema or "{}")
 
     def complete(self, request: Request) -> Response:
         from llmcli import transport

@@ -25,7 +25,7 @@ from llmcli.secret import Secret, mask, scrub
 from llmcli.types import Attachment, Chunk, Message, Part, Request, Response, Text
 
 # Names used in `Request.options_set()`; a provider lists the ones it can honour.
-ALL_OPTIONS = frozenset({"temperature", "top_p", "stop", "seed", "response_format"})
+ALL_OPTIONS = frozenset({"temperature", "top_p", "stop", "seed", "response_format", "schema"})
 #: Seconds `list_models` waits when no timeout is given.
 LIST_TIMEOUT = 10.0
 #: What an endpoint that needs no key is sent instead (servers without auth ignore it).
@@ -59,6 +59,21 @@ class ProviderSpec(NamedTuple):
         return f"ProviderSpec({fields})"
 
 
+MB = 1024 * 1024
+
+
+class AttachmentLimits(NamedTuple):
+    """What one request may carry, as the provider documents it; checked before anything is
+    sent (`llmcli.attach.check`), because a refusal after an upload of 30 MB costs the user
+    the wait and says less. None = no documented limit."""
+
+    max_images: int | None = None  # images in one request, the whole conversation's
+    max_image_bytes: int | None = None  # the largest image file
+    max_pdf_bytes: int | None = None  # the largest PDF file
+    #: Attachments sent inline, base64-encoded as they travel, in one request (a URL is not).
+    max_request_bytes: int | None = None
+
+
 class Provider:
     """Base class for a protocol. Subclasses set the class attributes and implement the methods."""
 
@@ -73,6 +88,16 @@ class Provider:
     always_finishes: ClassVar[bool] = True
     #: Attachment media types the protocol can send (none until a serializer handles them).
     attachment_types: ClassVar[frozenset[str]] = frozenset()
+    #: The size and count limits of those attachments (docs/usage.md has the table).
+    attachment_limits: ClassVar[AttachmentLimits] = AttachmentLimits()
+    #: Attachment types sent as their URL when they came from one: the provider fetches them.
+    url_types: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def schema_refusal(cls, request: Request) -> errors.UsageError | None:
+        """Why this protocol cannot honour `request.schema` for its model, or None (checked
+        before anything is sent; `llmcli.schema` holds the rules)."""
+        return None
 
     def __init__(
         self, spec: ProviderSpec, api_key: Secret | str | None = None, base_url: str | None = None
@@ -204,6 +229,11 @@ class Provider:
         """
         raise NotImplementedError
 
+    def image_tokens(self, width: int, height: int) -> int | None:
+        """Input tokens an image of this size costs at most, by the provider's published
+        formula; None when it has none that holds for every model (`--dry-run` says so)."""
+        return None
+
     def translate_error(self, exc: BaseException) -> errors.LlmcliError | None:
         """Map an exception raised by this provider's SDK to ours; None if it is not an SDK error."""
         return translate_common(self.name, exc, self.key_hint())
@@ -231,7 +261,7 @@ class Provider:
         """The message's content in this protocol's wire shape (a string when it is all text)."""
         if isinstance(message.content, str):
             return message.content
-        return [self.part(part) for part in message.content]
+        return [self.part(part) for part in as_sent(message.content)]
 
     def part(self, part: Part) -> dict[str, Any]:
         """One part in this protocol's wire shape."""
@@ -240,10 +270,46 @@ class Provider:
         raise unsupported_attachment(self.name, part)
 
 
-def unsupported_attachment(provider: str, part: Attachment) -> errors.UsageError:
+TEXT_TYPE = "text/plain"
+
+
+def as_sent(parts: tuple[Part, ...]) -> tuple[Part, ...]:
+    """The parts as every protocol sends them: a text file becomes a text part.
+
+    Text goes as text, not as a binary document: every provider reads it then, and the name
+    around it lets the model tell files apart, and apart from the prompt.
+    """
+    return tuple(
+        Text(f'<file name="{p.name or "attachment"}">\n{p.data.decode("utf-8")}\n</file>')
+        if isinstance(p, Attachment) and p.media_type == TEXT_TYPE
+        else p
+        for p in parts
+    )
+
+
+#: Short names of the media types llmcli attaches, as `--attach-type` spells them.
+TYPE_NAMES = {
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "image/webp": "webp",
+    "image/gif": "gif",
+    "application/pdf": "pdf",
+    TEXT_TYPE: "text",
+}
+
+
+def unsupported_attachment(
+    provider: str, part: Attachment, accepted: frozenset[str] = frozenset()
+) -> errors.UsageError:
+    """The usage error for a type the provider cannot take: never dropped without a word."""
+    order = list(TYPE_NAMES)
+    ranked = sorted(accepted, key=lambda t: (order.index(t) if t in order else len(order), t))
+    takes = ", ".join(TYPE_NAMES.get(t, t) for t in ranked)
     return errors.UsageError(
         f"{provider} cannot take a {part.media_type} attachment{f' ({part.name})' if part.name else ''}",
-        "attach images (png, jpeg, webp, gif) or PDFs, or choose another provider",
+        f"{provider} takes {takes}; convert the file, or choose another provider"
+        if takes
+        else "attach images (png, jpeg, webp, gif), PDFs or text files, or choose another provider",
     )
 
 

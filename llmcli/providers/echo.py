@@ -24,7 +24,8 @@ def _count(text: str | None) -> int:
 
 
 class EchoProvider(Provider):
-    """Repeats the last user message's text; attachments are counted, never read."""
+    """Repeats the last user message's text; attachments are counted, never read (no limits:
+    nothing is sent anywhere)."""
 
     attachment_types = frozenset(
         {"image/png", "image/jpeg", "image/webp", "image/gif", "application/pdf", "text/plain"}

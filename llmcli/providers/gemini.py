@@ -14,8 +14,11 @@ from typing import Any
 from llmcli import errors
 from llmcli.providers.base import (
     LIST_TIMEOUT,
+    MB,
+    AttachmentLimits,
     Provider,
     ProviderSpec,
+    as_sent,
     error_for_status,
     listed,
     malformed,
@@ -184,7 +187,16 @@ class GeminiProvider(Provider):
     temperature_range = (0.0, 2.0)
     max_stop_sequences = 5
     max_seed = 2**31 - 1  # an int32 field in the API
-    attachment_types = frozenset({"image/png", "image/jpeg", "image/webp", "application/pdf"})
+    # No GIF ("Image understanding"). URLs are downloaded and sent inline: `fileData` takes
+    # only the Files API's own URIs (wire-wave2.md §2.3).
+    attachment_types = frozenset(
+        {"image/png", "image/jpeg", "image/webp", "application/pdf", "text/plain"}
+    )
+    # "File input methods": inline data up to 100 MB a request, PDFs up to 50 MB;
+    # 3,600 images a request ("Image understanding").
+    attachment_limits = AttachmentLimits(
+        max_images=3600, max_pdf_bytes=50 * MB, max_request_bytes=100 * MB
+    )
     # google-genai never closes an httpx client it was given, so the provider closes its own.
     _http: Any = None  # the httpx2 client of `_client`
     _async_owner: Any = None  # the Client whose `.aio` is `_async_client`
@@ -233,7 +245,7 @@ class GeminiProvider(Provider):
             await http.aclose()
 
     def content(self, message: Message) -> list[dict[str, Any]]:
-        return [self.part(p) for p in message.parts]
+        return [self.part(p) for p in as_sent(message.parts)]
 
     def part(self, part: Part) -> dict[str, Any]:
         if isinstance(part, Text):
@@ -241,6 +253,15 @@ class GeminiProvider(Provider):
         if isinstance(part, Attachment) and part.media_type in self.attachment_types:
             return {"inline_data": {"mime_type": part.media_type, "data": part.base64}}
         return super().part(part)
+
+    def image_tokens(self, width: int, height: int) -> int | None:
+        # "Image understanding": 258 tokens when both sides are at most 384 pixels, else 258
+        # for each 768x768 tile it is cut into.
+        import math
+
+        if width <= 384 and height <= 384:
+            return 258
+        return 258 * math.ceil(width / 768) * math.ceil(height / 768)
 
     def params(self, request: Request) -> dict[str, Any]:
         # Plain dicts (the SDK validates them into its types) keep --dry-run free of the SDK import.
@@ -261,7 +282,20 @@ class GeminiProvider(Provider):
             config["seed"] = request.seed
         if request.response_format == "json":
             config["response_mime_type"] = "application/json"
+        if request.schema is not None:
+            from llmcli import schema
+
+            # JSON Schema goes in `response_json_schema`, sent verbatim; `response_schema` is
+            # Google's own OpenAPI subset, rewritten by the SDK (wire-wave2.md §1.3).
+            config["response_mime_type"] = "application/json"
+            config["response_json_schema"] = schema.for_provider(request.schema)
         return {"model": request.model, "contents": contents, "config": config}
+
+    @classmethod
+    def schema_refusal(cls, request: Request) -> errors.UsageError | None:
+        from llmcli import schema
+
+        return schema.model_refusal("gemini", request.provider, request.model)
 
     def _call(self, request: Request) -> dict[str, Any]:
         params = self.params(request)

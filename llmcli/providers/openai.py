@@ -8,6 +8,8 @@ from typing import Any
 from llmcli import errors
 from llmcli.providers.base import (
     LIST_TIMEOUT,
+    MB,
+    AttachmentLimits,
     Provider,
     ProviderSpec,
     listed,
@@ -77,6 +79,22 @@ def _reply(reply: Any, provider: str, model: str) -> Response:
     )
 
 
+def _json_schema(schema_text: str) -> dict[str, Any]:
+    """`response_format` for a schema: strict when strict mode takes it (wire-wave2.md §1.1),
+    otherwise the schema still guides the model and llmcli's own check decides."""
+    from llmcli import schema
+
+    sent = schema.for_provider(schema_text)
+    return {
+        "type": "json_schema",
+        "json_schema": {
+            "name": schema.openai_name(sent),
+            "schema": sent,
+            "strict": not schema.openai_strict_problems(sent),
+        },
+    }
+
+
 class _Chunks:
     """Chat completion chunks to our chunks (one rule for the sync and async streams).
 
@@ -115,8 +133,15 @@ class OpenAIProvider(Provider):
     temperature_range = (0.0, 2.0)
     max_stop_sequences = 4
     attachment_types = frozenset(
-        {"image/png", "image/jpeg", "image/webp", "image/gif", "application/pdf"}
+        {"image/png", "image/jpeg", "image/webp", "image/gif", "application/pdf", "text/plain"}
     )
+    # "Images and vision" (20 MB an image, 500 images and 50 MB of them a request); "File
+    # inputs" (PDFs: 32 MB of files a request).
+    attachment_limits = AttachmentLimits(
+        max_images=500, max_image_bytes=20 * MB, max_pdf_bytes=32 * MB, max_request_bytes=50 * MB
+    )
+    # It fetches image URLs itself; Chat Completions takes no PDF by URL (wire-wave2.md §2.1).
+    url_types = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
 
     def _new_client(self, *, asynchronous: bool) -> Any:
         import openai
@@ -133,6 +158,8 @@ class OpenAIProvider(Provider):
         if isinstance(part, Attachment):
             url = f"data:{part.media_type};base64,{part.base64}"
             if part.media_type.startswith("image/") and part.media_type in self.attachment_types:
+                if part.url and part.media_type in self.url_types:
+                    url = part.url  # fetched by OpenAI: the request stays small
                 return {"type": "image_url", "image_url": {"url": url}}
             if part.media_type == "application/pdf":
                 return {
@@ -165,7 +192,19 @@ class OpenAIProvider(Provider):
             params["seed"] = request.seed
         if request.response_format == "json":
             params["response_format"] = {"type": "json_object"}
+        if request.schema is not None:
+            params["response_format"] = _json_schema(request.schema)
         return params
+
+    @classmethod
+    def schema_refusal(cls, request: Request) -> errors.UsageError | None:
+        from llmcli import schema
+
+        # Only OpenAI's own models are known by name; a named endpoint is sent the schema as
+        # OpenAI would be, and its server decides.
+        if request.provider != "openai":
+            return None
+        return schema.model_refusal("openai", request.provider, request.model)
 
     def _stream_params(self, request: Request) -> dict[str, Any]:
         # Without include_usage no chunk carries token counts (wire.md §5).
