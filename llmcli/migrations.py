@@ -10,6 +10,8 @@ knows. A backend applies `migrations(dialect)` in order and records how far it g
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 # A call whose cost is unknown: it has no price, and it may have been billed. A request that failed
 # before producing anything (no usage, no text) is not billed by the providers, so it is not counted.
 UNPRICED = "cost_usd IS NULL AND NOT (status = 'error' AND input_tokens IS NULL AND COALESCE(answer, '') = '')"
@@ -250,19 +252,14 @@ def migrations(dialect: str) -> tuple[str, ...]:
     return tuple(template.format(**words) for template in _TEMPLATES)
 
 
-def statements(migration: str, dialect: str) -> list[str]:
-    """A migration's statements, one by one. A trigger's body holds `;` of its own: SQLite's
-    ends with its `END;` (`sqlite3.complete_statement`), PostgreSQL's is quoted by `$$`."""
-    import sqlite3
-
+def statements(migration: str, complete: Callable[[str], bool]) -> list[str]:
+    """A migration's statements, one by one. A trigger's body holds `;` of its own, so a piece
+    ending in `;` is a whole statement only when the backend's `complete` says so (SQLite:
+    `sqlite3.complete_statement`, which knows `BEGIN ... END;`; PostgreSQL: `outside_dollars`)."""
     found, pending = [], ""
     for piece in migration.split(";"):
         pending += piece + ";"
-        if dialect == "sqlite":
-            complete = sqlite3.complete_statement(pending)
-        else:
-            complete = pending.count("$$") % 2 == 0
-        if not complete:
+        if not complete(pending):
             continue
         if pending.strip(" \n;"):
             found.append(pending.strip().removesuffix(";"))
@@ -270,3 +267,8 @@ def statements(migration: str, dialect: str) -> list[str]:
     if pending.strip(" \n;"):
         raise ValueError(f"an unfinished statement in a migration: {pending.strip()[:80]}")
     return found
+
+
+def outside_dollars(sql: str) -> bool:
+    """Whether `sql` ends outside a `$$`-quoted body (PostgreSQL's function bodies)."""
+    return sql.count("$$") % 2 == 0

@@ -141,7 +141,9 @@ class PgStore(SqlLog):
             from llmcli.calllog import utc_now
 
             for number in range(current + 1, target + 1):
-                for statement in migrations.statements(MIGRATIONS[number - 1], "postgresql"):
+                for statement in migrations.statements(
+                    MIGRATIONS[number - 1], migrations.outside_dollars
+                ):
                     self.conn.execute(statement)
                 self._run(
                     "INSERT INTO llmcli_schema (version, applied) VALUES (?, ?)",

@@ -113,7 +113,9 @@ class Store(SqlLog):
         with self.transaction() as db:
             current = db.execute("PRAGMA user_version").fetchone()[0]  # re-read under the lock
             for number in range(current + 1, target + 1):
-                for statement in migrations.statements(MIGRATIONS[number - 1], "sqlite"):
+                for statement in migrations.statements(
+                    MIGRATIONS[number - 1], sqlite3.complete_statement
+                ):
                     db.execute(statement)
                 db.execute(f"PRAGMA user_version = {number}")
 
