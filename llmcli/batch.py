@@ -372,9 +372,12 @@ def batch_id(out: Path) -> str:
 # --- the output file ---------------------------------------------------------------------------
 
 
-def answered(out: Path) -> tuple[set[str], bool]:
+def answered(out: Path, *, retry_failed: bool = False) -> tuple[set[str], bool]:
     """The ids an earlier run wrote to `out` (the job skips them), and whether a last line cut
-    short by a kill was dropped (the file is truncated to its last complete line)."""
+    short by a kill was dropped (the file is truncated to its last complete line).
+
+    With `retry_failed`, an id whose last line is an error is not done: it is sent again, and
+    its new line, appended, is its result (the last line of an id wins)."""
     done: set[str] = set()
     try:
         handle = out.open("rb+")
@@ -395,7 +398,10 @@ def answered(out: Path) -> tuple[set[str], bool]:
                     f"{out} line {number} is not a result line of llmcli batch",
                     "name another output file with -o",
                 ) from None
-            done.add(key)
+            if retry_failed and "error" in data:
+                done.discard(key)
+            else:
+                done.add(key)
             good_end = handle.tell()
         size = handle.seek(0, os.SEEK_END)
         if size != good_end:

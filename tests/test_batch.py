@@ -315,3 +315,47 @@ def test_help_and_ask_do_not_load_the_batch_job():
     for args in (["--help"], ["batch", "--help"], ["batch", "run", "--help"],
                  ["ask", "-p", "echo", "hi"]):  # fmt: skip
         assert "llmcli.batch" not in _modules_loaded(*args), args
+
+
+def test_a_progress_line_on_a_terminal_and_only_the_summary_on_a_pipe(cli, echo, tmp_path):
+    import pexpect
+
+    source = jsonl(tmp_path / "in.jsonl", [{"id": n, "prompt": f"line {n}"} for n in range(5)])
+    out = tmp_path / "out.jsonl"
+    child = pexpect.spawn(LLMCLI, ["batch", "run", str(source), "-o", str(out), "-p", "openai"],
+                          env=base_env(echo), timeout=20, cwd=str(tmp_path), encoding="utf-8")  # fmt: skip
+    try:
+        child.expect_exact("5/5 · 0 failed · ")  # the last redraw: done/total, failures, ...
+        child.expect_exact(" tokens · $")
+        child.expect_exact("/s · ETA ")
+        child.expect_exact("\r\x1b[K")  # erased before the summary
+        child.expect_exact("5 answered, 0 failed")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+
+    r = cli("batch", "run", str(source), "-o", str(tmp_path / "again.jsonl"), "-p", "openai")
+    assert r.code == 0 and "\x1b" not in r.err and "5/5" not in r.err
+    assert r.err.count("\n") == 1
+
+
+def test_retry_failed_sends_only_the_failed_lines_again(cli, fake, tmp_path):
+    fake.set_default(Reply(echo=True))
+    fake.script("openai", Reply(echo=True), Reply(status=400), Reply(echo=True))
+    source = jsonl(tmp_path / "in.jsonl", [{"id": n, "prompt": f"line {n}"} for n in range(3)])
+    out = tmp_path / "out.jsonl"
+    args = ("batch", "run", str(source), "-o", str(out), "-p", "openai", "--concurrency", "1")
+    r = cli(*args)
+    assert r.code == 8 and "--retry-failed" in r.err
+
+    r = cli(*args)  # a plain resumption: every id has its line, nothing is sent
+    assert r.code == 0 and len(fake.requests_for("openai")) == 3
+
+    r = cli(*args, "--retry-failed")
+
+    assert r.code == 0, r.err
+    assert prompts_sent(fake) == Counter({"line 0": 1, "line 1": 2, "line 2": 1})
+    assert [(row["id"], "error" in row) for row in results(out)] == [
+        (0, False), (1, True), (2, False), (1, False)
+    ]  # fmt: skip

@@ -69,6 +69,12 @@ def batch() -> None:
     "as --dry-run estimates it); exit 10.",
 )
 @click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Send again the lines whose result in the output is an error (the new line is "
+    "appended; the last line of an id is its result).",
+)
+@click.option(
     "--skip-bad", is_flag=True, help="Send the good lines when some are bad (and list the bad)."
 )
 @click.option(
@@ -145,7 +151,7 @@ def run(file: Path, output: Path, **params: Any) -> None:
     flags.update(timeout=params["timeout"], retries=params["retries"], tag=params["tag"])
     caching = cache.resolve(params["cache"], params["no_cache"], env)
 
-    done, cut = job_module.answered(output)
+    done, cut = job_module.answered(output, retry_failed=params["retry_failed"])
     checked = job_module.check(source, flags, env, done)
     if checked.bad:
         _report_bad(file, checked.bad, skipping=params["skip_bad"])
@@ -189,7 +195,7 @@ def run(file: Path, output: Path, **params: Any) -> None:
         raise errors.IncompleteAnswer(
             f"{progress.failed} of {progress.done} lines failed (ids {shown}{more}); "
             f'their lines in {output} have an "error"',
-            f"jq 'select(.error)' {output} shows them",
+            "run the same command with --retry-failed to send them again",
         )
 
 
