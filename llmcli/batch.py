@@ -457,6 +457,31 @@ def result_line(
 # --- adaptive concurrency ------------------------------------------------------------------------
 
 
+class Wakeup:
+    """Waiters for a condition that synchronous code changes: `notify` wakes them to look
+    again. Not asyncio.Condition, whose lock would make releasing a slot an `await`, which a
+    cancelled task's `finally` might not get through."""
+
+    def __init__(self) -> None:
+        self._waiters: list[asyncio.Future[None]] = []
+
+    async def wait_for(self, ready: Callable[[], bool]) -> None:
+        while not ready():
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+
+    def notify(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
 class Limiter:
     """How many calls may be in flight: halved on a rate limit, one more after a run of
     successes, never above `ceiling` nor below 1.
@@ -471,19 +496,17 @@ class Limiter:
         self.generation = 0
         self.streak = 0
         self.on_change = on_change
-        self._changed = asyncio.Condition()
+        self._free = Wakeup()
 
     async def acquire(self) -> int:
         """Wait for a free slot; returns the generation the call starts in."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.active < self.limit)
-            self.active += 1
+        await self._free.wait_for(lambda: self.active < self.limit)
+        self.active += 1
         return self.generation
 
-    async def release(self) -> None:
-        async with self._changed:
-            self.active -= 1
-            self._changed.notify_all()
+    def release(self) -> None:
+        self.active -= 1
+        self._free.notify()
 
     def rate_limited(self, generation: int) -> int:
         """A call of `generation` was rate limited; returns the generation it is now in."""
@@ -495,15 +518,14 @@ class Limiter:
                 self.on_change(self.limit, "rate limited")
         return self.generation
 
-    async def succeeded(self) -> None:
+    def succeeded(self) -> None:
         self.streak += 1
         if self.limit < self.ceiling and self.streak >= min(self.limit, RECOVERY_RUN):
             self.streak = 0
             self.limit += 1
             if self.on_change:
                 self.on_change(self.limit, "recovering")
-            async with self._changed:
-                self._changed.notify_all()
+            self._free.notify()
 
 
 # --- the job ---------------------------------------------------------------------------------------
@@ -612,6 +634,7 @@ class Job:
             self.signal = signum
             for task in self._tasks:
                 task.cancel()
+            self._window.notify()  # a feeder waiting for --ordered's window looks again
 
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
@@ -622,7 +645,7 @@ class Job:
         self.limiter = Limiter(self.concurrency, self._limit_changed)
         self._pending: dict[int, dict[str, Any]] = {}  # --ordered: finished, waiting their turn
         self._next = 0  # --ordered: the sequence number to write next
-        self._window = asyncio.Condition()
+        self._window = Wakeup()  # --ordered: the feeder waits for the oldest answer
         try:
             with self.out.open("a", encoding="utf-8") as self._handle:
                 await self._feed()
@@ -652,18 +675,17 @@ class Job:
                 return
             call = prepare(item, self.flags, self.env, require_key=True)
             if self.ordered:
-                async with self._window:
-                    # Finished answers wait for an earlier slow one: only so many.
-                    await self._window.wait_for(
-                        lambda n=sequence: n - self._next < 4 * self.concurrency or self._stopping
-                    )
+                # Finished answers wait for an earlier slow one: only so many.
+                await self._window.wait_for(
+                    lambda n=sequence: n - self._next < 4 * self.concurrency or self._stopping
+                )
             generation = await self.limiter.acquire()
             if self._stopping:
-                await self.limiter.release()
+                self.limiter.release()
                 return
             worst = self._afford(call)
             if worst is None:
-                await self.limiter.release()
+                self.limiter.release()
                 return
             self.reserved += worst
             task = asyncio.create_task(self._one(item, call, worst, generation, sequence))
@@ -720,7 +742,7 @@ class Job:
                 cache=self.cache,
             )  # fmt: skip
             line = result_line(item, call, outcome)
-            await limiter.succeeded()
+            limiter.succeeded()
         except FATAL as exc:
             if self.stop_error is None:
                 self.stop_error = exc
@@ -732,11 +754,14 @@ class Job:
                 limiter.rate_limited(state["generation"])
             line = result_line(item, call, error=exc)
         finally:
+            # Nothing awaited here: a task cancelled now still writes the answer it paid for.
             self.reserved -= worst
-            await limiter.release()
+            limiter.release()
             if line is not None:
                 self._count(item, line)
                 self._write(sequence, line)
+            if self._stopping:
+                self._window.notify()
 
     def _count(self, item: Item, line: dict[str, Any]) -> None:
         self.done += 1
@@ -773,11 +798,7 @@ class Job:
         if force:
             for sequence in sorted(self._pending):
                 self._emit(self._pending.pop(sequence))
-        asyncio.get_running_loop().create_task(self._wake_feeder())
-
-    async def _wake_feeder(self) -> None:
-        async with self._window:
-            self._window.notify_all()
+        self._window.notify()
 
     def _emit(self, line: dict[str, Any]) -> None:
         handle: IO[str] = self._handle

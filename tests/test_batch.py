@@ -359,3 +359,24 @@ def test_retry_failed_sends_only_the_failed_lines_again(cli, fake, tmp_path):
     assert [(row["id"], "error" in row) for row in results(out)] == [
         (0, False), (1, True), (2, False), (1, False)
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+def test_answers_that_finish_out_of_order_keep_their_ids(cli, fake, tmp_path, ordered):
+    fake.set_default(Reply(echo=True))
+    fake.script("openai", Reply(echo=True, delay=0.6))  # the first to arrive answers last
+    source = jsonl(tmp_path / "in.jsonl", [{"id": f"k{n}", "prompt": f"p{n}"} for n in range(6)])
+    out = tmp_path / "out.jsonl"
+
+    r = cli("batch", "run", str(source), "-o", str(out), "-p", "openai", "--concurrency", "3",
+            *(["--ordered"] if ordered else []))  # fmt: skip
+
+    assert r.code == 0, r.err
+    rows = results(out)
+    assert all(row["content"] == "p" + row["id"][1:] for row in rows)
+    order = [row["id"] for row in rows]
+    slow = "k" + fake.requests_for("openai")[0].body["messages"][-1]["content"][1:]
+    if ordered:
+        assert order == [f"k{n}" for n in range(6)]
+    else:
+        assert order[-1] == slow
