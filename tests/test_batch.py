@@ -380,3 +380,30 @@ def test_answers_that_finish_out_of_order_keep_their_ids(cli, fake, tmp_path, or
         assert order == [f"k{n}" for n in range(6)]
     else:
         assert order[-1] == slow
+
+
+def test_the_cache_answers_a_second_job_with_the_same_prompts_for_free(cli, echo, tmp_path):
+    source = jsonl(tmp_path / "in.jsonl", [{"id": n, "prompt": f"line {n}"} for n in range(3)])
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    r = cli("batch", "run", str(source), "-o", str(first), "-p", "openai", "--cache", "1h")
+    assert r.code == 0, r.err
+    assert len(echo.requests_for("openai")) == 3
+
+    r = cli("batch", "run", str(source), "-o", str(second), "-p", "openai", "--cache", "1h")
+
+    assert r.code == 0, r.err
+    assert len(echo.requests_for("openai")) == 3  # nothing sent the second time
+    assert {row["id"]: (row["content"], row["cost_usd"]) for row in results(second)} == {
+        n: (f"line {n}", 0) for n in range(3)
+    }
+
+
+def test_an_output_file_that_is_not_a_batch_result_is_refused(cli, echo, tmp_path):
+    source = jsonl(tmp_path / "in.jsonl", [{"id": 1, "prompt": "hi"}])
+    out = tmp_path / "notes.txt"
+    out.write_text("my notes\n", encoding="utf-8")
+
+    r = cli("batch", "run", str(source), "-o", str(out), "-p", "openai")
+
+    assert r.code == 2 and "notes.txt line 1 is not a result line" in r.err
+    assert out.read_text() == "my notes\n" and echo.requests == []

@@ -137,6 +137,8 @@ def run(file: Path, output: Path, **params: Any) -> None:
             )
     if output.resolve() == file.resolve():
         raise errors.UsageError("-o names the input file", "write the answers to another file")
+    if not output.resolve().parent.is_dir():
+        raise errors.UsageError(f"-o {output}: no folder {output.parent}")
     source = job_module.Source(
         file,
         params["form"],
