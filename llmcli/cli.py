@@ -96,6 +96,7 @@ class PipeClosed(Exception):
 # only when the command runs or help lists it (Click's lazy-loading pattern).
 COMMANDS: dict[str, str] = {
     "ask": "llmcli.commands.answer:ask",
+    "batch": "llmcli.commands.batch:batch",
     "cache": "llmcli.commands.cache:cache",
     "stream": "llmcli.commands.answer:stream",
     "chat": "llmcli.commands.chat:chat",

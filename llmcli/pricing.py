@@ -12,6 +12,7 @@ loaded pydantic, which it shares, so pricing adds tens of milliseconds, not hund
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -105,7 +106,10 @@ def load_overrides(path: Path) -> dict[tuple[str, str], Override]:
     return overrides
 
 
+@functools.lru_cache(maxsize=1)
 def genai_prices_version() -> str:
+    """Read once per process: the package metadata lookup costs about a millisecond, which a
+    batch job would pay on every answer."""
     from importlib.metadata import version
 
     return f"genai-prices {version('genai-prices')}"

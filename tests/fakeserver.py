@@ -97,7 +97,7 @@ import traceback
 import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -209,6 +209,11 @@ class Reply:
             is not valid JSON, right after the first text chunk.
         gate: the server waits (at most 10 s) on this event before the final text chunk, so a
             test can prove earlier chunks reached the user before the stream finished.
+
+    Echo:
+        echo: the answer (``text``) is the text of the request's last message, so a test of
+            many concurrent requests can tell which answer belongs to which prompt. With
+            ``FakeServer.set_default(Reply(echo=True))`` every unscripted request echoes.
     """
 
     text: str = "Hello from the fake server."
@@ -240,6 +245,7 @@ class Reply:
     gate: threading.Event | None = None
     body: bytes | None = None
     content_type: str | None = None
+    echo: bool = False
 
     def __post_init__(self) -> None:
         # Fail at scripting time, not as a confusing SDK error inside some subprocess.
@@ -344,6 +350,7 @@ class FakeServer:
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._default: Reply | None = None
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -420,6 +427,14 @@ class FakeServer:
         with self._lock:
             self._queues.setdefault((provider, prefix), deque()).extend(replies)
 
+    def set_default(self, reply: Reply | None) -> None:
+        """The reply for a request with nothing scripted (``None``: ``Reply()``), until
+        ``reset``; e.g. ``Reply(echo=True)``, or a ``delay`` for every request."""
+        if reply is not None and not isinstance(reply, Reply):
+            raise TypeError(f"expected Reply, got {type(reply).__name__}")
+        with self._lock:
+            self._default = reply
+
     def pending(self, provider: str | None = None, prefix: str | None = None) -> int:
         """How many scripted replies are still unused (for one provider, or all; for one
         path prefix, or every one)."""
@@ -456,6 +471,7 @@ class FakeServer:
             self._queues = {(p, ""): deque() for p in PROVIDERS}
             self._requests = []
             self._errors = []
+            self._default = None
 
     def wait_idle(self, timeout: float = 5.0) -> bool:
         """Wait until every recorded request has finished; False on timeout.
@@ -475,7 +491,7 @@ class FakeServer:
                 queue = self._queues.get(key)
                 if queue:
                     return queue.popleft()
-            return Reply()
+            return self._default or Reply()
 
     def _note_error(self, text: str) -> None:
         with self._lock:
@@ -874,6 +890,8 @@ class _Exchange:
         self.created = int(time.time())
         self.body: dict[str, Any] = rec.body if isinstance(rec.body, dict) else {}
         self._gemini_response_id = ""
+        if reply.echo:
+            self.reply = replace(reply, text=_last_message_text(self.body), echo=False)
 
     # --- top level ----------------------------------------------------------------------------
 
@@ -1721,6 +1739,17 @@ def decode_base64(data: object, *, url_safe: bool = True) -> bytes | None:
         return base64.b64decode(text, validate=True)
     except ValueError:
         return None
+
+
+def _last_message_text(body: dict[str, Any]) -> str:
+    """The text of a request's last message, in any of the three providers' formats."""
+    messages = body.get("messages") or body.get("contents") or []
+    last = messages[-1] if isinstance(messages, list) and messages else {}
+    content = last.get("content", last.get("parts")) if isinstance(last, dict) else None
+    if isinstance(content, str):
+        return content
+    parts = content if isinstance(content, list) else []
+    return "".join(p.get("text", "") for p in parts if isinstance(p, dict))
 
 
 def _quoted(names: Iterable[str]) -> str:
