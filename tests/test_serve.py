@@ -218,6 +218,17 @@ def test_refuses_a_network_address_without_a_token():
     assert result.err.startswith("Error: refusing to serve on 0.0.0.0 without LLMCLI_SERVE_TOKEN")
 
 
+def test_a_port_in_use_is_a_clear_error():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--port", str(port), timeout=30)
+    assert result.code == 3
+    assert result.out == ""
+    assert f"Error: could not listen on 127.0.0.1:{port}\n" in result.err
+
+
 # --- the OpenAI API ------------------------------------------------------------------------------
 
 

@@ -97,6 +97,26 @@ def check(env: config.Environment, host: str) -> tuple[list[Readiness], str | No
     return found, secret, settings.log
 
 
+def warm(env: config.Environment, ready: list[str]) -> None:
+    """Load now what a provider's first call would: its SDK and the price data.
+
+    Imports run on the event loop's thread: done at a request, they would hold every other
+    request for the second or so an SDK takes to import. Nothing is sent anywhere.
+    """
+    from llmcli import core
+    from llmcli.types import Message, Response, Usage
+
+    for name in ready:
+        if not providers.spec(name).remote:
+            continue  # nothing to load
+        try:
+            call = core.prepare([Message("user", "warm-up")], {"provider": name}, env)
+            call.provider.client()
+            core.priced(call, Response("", name, call.request.model, Usage(1, 1)))
+        except errors.LlmcliError:  # its first request will say what is wrong
+            continue
+
+
 def _log_config(level: str) -> dict[str, Any]:
     """uvicorn's and our lines on stderr, one plain line each (no colours, no tracebacks of
     client errors: those are answered, not crashes)."""
@@ -126,8 +146,10 @@ def worker_app() -> Any:
     from llmcli.serve.state import State
 
     env = environment()
-    ready, secret, log = check(env, os.environ.get("_LLMCLI_SERVE_HOST", "127.0.0.1"))
-    return build(State(env, secret, [r.provider for r in ready if r.ready], log=log))
+    found, secret, log = check(env, os.environ.get("_LLMCLI_SERVE_HOST", "127.0.0.1"))
+    ready = [r.provider for r in found if r.ready]
+    warm(env, ready)
+    return build(State(env, secret, ready, log=log))
 
 
 def start(
@@ -168,13 +190,19 @@ def start(
     from llmcli.serve.app import build
     from llmcli.serve.state import State
 
-    app = build(State(env, secret, [r.provider for r in ready if r.ready], log=log))
+    usable = [r.provider for r in ready if r.ready]
+    warm(env, usable)
+    app = build(State(env, secret, usable, log=log))
     server = _server(uvicorn.Config(app, **common))
     startup.settle()  # a server runs for long: collect again, start-up's objects set aside
-    server.run()
+    try:
+        server.run()
+    except SystemExit:  # uvicorn's way to say it could not bind (its reason is the line above)
+        server.started = False
     if not server.started:
         raise errors.ConfigError(
-            f"could not listen on {host}:{port}", "is another server using that port?"
+            f"could not listen on {host}:{port}",
+            "is another server using that port? choose another with --port",
         )
     return 130 if signal.SIGINT in server.stopped_by else 0
 
