@@ -105,10 +105,18 @@ def load_overrides(path: Path) -> dict[tuple[str, str], Override]:
     return overrides
 
 
-def genai_prices_version() -> str:
-    from importlib.metadata import version
+_version: str | None = None
 
-    return f"genai-prices {version('genai-prices')}"
+
+def genai_prices_version() -> str:
+    """Read once per process: the package metadata lookup scans every installed distribution
+    (about a millisecond), and a server prices every call it serves."""
+    global _version
+    if _version is None:
+        from importlib.metadata import version
+
+        _version = f"genai-prices {version('genai-prices')}"
+    return _version
 
 
 def _calc(provider_id: str, model: str, usage: Usage, when: dt.datetime) -> Decimal | None:
