@@ -103,11 +103,13 @@ def start_server(fake, home: Path, *args: str, **extra: str) -> Served:
     port = free_port()
     env = base_env(fake)
     env.update(
-        LLMCLI_HOME=str(home),
-        LLMCLI_SERVE_TOKEN=TOKEN,
-        LLM_MAX_RETRIES="0",
-        LLM_TIMEOUT=str(TIMEOUT),
-        **extra,
+        {
+            "LLMCLI_HOME": str(home),
+            "LLMCLI_SERVE_TOKEN": TOKEN,
+            "LLM_MAX_RETRIES": "0",
+            "LLM_TIMEOUT": str(TIMEOUT),
+            **extra,
+        }
     )
     # A tag with a budget of nothing: its calls are refused before they are sent (429).
     (home / "config.toml").write_text("[budget]\ntags = { broke = 0 }\n")
@@ -548,6 +550,20 @@ def test_upstream_failures_become_statuses(api, fake, reply, status, code, strea
     for secret in (*KEYS.values(), TOKEN, "Traceback"):
         assert secret not in body.decode()
     assert "Traceback" not in api.stderr
+
+
+def test_a_retry_is_one_line_in_the_server_log(fake, tmp_path):
+    served = start_server(fake, tmp_path / "home", LLM_MAX_RETRIES="1")
+    try:
+        fake.script("openai", Reply(status=503, headers={"Retry-After": "0"}), Reply(text="fine"))
+        reply = served.client().chat.completions.create(
+            model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "x"}]
+        )
+        assert reply.choices[0].message.content == "fine"
+        assert "openai: server error (503); retrying in 0.0s (attempt 2 of 2)" in served.stderr
+        assert reply.model_extra["llmcli"]["attempts"] == 2
+    finally:
+        stop_server(served)
 
 
 def test_the_sdk_raises_its_own_errors(api, fake):

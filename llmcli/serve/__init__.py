@@ -127,8 +127,13 @@ def _log_config(level: str) -> dict[str, Any]:
         "formatters": {"plain": {"format": "%(message)s"}},
         "handlers": {"stderr": handler},
         "loggers": {
-            name: {"handlers": ["stderr"], "level": level, "propagate": False}
-            for name in ("uvicorn", "uvicorn.error", "llmcli.serve")
+            # uvicorn's start and stop chatter stays out; our retry and fallback lines, one per
+            # event as `ask` prints them, stay in.
+            **{
+                name: {"handlers": ["stderr"], "level": level, "propagate": False}
+                for name in ("uvicorn", "uvicorn.error")
+            },
+            "llmcli.serve": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
         },
     }
 
