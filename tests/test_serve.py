@@ -715,3 +715,33 @@ def test_sigterm_cuts_what_outlives_the_grace_and_logs_it(fake, tmp_path):
         assert row["answer"].startswith(" w0")
     finally:
         stop_server(served)
+
+
+def test_workers_serve_and_stop_cleanly(fake, tmp_path):
+    served = start_server(fake, tmp_path / "home", "--workers", "2")
+    try:
+        for n in range(4):
+            reply = served.client().chat.completions.create(
+                model="echo/echo", messages=[{"role": "user", "content": f"call {n}"}]
+            )
+            assert reply.choices[0].message.content == f"call {n}"
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(20) == 0
+        assert {r["answer"] for r in served.rows()} == {f"call {n}" for n in range(4)}
+        assert "Traceback" not in served.stderr
+    finally:
+        stop_server(served)
+
+
+def test_json_schema_response_format_is_sent_as_structured_output(api, fake):
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+    fake.script("openai", Reply(text='{"name": "Ada"}'))
+    reply = api.client().chat.completions.create(
+        model="openai/gpt-4o-mini",
+        messages=[{"role": "user", "content": "Invent a person"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "p", "schema": schema}},
+    )
+    assert json.loads(reply.choices[0].message.content) == {"name": "Ada"}
+    sent = fake.requests_for("openai")[0].body["response_format"]
+    assert sent["type"] == "json_schema"
+    assert sent["json_schema"]["schema"]["required"] == ["name"]
