@@ -106,6 +106,7 @@ COMMANDS: dict[str, str] = {
     "logs": "llmcli.commands.log:logs",
     "models": "llmcli.commands.models:models",
     "schema": "llmcli.commands.schema:schema",
+    "serve": "llmcli.commands.serve:serve",
 }
 
 

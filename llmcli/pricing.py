@@ -108,8 +108,8 @@ def load_overrides(path: Path) -> dict[tuple[str, str], Override]:
 
 @functools.lru_cache(maxsize=1)
 def genai_prices_version() -> str:
-    """Read once per process: the package metadata lookup costs about a millisecond, which a
-    batch job would pay on every answer."""
+    """Read once per process: the package metadata lookup scans every installed distribution
+    (about a millisecond), which a batch job or a server would pay on every answer."""
     from importlib.metadata import version
 
     return f"genai-prices {version('genai-prices')}"

@@ -68,6 +68,18 @@ def test_only_the_sqlite_backend_imports_sqlite3(path):
         assert "sqlite3" not in _imports(path)
 
 
+def test_only_the_serve_command_imports_the_server():
+    """The server is an outer layer: the core never reaches up into it, and of the commands only
+    `serve` starts it (so no other command pays for loading FastAPI)."""
+    for path in PACKAGE.rglob("*.py"):
+        if path.parent.name == "serve" or path == PACKAGE / "commands" / "serve.py":
+            continue
+        found = {m for m in _imports(path) if m.split(".")[:2] == ["llmcli", "serve"]}
+        assert not found, path
+        web = {m for m in _imports(path) if m.split(".")[0] in ("fastapi", "uvicorn", "starlette")}
+        assert not web, path
+
+
 def _modules_loaded(*args: str) -> set[str]:
     """Run the CLI in a fresh interpreter and list the modules it had loaded when it finished."""
     code = (
@@ -92,7 +104,9 @@ def _modules_loaded(*args: str) -> set[str]:
 
 PROVIDER_SDKS = {"openai", "anthropic", "google.genai"}
 # What each command may not load: a provider SDK it does not call, and libraries it does not need.
-LIGHT = PROVIDER_SDKS | {"httpx2", "pydantic", "genai_prices", "tabulate"}
+# The web server's libraries load for `serve` alone.
+WEB = {"fastapi", "uvicorn", "starlette", "llmcli.serve"}
+LIGHT = PROVIDER_SDKS | WEB | {"httpx2", "pydantic", "genai_prices", "tabulate"}
 STARTUP_CASES = [
     (["--help"], LIGHT | {"sqlite3", "dotenv"}),
     (["ask", "--help"], LIGHT | {"sqlite3", "dotenv"}),
@@ -110,8 +124,9 @@ STARTUP_CASES = [
     (["models", "--help"], LIGHT | {"sqlite3", "dotenv"}),
     # `models` prices with genai-prices, whose import loads pydantic and httpx2 (for its optional
     # price updates, never asked for): allowed. No provider SDK, and nothing that sends a request.
-    (["models"], PROVIDER_SDKS | {"llmcli.transport", "tabulate", "sqlite3"}),
+    (["models"], PROVIDER_SDKS | WEB | {"llmcli.transport", "tabulate", "sqlite3"}),
     (["models", "-p", "echo"], LIGHT | {"llmcli.transport", "sqlite3"}),  # nothing to price
+    (["serve", "--help"], LIGHT | {"sqlite3", "dotenv"}),
 ]
 
 

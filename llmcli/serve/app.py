@@ -1,0 +1,332 @@
+"""The HTTP application: routes, auth, and one call's life from a request to its last byte.
+
+Every call goes through `lifecycle.arun`, the command line's own path (retries, pricing, budgets,
+fallbacks, the log) on the providers' async SDK clients, which `providers.connect` keeps, one
+per provider and event loop, so requests reuse their connections and the loop never waits on a
+synchronous SDK call.
+
+A response is written by `CallResponse`, not Starlette's `StreamingResponse`, for two reasons:
+its status is chosen only when the first token (or the error before it) is known, so a rate
+limit before any text is a real 429 rather than an error inside a 200 stream; and it watches for
+the client going away, then cancels the call at once: `arun` closes the upstream stream and logs
+the call `interrupted` with the text that had arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from llmcli import core, lifecycle
+from llmcli.journal import new_conversation_id
+from llmcli.serve import wire
+from llmcli.serve.state import State
+
+log = logging.getLogger("llmcli.serve")
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # nginx would otherwise hold the tokens back
+]
+
+
+def error_response(error: wire.ApiError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+async def _send_error(send: Send, error: wire.ApiError) -> None:
+    await error_response(error)({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> dict[str, Any]:  # a JSONResponse never reads
+    return {"type": "http.disconnect"}
+
+
+async def _body(send: Send, data: bytes, more: bool = True) -> None:
+    await send({"type": "http.response.body", "body": data, "more_body": more})
+
+
+class CallResponse(Response):
+    """Runs `produce(send)` and cancels it the moment the client disconnects."""
+
+    def __init__(self, produce: Callable[[Send], Awaitable[None]]) -> None:
+        self.produce = produce
+        self.background = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        work = asyncio.ensure_future(self.produce(send))
+        gone = asyncio.ensure_future(_disconnected(receive))
+        try:
+            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (work, gone):
+                task.cancel()
+            # The call records itself as interrupted on cancellation: wait for its row.
+            await asyncio.gather(work, gone, return_exceptions=True)
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def build(state: State) -> FastAPI:
+    """The application for one worker's `State`."""
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.llmcli = state
+
+    @app.exception_handler(wire.ApiError)
+    async def api_error(request: Request, exc: wire.ApiError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = "not_found" if exc.status_code == 404 else None
+        return error_response(wire.ApiError(exc.status_code, str(exc.detail), code=code))
+
+    def guarded(route: Callable[[Request], Awaitable[Any]]) -> Callable[[Request], Awaitable[Any]]:
+        """Every failure of a route answered in OpenAI's shape, here: Starlette's own handler
+        for unexpected errors answers, then re-raises, and uvicorn logs a traceback."""
+
+        @functools.wraps(route)
+        async def answer(request: Request) -> Any:
+            try:
+                return await route(request)
+            except Exception as exc:
+                return error_response(_failure(exc))
+
+        return answer
+
+    def authorize(request: Request) -> None:
+        if state.token is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        # compare_digest: how long the comparison takes says nothing about the token.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode("utf-8", "replace"), state.token
+        ):
+            raise wire.ApiError(
+                401,
+                "missing or wrong token: send Authorization: Bearer <LLMCLI_SERVE_TOKEN>",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    async def read_json(request: Request) -> dict[str, Any]:
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > wire.MAX_BODY:
+            raise _too_large()
+        pieces, size = [], 0
+        async for piece in request.stream():
+            size += len(piece)
+            if size > wire.MAX_BODY:
+                raise _too_large()
+            pieces.append(piece)
+        return wire.parse_json(b"".join(pieces))
+
+    def tag_of(request: Request, flags: dict[str, Any]) -> None:
+        header = request.headers.get("x-llmcli-tag")
+        if header is not None:
+            flags["tag"] = header
+
+    def prepare(target: wire.Target, messages: Any, flags: dict[str, Any]) -> tuple[Any, Any]:
+        flags = {**flags, "provider": target.provider, "model": target.model}
+        call = core.prepare(messages, flags, state.env)
+        return call, core.fallbacks(call, flags, state.env)
+
+    async def run(call: Any, chain: Any, stream: bool, deliver: Any) -> lifecycle.Outcome:
+        try:
+            return await lifecycle.arun(
+                call,
+                state.journal,
+                conversation_id=new_conversation_id(),
+                stream=stream,
+                deliver=deliver,
+                on_retry=lambda notice: log.info("%s: %s", call.request.provider, notice),
+                fallbacks=chain,
+                on_fallback=lambda notice: log.info("%s", notice),
+            )
+        finally:
+            if state.journal.problem:
+                log.warning("warning: %s", state.journal.problem)
+                state.journal.problem = None
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> HTMLResponse:
+        # Open like /health: a static page with no data; the calls it makes need the token.
+        return HTMLResponse(state.page())
+
+    @app.get("/v1/models")
+    @guarded
+    async def models(request: Request) -> dict[str, Any]:
+        authorize(request)
+        return {
+            "object": "list",
+            "data": [
+                {"id": f"{p}/{m}", "object": "model", "created": 0, "owned_by": p}
+                for p, m in state.models()
+            ],
+        }
+
+    @app.post("/v1/chat/completions")
+    @guarded
+    async def chat_completions(request: Request) -> Any:
+        authorize(request)
+        chat = wire.chat_request(await read_json(request))
+        tag_of(request, chat.flags)
+        call, chain = prepare(chat.target, chat.messages, chat.flags)
+        cid, created = f"chatcmpl-{new_conversation_id()}{new_conversation_id()}", wire.now()
+        if chat.stream:
+            return CallResponse(_chat_stream(run, call, chain, cid, created, chat.include_usage))
+        return CallResponse(_chat_whole(run, call, chain, cid, created))
+
+    @app.post("/stream")
+    @guarded
+    async def stream(request: Request) -> Any:
+        authorize(request)
+        prompt = wire.stream_request(await read_json(request))
+        tag_of(request, prompt.flags)
+        call, chain = prepare(prompt.target, prompt.messages, prompt.flags)
+        return CallResponse(_token_stream(run, call, chain))
+
+    return app
+
+
+def _too_large() -> wire.ApiError:
+    return wire.ApiError(
+        413, f"the body is larger than {wire.MAX_BODY // (1024 * 1024)} MB", code="body_too_large"
+    )
+
+
+Runner = Callable[..., Awaitable[lifecycle.Outcome]]
+
+
+def _chat_whole(run: Runner, call: Any, chain: Any, cid: str, created: int) -> Any:
+    async def produce(send: Send) -> None:
+        try:
+            outcome = await run(call, chain, False, None)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await _send_error(send, _failure(exc))
+            return
+        body = wire.completion(cid, created, outcome.response, outcome.log_id)
+        await JSONResponse(body)({"type": "http"}, _no_receive, send)
+
+    return produce
+
+
+class _Opener:
+    """Sends the response's head the first time it is needed: the first token, or the end."""
+
+    def __init__(self, send: Send, first: bytes = b"") -> None:
+        self.send = send
+        self.first = first
+        self.started = False
+
+    async def __call__(self) -> None:
+        if not self.started:
+            self.started = True
+            await self.send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            if self.first:
+                await _body(self.send, self.first)
+
+
+def _chat_stream(
+    run: Runner, call: Any, chain: Any, cid: str, created: int, include_usage: bool
+) -> Any:
+    model = call.request.model
+
+    async def produce(send: Send) -> None:
+        opened = _Opener(
+            send, wire.sse(wire.chunk(cid, created, model, {"role": "assistant", "content": ""}))
+        )
+
+        async def deliver(text: str) -> None:
+            await opened()
+            await _body(send, wire.sse(wire.chunk(cid, created, model, {"content": text})))
+
+        try:
+            outcome = await run(call, chain, True, deliver)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = _failure(exc)
+            if not opened.started:
+                await _send_error(send, error)
+                return
+            await _body(send, wire.sse(error.body()) + wire.sse("[DONE]"), more=False)
+            return
+        await opened()
+        response = outcome.response
+        tail = wire.sse(wire.chunk(cid, created, response.model, {}, wire.finish_reason(response)))
+        if include_usage:
+            last = wire.chunk(cid, created, response.model, {})
+            last["choices"] = []
+            last["usage"] = wire.usage(response.usage)
+            last["llmcli"] = wire.extra(response, outcome.log_id)
+            tail += wire.sse(last)
+        await _body(send, tail + wire.sse("[DONE]"), more=False)
+
+    return produce
+
+
+def _token_stream(run: Runner, call: Any, chain: Any) -> Any:
+    """The tutorial's `/stream`: `{"token"}` events, one summary event, then `[DONE]`."""
+
+    async def produce(send: Send) -> None:
+        opened = _Opener(send)
+
+        async def deliver(text: str) -> None:
+            await opened()
+            await _body(send, wire.sse({"token": text}))
+
+        try:
+            outcome = await run(call, chain, True, deliver)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = _failure(exc)
+            if not opened.started:
+                await _send_error(send, error)
+                return
+            event = {"error": {"type": error.kind, "message": error.message, "code": error.code}}
+            await _body(send, wire.sse(event) + wire.sse("[DONE]"), more=False)
+            return
+        await opened()
+        response = outcome.response
+        summary = {
+            "finish_reason": wire.finish_reason(response),
+            "usage": wire.usage(response.usage),
+            "cost_usd": wire.cost(response),
+            "provider": response.provider,
+            "model": response.model,
+            "log_id": outcome.log_id,
+        }
+        await _body(send, wire.sse(summary) + wire.sse("[DONE]"), more=False)
+
+    return produce
+
+
+def _failure(exc: BaseException) -> wire.ApiError:
+    error = wire.from_error(exc)
+    if error.status >= 500 and error.code is None:
+        log.error("internal error: %s", type(exc).__name__)
+    return error

@@ -1,0 +1,747 @@
+"""`llmcli serve` as its users see it: one real server process for the module, the project's fake
+provider server behind it, the official `openai` SDK (and raw HTTP for `/stream`) in front.
+
+The server is started once (`served`): each test scripts the fake for what it needs. Tests that
+stop a server (SIGTERM) start their own.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import socket
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from tests.conftest import KEYS, LLMCLI, base_env, run_cli
+from tests.fakeserver import Reply
+
+TOKEN = "serve-test-token-0123456789abcdef"
+TIMEOUT = 3  # LLM_TIMEOUT of the server: long enough for a loaded machine, short for the 504 test
+MODELS = {
+    "openai": "gpt-4o-mini",
+    "anthropic": "claude-haiku-4-5",
+    "gemini": "gemini-2.5-flash",
+    "echo": "echo",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Served:
+    """A running `llmcli serve`: its URL, its home (log), its stderr so far."""
+
+    def __init__(self, proc: subprocess.Popen, port: int, home: Path, errfile: Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.home = home
+        self.errfile = errfile
+        self.url = f"http://127.0.0.1:{port}"
+
+    @property
+    def stderr(self) -> str:
+        return self.errfile.read_text("utf-8", "replace")
+
+    def client(self, token: str = TOKEN) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=token, max_retries=0, timeout=20)
+
+    def http(
+        self,
+        method: str,
+        path: str,
+        body: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+        try:
+            sent = {"Authorization": f"Bearer {TOKEN}", **(headers or {})}
+            if isinstance(body, str):
+                body = body.encode()
+            conn.request(method, path, body=body, headers=sent)
+            response = conn.getresponse()
+            return (
+                response.status,
+                {k.lower(): v for k, v in response.getheaders()},
+                response.read(),
+            )
+        finally:
+            conn.close()
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The log, newest first, as `llmcli logs --json` shows it."""
+        env = base_env(keys=False)
+        env["LLMCLI_HOME"] = str(self.home)
+        result = run_cli("logs", "--json", "-n", "200", env=env)
+        assert result.code == 0, result.err
+        return json.loads(result.out)
+
+    def row_where(self, test: Any, timeout: float = 5.0) -> dict[str, Any]:
+        """The newest row passing `test`, waited for (a row lands as its call ends)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [r for r in self.rows() if test(r)]
+            if found or time.monotonic() > deadline:
+                assert found, "no such row in the log"
+                return found[0]
+            time.sleep(0.1)
+
+
+def start_server(fake, home: Path, *args: str, **extra: str) -> Served:
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = base_env(fake)
+    env.update(
+        {
+            "LLMCLI_HOME": str(home),
+            "LLMCLI_SERVE_TOKEN": TOKEN,
+            "LLM_MAX_RETRIES": "0",
+            "LLM_TIMEOUT": str(TIMEOUT),
+            **extra,
+        }
+    )
+    # A tag with a budget of nothing: its calls are refused before they are sent (429).
+    (home / "config.toml").write_text("[budget]\ntags = { broke = 0 }\n")
+    errfile = home / "serve.err"
+    with open(errfile, "wb") as err:
+        proc = subprocess.Popen(
+            [LLMCLI, "serve", "--port", str(port), *args],
+            env=env,
+            cwd=home,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    served = Served(proc, port, home, errfile)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"serve exited {proc.returncode}: {served.stderr}")
+        try:
+            if served.http("GET", "/health")[0] == 200:
+                return served
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"serve did not start: {served.stderr}")
+
+
+def stop_server(served: Served) -> None:
+    if served.proc.poll() is None:
+        served.proc.kill()
+    served.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def served(server, tmp_path_factory):
+    running = start_server(server, tmp_path_factory.mktemp("serve") / "home")
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture
+def api(served, fake):
+    """The module's server, with the fake cleared for this test."""
+    return served
+
+
+# --- start-up -----------------------------------------------------------------------------------
+
+
+def test_start_up_says_which_providers_are_ready_and_where_it_listens(api, server):
+    lines = api.stderr.splitlines()
+    assert lines[0] == f"openai: ready (key from OPENAI_API_KEY, endpoint {server.url}/v1)"
+    assert [line.split(":")[0] for line in lines[:4]] == ["openai", "anthropic", "gemini", "echo"]
+    assert all(": ready (" in line for line in lines[:4])
+    assert lines[3] == "echo: ready (no key needed)"
+    assert lines[4] == f"serving on http://127.0.0.1:{api.port}"
+    assert not any(key in api.stderr for key in KEYS.values())
+
+
+def test_a_provider_without_a_key_is_named_at_start_and_answered_404(fake, tmp_path):
+    env = base_env(fake)
+    del env["ANTHROPIC_API_KEY"]
+    port = free_port()
+    proc = subprocess.Popen(
+        [LLMCLI, "serve", "--port", str(port)],
+        env={**env, "LLMCLI_HOME": str(tmp_path / "h")},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    served = Served(proc, port, tmp_path / "h", tmp_path / "none")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if served.http("GET", "/health")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.05)
+        status, _, body = served.http(
+            "POST",
+            "/v1/chat/completions",
+            json.dumps(
+                {
+                    "model": "anthropic/claude-haiku-4-5",
+                    "messages": [{"role": "user", "content": "hi"}],
+                }
+            ),
+        )
+        assert status == 404
+        assert json.loads(body)["error"]["code"] == "provider_not_configured"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0
+    assert out == ""
+    assert (
+        "anthropic: not available (Missing required environment variable: ANTHROPIC_API_KEY)" in err
+    )
+    assert fake.requests_for("anthropic") == []
+
+
+def test_refuses_a_network_address_without_a_token():
+    result = run_cli("serve", "--host", "0.0.0.0", "--port", str(free_port()), timeout=30)
+    assert result.code == 3
+    assert result.out == ""
+    assert result.err.startswith("Error: refusing to serve on 0.0.0.0 without LLMCLI_SERVE_TOKEN")
+
+
+def test_a_port_in_use_is_a_clear_error():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--port", str(port), timeout=30)
+    assert result.code == 3
+    assert result.out == ""
+    assert f"Error: could not listen on 127.0.0.1:{port}\n" in result.err
+
+
+# --- the OpenAI API ------------------------------------------------------------------------------
+
+
+def test_health_needs_no_token(api):
+    status, _, body = api.http("GET", "/health", headers={"Authorization": ""})
+    assert (status, json.loads(body)) == (200, {"status": "ok"})
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token"], ids=["no-token", "wrong-token"])
+def test_requests_need_the_token(api, token):
+    headers = {"Authorization": f"Bearer {token}" if token else ""}
+    for method, path in (
+        ("GET", "/v1/models"),
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/stream"),
+    ):
+        status, got, body = api.http(method, path, "{}", headers=headers)
+        assert status == 401, path
+        assert got["www-authenticate"] == "Bearer"
+        assert json.loads(body)["error"]["code"] == "invalid_api_key"
+    with pytest.raises(openai.AuthenticationError):
+        api.client("wrong-token").chat.completions.create(
+            model="echo/echo", messages=[{"role": "user", "content": "hi"}]
+        )
+
+
+@pytest.mark.parametrize("provider", list(MODELS))
+def test_chat_completion_through_each_provider(api, fake, provider):
+    if provider != "echo":
+        fake.script(
+            provider, Reply(text=f"Hello from {provider}.", input_tokens=9, output_tokens=4)
+        )
+    reply = api.client().chat.completions.create(
+        model=f"{provider}/{MODELS[provider]}",
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Say hello to me"},
+        ],
+        max_tokens=50,
+    )
+    choice = reply.choices[0]
+    assert choice.message.role == "assistant"
+    assert choice.finish_reason == "stop"
+    if provider == "echo":
+        assert choice.message.content == "Say hello to me"
+        assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (
+            6,
+            4,
+        )  # words, system too
+        return
+    assert choice.message.content == f"Hello from {provider}."
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens, reply.usage.total_tokens) == (
+        9,
+        4,
+        13,
+    )
+    assert reply.model == MODELS[provider]
+    sent = fake.requests_for(provider)
+    assert len(sent) == 1
+    # The server's own key went upstream; the client's token never leaves the server.
+    assert (
+        sent[0].api_key
+        == {
+            "openai": KEYS["OPENAI_API_KEY"],
+            "anthropic": KEYS["ANTHROPIC_API_KEY"],
+            "gemini": KEYS["GEMINI_API_KEY"],
+        }[provider]
+    )
+    assert TOKEN not in sent[0].raw_body.decode() + json.dumps(sent[0].headers)
+
+
+@pytest.mark.parametrize("provider", list(MODELS))
+def test_streamed_chat_completion_through_each_provider(api, fake, provider):
+    if provider != "echo":
+        fake.script(
+            provider,
+            Reply(text="one two three four", input_tokens=6, output_tokens=4, finish="length"),
+        )
+    stream = api.client().chat.completions.create(
+        model=f"{provider}/{MODELS[provider]}",
+        messages=[{"role": "user", "content": "one two three four"}],
+        max_tokens=4 if provider == "echo" else 50,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finishes = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
+    assert text == "one two three four"
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) >= 4
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == []
+    if provider == "echo":
+        assert finishes == ["stop"]
+        assert (usage.prompt_tokens, usage.completion_tokens) == (4, 4)
+    else:
+        assert finishes == ["length"]
+        assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (6, 4, 10)
+
+
+@pytest.mark.parametrize(
+    ("model", "provider"),
+    [
+        ("claude-haiku-4-5", "anthropic"),
+        ("gemini-2.5-flash", "gemini"),
+        ("o3-mini", "openai"),
+        ("anthropic", "anthropic"),
+    ],
+)
+def test_a_bare_model_name_goes_to_its_family(api, fake, model, provider):
+    fake.script(provider, Reply(text="routed"))
+    reply = api.client().chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert reply.choices[0].message.content == "routed"
+    assert len(fake.requests_for(provider)) == 1
+
+
+def test_options_reach_the_provider(api, fake):
+    api.client().chat.completions.create(
+        model="openai/gpt-4o-mini",
+        messages=[
+            {"role": "system", "content": "S"},
+            {"role": "user", "content": "Q"},
+            {"role": "assistant", "content": "A"},
+            {"role": "user", "content": "Q2"},
+        ],
+        max_completion_tokens=77,
+        temperature=0.5,
+        top_p=0.9,
+        stop=["END"],
+        seed=7,
+        response_format={"type": "json_object"},
+    )
+    body = fake.requests_for("openai")[0].body
+    assert [m["role"] for m in body["messages"]] == ["system", "user", "assistant", "user"]
+    assert body["temperature"] == 0.5 and body["top_p"] == 0.9 and body["seed"] == 7
+    assert body["stop"] == ["END"] and body["response_format"] == {"type": "json_object"}
+    assert 77 in (body.get("max_tokens"), body.get("max_completion_tokens"))
+
+
+def test_models_lists_the_usable_providers(api):
+    ids = [m.id for m in api.client().models.list()]
+    assert "echo/echo" in ids and "openai/gpt-4o-mini" in ids
+    assert {i.split("/")[0] for i in ids} == {"openai", "anthropic", "gemini", "echo"}
+
+
+def test_every_call_is_a_log_row_with_its_tag(api, fake):
+    api.client().chat.completions.create(
+        model="echo/echo", messages=[{"role": "user", "content": "tagged by user"}], user="alice"
+    )
+    api.http(
+        "POST",
+        "/stream",
+        json.dumps({"message": "tagged by header", "provider": "echo"}),
+        headers={"X-Llmcli-Tag": "nightly"},
+    )
+    assert api.row_where(lambda r: r["answer"] == "tagged by user")["tag"] == "alice"
+    assert api.row_where(lambda r: r["answer"] == "tagged by header")["tag"] == "nightly"
+
+
+# --- /stream -------------------------------------------------------------------------------------
+
+
+def _events(response: http.client.HTTPResponse) -> Any:
+    """Each `data:` payload of an SSE response, as it arrives."""
+    while True:
+        line = response.readline()
+        if not line:
+            return
+        if line.startswith(b"data: "):
+            payload = line[6:].strip().decode()
+            yield payload if payload == "[DONE]" else json.loads(payload)
+
+
+def _open_stream(api: Served, body: dict[str, Any]) -> tuple[http.client.HTTPConnection, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=10)
+    conn.request(
+        "POST", "/stream", body=json.dumps(body), headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    return conn, conn.getresponse()
+
+
+def test_stream_sends_each_token_as_it_arrives(api, fake):
+    gate = threading.Event()
+    fake.script(
+        "openai", Reply(text="alpha beta gamma delta", input_tokens=5, output_tokens=4, gate=gate)
+    )
+    conn, response = _open_stream(api, {"message": "go", "provider": "openai"})
+    try:
+        assert response.status == 200
+        assert response.getheader("Content-Type").startswith("text/event-stream")
+        assert response.getheader("Cache-Control") == "no-cache"
+        assert response.getheader("X-Accel-Buffering") == "no"
+        events = _events(response)
+        assert next(events) == {"token": "alpha"}
+        rec = fake.requests_for("openai")[0]
+        assert not rec.done.is_set() and rec.chunks_sent < 4  # the fake has not finished
+        gate.set()
+        rest = list(events)
+    finally:
+        gate.set()
+        conn.close()
+    assert [e["token"] for e in rest[:3]] == [" beta", " gamma", " delta"]
+    summary = rest[3]
+    assert summary["finish_reason"] == "stop"
+    assert summary["usage"] == {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}
+    assert summary["cost_usd"] > 0
+    assert rest[4:] == ["[DONE]"]
+
+
+def test_a_failure_after_the_stream_began_is_an_error_event(api, fake):
+    fake.script("anthropic", Reply(text="one two three", stream_error_after=2))
+    conn, response = _open_stream(api, {"message": "go", "provider": "anthropic"})
+    try:
+        events = list(_events(response))
+    finally:
+        conn.close()
+    assert events[:2] == [{"token": "one"}, {"token": " two"}]
+    assert set(events[2]["error"]) == {"type", "message", "code"}
+    assert events[2]["error"]["type"] == "upstream_error"
+    assert events[3:] == ["[DONE]"]
+    row = api.row_where(lambda r: r["provider"] == "anthropic" and r["answer"] == "one two")
+    assert row["status"] == "error"
+
+
+def test_a_failure_inside_an_openai_stream_raises_in_the_sdk(api, fake):
+    fake.script("gemini", Reply(text="one two three", stream_error_after=1))
+    stream = api.client().chat.completions.create(
+        model="gemini/gemini-2.5-flash", messages=[{"role": "user", "content": "x"}], stream=True
+    )
+    with pytest.raises(openai.APIError):
+        list(stream)
+
+
+def test_a_client_gone_mid_stream_stops_the_upstream_call(api, fake):
+    words = [f" w{i}" for i in range(60)]
+    fake.script("openai", Reply(chunks=words, chunk_delay=0.05))  # three seconds if read to the end
+    conn, response = _open_stream(api, {"message": "go", "provider": "openai"})
+    events = _events(response)
+    assert next(events) == {"token": " w0"}
+    assert next(events) == {"token": " w1"}
+    conn.sock.shutdown(socket.SHUT_RDWR)
+    conn.close()
+    gone = time.monotonic()
+    rec = fake.requests_for("openai")[0]
+    assert rec.done.wait(5)
+    assert rec.finished_at - gone < 1.0  # the upstream connection closed within a second
+    assert rec.chunks_sent < len(words)
+    row = api.row_where(lambda r: r["provider"] == "openai" and r["status"] == "interrupted")
+    assert row["answer"].startswith(" w0 w1")
+    assert len(row["answer"].split()) < len(words)
+
+
+def test_fifty_concurrent_streams_all_complete(api, fake):
+    texts = [f"answer {i} has words" for i in range(50)]
+    fake.script("openai", *[Reply(text=t, chunk_delay=0.01) for t in texts])
+    client = api.client()
+
+    def one(i: int) -> tuple[str, str | None]:
+        stream = client.chat.completions.create(
+            model="openai/gpt-4o-mini", messages=[{"role": "user", "content": str(i)}], stream=True
+        )
+        chunks = list(stream)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        return text, next(
+            c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+        )
+
+    with ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(one, range(50)))
+    assert sorted(t for t, _ in results) == sorted(texts)
+    assert {f for _, f in results} == {"stop"}
+    assert len(fake.requests_for("openai")) == 50
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reply", "status", "code"),
+    [
+        (Reply(status=429, headers={"Retry-After": "7"}), 429, "rate_limited"),
+        (Reply(status=500), 502, "upstream_error"),
+        (Reply(status=503), 502, "upstream_error"),
+        (Reply(status=401), 502, "upstream_auth_refused"),
+        (Reply(status=404), 404, "model_not_found"),
+        (Reply(status=400), 400, None),
+        (Reply(delay=TIMEOUT + 1.5), 504, "upstream_timeout"),
+    ],
+    ids=["429", "500", "503", "401", "404", "400", "timeout"],
+)
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_upstream_failures_become_statuses(api, fake, reply, status, code, stream):
+    if reply.delay and stream:
+        pytest.skip("one timeout is enough: it costs seconds")
+    fake.script("openai", reply)
+    got, headers, body = api.http(
+        "POST",
+        "/v1/chat/completions",
+        json.dumps(
+            {
+                "model": "openai/gpt-4o-mini",
+                "stream": stream,
+                "messages": [{"role": "user", "content": "hi"}],
+            }
+        ),
+    )
+    assert got == status
+    error = json.loads(body)["error"]
+    assert set(error) >= {"message", "type", "code"}
+    assert error["code"] == code
+    if status == 429:
+        assert headers["retry-after"] == "7"
+    for secret in (*KEYS.values(), TOKEN, "Traceback"):
+        assert secret not in body.decode()
+    assert "Traceback" not in api.stderr
+
+
+def test_a_retry_is_one_line_in_the_server_log(fake, tmp_path):
+    served = start_server(fake, tmp_path / "home", LLM_MAX_RETRIES="1")
+    try:
+        fake.script("openai", Reply(status=503, headers={"Retry-After": "0"}), Reply(text="fine"))
+        reply = served.client().chat.completions.create(
+            model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "x"}]
+        )
+        assert reply.choices[0].message.content == "fine"
+        assert "openai: server error (503); retrying in 0.0s (attempt 2 of 2)" in served.stderr
+        assert reply.model_extra["llmcli"]["attempts"] == 2
+    finally:
+        stop_server(served)
+
+
+def test_the_sdk_raises_its_own_errors(api, fake):
+    fake.script("openai", Reply(status=429, headers={"Retry-After": "1"}), Reply(status=404))
+    client = api.client()
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]
+        )
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+
+
+def test_a_budget_refusal_is_429_budget_exceeded(api, fake):
+    got, _, body = api.http(
+        "POST",
+        "/v1/chat/completions",
+        json.dumps(
+            {
+                "model": "openai/gpt-4o-mini",
+                "user": "broke",
+                "messages": [{"role": "user", "content": "hi"}],
+            }
+        ),
+    )
+    assert got == 429
+    assert json.loads(body)["error"]["type"] == "budget_exceeded"
+    assert fake.requests_for("openai") == []  # nothing was sent
+
+
+def test_unknown_provider_and_unknown_route_are_404(api):
+    status, _, body = api.http("POST", "/stream", json.dumps({"message": "x", "provider": "nope"}))
+    assert status == 404 and json.loads(body)["error"]["code"] == "provider_not_found"
+    status, _, body = api.http("GET", "/v2/nothing")
+    assert status == 404 and "error" in json.loads(body)
+
+
+BAD_BODIES = {
+    "malformed JSON": (b'{"messages": [', "not valid JSON"),
+    "not UTF-8": (b'{"messages": "\xff\xfe"}', "not valid UTF-8"),
+    "not an object": (b"[1, 2]", "must be a JSON object"),
+    "messages not a list": (b'{"messages": "hi"}', "'messages' must be an array"),
+    "empty messages": (b'{"messages": []}', "must not be empty"),
+    "unknown role": (
+        b'{"messages": [{"role": "tool", "content": "x"}]}',
+        "'tool' is not supported",
+    ),
+    "content of the wrong type": (
+        b'{"messages": [{"role": "user", "content": 5}]}',
+        "content must be",
+    ),
+    "model not a string": (
+        b'{"model": 5, "messages": [{"role": "user", "content": "x"}]}',
+        "'model' must be a string",
+    ),
+    "temperature a string": (
+        b'{"temperature": "hot", "messages": [{"role": "user", "content": "x"}]}',
+        "'temperature' must be a number",
+    ),
+    "max_tokens zero": (
+        b'{"max_tokens": 0, "messages": [{"role": "user", "content": "x"}]}',
+        "'max_tokens' must be at least 1",
+    ),
+    "stream not a boolean": (
+        b'{"stream": "yes", "messages": [{"role": "user", "content": "x"}]}',
+        "'stream' must be a boolean",
+    ),
+    "temperature out of range": (
+        b'{"model": "echo/echo", "temperature": 9, "messages": [{"role": "user", "content": "x"}]}',
+        "temperature",
+    ),
+}
+
+
+@pytest.mark.parametrize(("body", "words"), BAD_BODIES.values(), ids=BAD_BODIES.keys())
+def test_bad_input_is_a_400_and_the_server_goes_on(api, fake, body, words):
+    status, _, answer = api.http("POST", "/v1/chat/completions", body)
+    assert status == 400
+    error = json.loads(answer)["error"]
+    assert words in error["message"]
+    assert error["type"] == "invalid_request_error"
+    assert fake.requests == []
+    assert api.http("GET", "/health")[0] == 200
+
+
+def test_a_body_over_10_mb_is_413(api):
+    big = b'{"messages": [{"role": "user", "content": "' + b"x" * (10 * 1024 * 1024) + b'"}]}'
+    status, _, body = api.http("POST", "/v1/chat/completions", big)
+    assert status == 413
+    assert json.loads(body)["error"]["code"] == "body_too_large"
+    assert api.http("GET", "/health")[0] == 200
+
+
+def test_the_stream_endpoint_checks_its_body_too(api):
+    for body, words in (
+        (b"{}", "'message' must be a non-empty string"),
+        (b'{"message": "x", "max_tokens": "many"}', "'max_tokens' must be an integer"),
+    ):
+        status, _, answer = api.http("POST", "/stream", body)
+        assert status == 400
+        assert words in json.loads(answer)["error"]["message"]
+
+
+# --- stopping ------------------------------------------------------------------------------------
+
+
+def test_sigterm_lets_streams_in_flight_finish_then_exits_0(fake, tmp_path):
+    served = start_server(fake, tmp_path / "home", "--grace", "5")
+    try:
+        gate = threading.Event()
+        fake.script("openai", Reply(text="first second third", gate=gate))
+        conn, response = _open_stream(served, {"message": "go", "provider": "openai"})
+        events = _events(response)
+        assert next(events) == {"token": "first"}
+        served.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # new connections are refused while it drains
+            try:
+                socket.create_connection(("127.0.0.1", served.port), timeout=1).close()
+            except OSError:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("still accepting connections after SIGTERM")
+        assert served.proc.poll() is None  # still draining the stream
+        gate.set()
+        rest = list(events)
+        conn.close()
+        assert [e["token"] for e in rest[:2]] == [" second", " third"]
+        assert rest[-1] == "[DONE]"
+        assert served.proc.wait(10) == 0
+        assert served.row_where(lambda r: r["answer"] == "first second third")["status"] == "ok"
+    finally:
+        stop_server(served)
+
+
+def test_sigterm_cuts_what_outlives_the_grace_and_logs_it(fake, tmp_path):
+    served = start_server(fake, tmp_path / "home", "--grace", "0.5")
+    try:
+        fake.script("openai", Reply(chunks=[f" w{i}" for i in range(100)], chunk_delay=0.05))
+        conn, response = _open_stream(served, {"message": "go", "provider": "openai"})
+        events = _events(response)
+        assert next(events) == {"token": " w0"}
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(10) == 0
+        conn.close()
+        row = served.row_where(lambda r: r["provider"] == "openai")
+        assert row["status"] == "interrupted"
+        assert row["answer"].startswith(" w0")
+    finally:
+        stop_server(served)
+
+
+def test_workers_serve_and_stop_cleanly(fake, tmp_path):
+    served = start_server(fake, tmp_path / "home", "--workers", "2")
+    try:
+        for n in range(4):
+            reply = served.client().chat.completions.create(
+                model="echo/echo", messages=[{"role": "user", "content": f"call {n}"}]
+            )
+            assert reply.choices[0].message.content == f"call {n}"
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(20) == 0
+        assert {r["answer"] for r in served.rows()} == {f"call {n}" for n in range(4)}
+        assert "Traceback" not in served.stderr
+    finally:
+        stop_server(served)
+
+
+def test_json_schema_response_format_is_sent_as_structured_output(api, fake):
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+    fake.script("openai", Reply(text='{"name": "Ada"}'))
+    reply = api.client().chat.completions.create(
+        model="openai/gpt-4o-mini",
+        messages=[{"role": "user", "content": "Invent a person"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "p", "schema": schema}},
+    )
+    assert json.loads(reply.choices[0].message.content) == {"name": "Ada"}
+    sent = fake.requests_for("openai")[0].body["response_format"]
+    assert sent["type"] == "json_schema"
+    assert sent["json_schema"]["schema"]["required"] == ["name"]
