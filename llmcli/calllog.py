@@ -69,6 +69,8 @@ class CallRecord:
     saved_usd: Decimal | None = None  # a cached call: what the answer first cost
     host: str | None = None  # the machine that made the call (a team's log holds many)
     os_user: str | None = None  # the account on it that ran llmcli
+    source: str | None = None  # the command that made it: ask, stream, chat, serve or batch
+    batch_id: str | None = None  # `batch run`'s job (`cost --by batch`)
 
 
 class Conversation(NamedTuple):

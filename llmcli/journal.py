@@ -87,8 +87,12 @@ def _own_messages(
 class Journal:
     """The log for one command run; opened on first use."""
 
-    def __init__(self, env: config.Environment, *, enabled: bool = True) -> None:
+    def __init__(
+        self, env: config.Environment, *, enabled: bool = True, source: str | None = None
+    ) -> None:
         self.env = env
+        self.source = source  # the command whose calls these are (the log's `source`)
+        self.batch_id: str | None = None  # set by `batch run` for its job
         self.path: Path = paths.log_db(env)
         self._target: Target | None = None
         self.enabled = False
@@ -183,6 +187,8 @@ class Journal:
             cached=response is not None and response.cached,
             host=who()[0],
             os_user=who()[1],
+            source=self.source,
+            batch_id=self.batch_id,
         )
         if response is not None:
             usage = response.usage

@@ -238,10 +238,13 @@ _TEMPLATES: tuple[str, ...] = (
     {spend_triggers}
     """,
     # 5: which machine and which user made each call, so a team's shared log answers
-    # `cost --by host` and `cost --by user`.
+    # `cost --by host` and `cost --by user`; and which command (`serve`, `batch`...) and which
+    # batch job, for `cost --by source` and `cost --by batch`.
     """
     ALTER TABLE calls ADD COLUMN host TEXT;
     ALTER TABLE calls ADD COLUMN os_user TEXT;
+    ALTER TABLE calls ADD COLUMN source TEXT;
+    ALTER TABLE calls ADD COLUMN batch_id TEXT;
     """,
 )
 

@@ -28,6 +28,8 @@ GROUPINGS = {
     "tag": ("tag",),
     "host": ("host",),
     "user": ("user",),
+    "source": ("source",),
+    "batch": ("batch",),
 }
 DEFAULT_GROUPING = ("provider", "model")
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")

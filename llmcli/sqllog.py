@@ -46,6 +46,8 @@ GROUP_KEYS = {
     "tag": "tag",
     "host": "host",
     "user": "os_user",
+    "source": "source",
+    "batch": "batch_id",
 }
 T = TypeVar("T")
 

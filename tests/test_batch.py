@@ -294,19 +294,23 @@ def test_a_refused_key_stops_the_job_with_its_own_exit_code(cli, fake, tmp_path)
     assert "OPENAI_API_KEY" in r.err and "sk-test" not in r.err
 
 
-def test_each_answer_is_a_logged_call_tagged_with_the_job(cli, echo, tmp_path):
+def test_each_answer_is_a_logged_call_of_the_job(cli, echo, tmp_path):
     source = jsonl(tmp_path / "in.jsonl", [{"id": n, "prompt": f"line {n}"} for n in range(3)])
     out = tmp_path / "out.jsonl"
-    r = cli("batch", "run", str(source), "-o", str(out), "-p", "openai")
+    r = cli("batch", "run", str(source), "-o", str(out), "-p", "openai", "--tag", "nightly")
     assert r.code == 0, r.err
     job = r.err.split(":")[0]
     assert job.startswith("batch-")
+    assert cli("ask", "-p", "openai", "one more").code == 0  # not part of the job
 
-    r = cli("cost", "--by", "tag", "--format", "json")
-
+    r = cli("cost", "--by", "batch", "--format", "json")
     assert r.code == 0, r.err
     rows = json.loads(r.out)["rows"]
-    assert [(row["tag"], row["calls"]) for row in rows] == [(job, 3)]
+    assert sorted((row["batch"] or "", row["calls"]) for row in rows) == [("", 1), (job, 3)]
+    by_source = json.loads(cli("cost", "--by", "source", "--format", "json").out)["rows"]
+    assert sorted((row["source"], row["calls"]) for row in by_source) == [("ask", 1), ("batch", 3)]
+    by_tag = json.loads(cli("cost", "--by", "tag", "--format", "json").out)["rows"]
+    assert [(row["tag"], row["calls"]) for row in by_tag if row["tag"]] == [("nightly", 3)]
 
 
 def test_help_and_ask_do_not_load_the_batch_job():

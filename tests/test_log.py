@@ -342,6 +342,21 @@ def test_cost_rejects_a_bad_since():
 
 
 @pytest.mark.usefixtures("log_backend")
+def test_each_row_says_which_command_made_it():
+    run_cli("ask", "-p", "echo", "asked")
+    run_cli("stream", "-p", "echo", "streamed")
+    run_cli("chat", "-p", "echo", stdin="chatted\n")
+    calls = json.loads(run_cli("logs", "--json").out)
+    assert [(c["answer"], c["source"], c["batch_id"]) for c in calls] == [
+        ("asked", "ask", None),
+        ("streamed", "stream", None),
+        ("chatted", "chat", None),
+    ]
+    rows = json.loads(run_cli("cost", "--by", "source", "--format", "json").out)["rows"]
+    assert [(r["source"], r["calls"]) for r in rows] == [("ask", 1), ("chat", 1), ("stream", 1)]
+
+
+@pytest.mark.usefixtures("log_backend")
 def test_logs_lists_recent_calls_and_one_conversation():
     for word in ("alpha", "beta", "gamma"):
         run_cli("ask", "-p", "echo", word)

@@ -392,6 +392,7 @@ def test_every_call_is_a_log_row_with_its_tag(api, fake):
     )
     assert api.row_where(lambda r: r["answer"] == "tagged by user")["tag"] == "alice"
     assert api.row_where(lambda r: r["answer"] == "tagged by header")["tag"] == "nightly"
+    assert api.row_where(lambda r: r["answer"] == "tagged by user")["source"] == "serve"
 
 
 # --- /stream -------------------------------------------------------------------------------------

@@ -341,7 +341,11 @@ def _run_answer(prompt: tuple[str, ...], params: dict[str, Any], *, stream: bool
     if params["dry_run"]:
         _dry_run(call, chain)
         return
-    journal = Journal(env, enabled=call.settings.log and not params["no_log"])
+    journal = Journal(
+        env,
+        enabled=call.settings.log and not params["no_log"],
+        source="stream" if stream else "ask",
+    )
     # Under a schema the answer is printed once checked, unless --raw asks for it as written.
     quiet = params["as_json"] or (structured and not params["raw"])
     try:

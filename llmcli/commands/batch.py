@@ -91,7 +91,8 @@ def batch() -> None:
 @click.option("--timeout", type=FLOAT, help="Seconds each attempt may take.  [default: 600]")
 @click.option("--retries", type=INTEGER, help="Retries after the first attempt.  [default: 3]")
 @click.option(
-    "--tag", help="The calls' tag in the log.  [default: the job's id, batch-...; env: LLM_TAG]"
+    "--tag",
+    help="The calls' tag in the log (the job's id is kept apart: `cost --by batch`).  [env: LLM_TAG]",
 )
 @click.option("--no-log", is_flag=True, help="Do not record the calls in the log.")
 @click.option(
@@ -161,12 +162,11 @@ def run(file: Path, output: Path, **params: Any) -> None:
     if cut:
         render.warn(f"{output} ended with a line cut short (a killed run); it was dropped")
     job_id = job_module.batch_id(output)
-    if params["tag"] is None:
-        flags["tag"] = job_id
     skip = len(done)
     bad_lines = {entry.line for entry in checked.bad}
     view = _View(job_id)
-    journal = Journal(env, enabled=not params["no_log"])
+    journal = Journal(env, enabled=not params["no_log"], source="batch")
+    journal.batch_id = job_id  # `cost --by batch`
     job = job_module.Job(
         source,
         flags,

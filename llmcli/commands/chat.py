@@ -299,7 +299,8 @@ def chat(**params: Any) -> None:
 
     flags = command_flags(params)
     env = environment()
-    journal = Journal(env, enabled=False)  # reads a conversation to resume; records once enabled
+    # Reads a conversation to resume; records once enabled.
+    journal = Journal(env, enabled=False, source="chat")
     try:
         session = ChatSession.start(
             env, flags, journal, resume=params["continue_"], conversation_id=params["cid"]

@@ -72,9 +72,10 @@ def _check_format(ctx: click.Context, param: click.Parameter, value: str) -> str
 @click.command(context_settings=CONTEXT)
 @click.option(
     "--by",
-    type=click.Choice(["provider", "model", "day", "tag", "host", "user"]),
+    type=click.Choice(["provider", "model", "day", "tag", "host", "user", "source", "batch"]),
     help="Group by this (default: provider and model); host and user: the machine and account "
-    "that made each call.",
+    "that made each call; source: the command (ask, stream, chat, serve, batch); batch: the "
+    "batch run job.",
 )
 @click.option(
     "--since",

@@ -25,7 +25,7 @@ class State:
         self.env = env
         self.token = token.encode("utf-8") if token else None
         self.ready = ready
-        self.journal: Journal = Journal(env, enabled=log)
+        self.journal: Journal = Journal(env, enabled=log, source="serve")
         self._models: list[tuple[str, str]] | None = None
         self._page: str | None = None
 
