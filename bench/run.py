@@ -446,20 +446,7 @@ def answered_from_cache(srv: m.ServerProcess):
 
 def budget_checks(sandbox: m.Sandbox, log: Path, runs: int) -> list[float]:
     """Milliseconds one budget check (reserve, then release) took on `log`, in fresh interpreters."""
-    took = []
-    for _ in range(runs + 1):  # the first fills the byte-code cache
-        proc = subprocess.run(
-            [m.PYTHON, "-c", BUDGET_CHECK, str(log)],
-            env=sandbox.env,
-            cwd=sandbox.cwd,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        took.append(float(proc.stdout.strip()))
-    return took[1:]
+    return fresh_timings(sandbox, [BUDGET_CHECK, str(log)], sandbox.env, runs)
 
 
 def config_reads(sandbox: m.Sandbox, conf: Path, runs: int) -> list[float]:
@@ -468,10 +455,18 @@ def config_reads(sandbox: m.Sandbox, conf: Path, runs: int) -> list[float]:
     # A user with a config file has used llmcli: its folder exists, and holds the parsed file
     # (config.cache.json) after the first run, which is not counted.
     Path(env["LLMCLI_HOME"]).mkdir(mode=0o700, parents=True, exist_ok=True)
+    return fresh_timings(sandbox, [CONFIG_READ], env, runs)
+
+
+def fresh_timings(
+    sandbox: m.Sandbox, script: list[str], env: dict[str, str], runs: int
+) -> list[float]:
+    """What `python -c SCRIPT ARGS...` printed (milliseconds) in each of `runs` fresh
+    interpreters, after one more that fills the byte-code cache and is not counted."""
     took = []
-    for _ in range(runs + 1):  # the first fills the byte-code cache
+    for _ in range(runs + 1):
         proc = subprocess.run(
-            [m.PYTHON, "-c", CONFIG_READ],
+            [m.PYTHON, "-c", *script],
             env=env,
             cwd=sandbox.cwd,
             stdin=subprocess.DEVNULL,

@@ -254,36 +254,29 @@ def _chat_stream(
 ) -> Any:
     model = call.request.model
 
-    async def produce(send: Send) -> None:
-        opened = _Opener(
-            send, wire.sse(wire.chunk(cid, created, model, {"role": "assistant", "content": ""}))
-        )
-
-        async def deliver(text: str) -> None:
-            await opened()
-            await _body(send, wire.sse(wire.chunk(cid, created, model, {"content": text})))
-
-        try:
-            outcome = await run(call, chain, True, deliver)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            error = _failure(exc)
-            if not opened.started:
-                await _send_error(send, error)
-                return
-            await _body(send, wire.sse(error.body()) + wire.sse("[DONE]"), more=False)
-            return
-        await opened()
+    def tail(outcome: Any) -> bytes:
         response = outcome.response
-        tail = wire.sse(wire.chunk(cid, created, response.model, {}, wire.finish_reason(response)))
+        end = wire.sse(wire.chunk(cid, created, response.model, {}, wire.finish_reason(response)))
         if include_usage:
             last = wire.chunk(cid, created, response.model, {})
             last["choices"] = []
             last["usage"] = wire.usage(response.usage)
             last["llmcli"] = wire.extra(response, outcome.log_id)
-            tail += wire.sse(last)
-        await _body(send, tail + wire.sse("[DONE]"), more=False)
+            end += wire.sse(last)
+        return end
+
+    async def produce(send: Send) -> None:
+        opened = _Opener(
+            send, wire.sse(wire.chunk(cid, created, model, {"role": "assistant", "content": ""}))
+        )
+        await _stream_events(
+            send,
+            opened,
+            lambda deliver: run(call, chain, True, deliver),
+            token=lambda text: wire.chunk(cid, created, model, {"content": text}),
+            failed=lambda error: error.body(),
+            tail=tail,
+        )
 
     return produce
 
@@ -291,26 +284,7 @@ def _chat_stream(
 def _token_stream(run: Runner, call: Any, chain: Any) -> Any:
     """The tutorial's `/stream`: `{"token"}` events, one summary event, then `[DONE]`."""
 
-    async def produce(send: Send) -> None:
-        opened = _Opener(send)
-
-        async def deliver(text: str) -> None:
-            await opened()
-            await _body(send, wire.sse({"token": text}))
-
-        try:
-            outcome = await run(call, chain, True, deliver)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            error = _failure(exc)
-            if not opened.started:
-                await _send_error(send, error)
-                return
-            event = {"error": {"type": error.kind, "message": error.message, "code": error.code}}
-            await _body(send, wire.sse(event) + wire.sse("[DONE]"), more=False)
-            return
-        await opened()
+    def tail(outcome: Any) -> bytes:
         response = outcome.response
         summary = {
             "finish_reason": wire.finish_reason(response),
@@ -320,9 +294,51 @@ def _token_stream(run: Runner, call: Any, chain: Any) -> Any:
             "model": response.model,
             "log_id": outcome.log_id,
         }
-        await _body(send, wire.sse(summary) + wire.sse("[DONE]"), more=False)
+        return wire.sse(summary)
+
+    async def produce(send: Send) -> None:
+        await _stream_events(
+            send,
+            _Opener(send),
+            lambda deliver: run(call, chain, True, deliver),
+            token=lambda text: {"token": text},
+            failed=lambda e: {"error": {"type": e.kind, "message": e.message, "code": e.code}},
+            tail=tail,
+        )
 
     return produce
+
+
+async def _stream_events(
+    send: Send,
+    opened: _Opener,
+    start: Callable[[Callable[[str], Awaitable[None]]], Awaitable[Any]],
+    *,
+    token: Callable[[str], Any],
+    failed: Callable[[wire.ApiError], Any],
+    tail: Callable[[Any], bytes],
+) -> None:
+    """A streamed call as server-sent events, for both streaming routes: each piece as
+    `token(text)`, then `tail(outcome)` and `[DONE]`. A failure before anything was sent is a
+    plain error response with its status; after, it is one `failed(error)` event and `[DONE]`."""
+
+    async def deliver(text: str) -> None:
+        await opened()
+        await _body(send, wire.sse(token(text)))
+
+    try:
+        outcome = await start(deliver)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        error = _failure(exc)
+        if not opened.started:
+            await _send_error(send, error)
+            return
+        await _body(send, wire.sse(failed(error)) + wire.sse("[DONE]"), more=False)
+        return
+    await opened()
+    await _body(send, tail(outcome) + wire.sse("[DONE]"), more=False)
 
 
 def _failure(exc: BaseException) -> wire.ApiError:
