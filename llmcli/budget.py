@@ -142,9 +142,28 @@ def resolve(env: Environment, configured: Budget | None) -> Budget:
     budget = configured or Budget()
     for var, field in ((ENV_DAILY, "daily_usd"), (ENV_MONTHLY, "monthly_usd")):
         found = env_limit(env, var)
-        if found is not None:
-            budget = budget._replace(**{field: found[0]})
+        if found is None:
+            continue
+        refusal = raise_refusal(env, var, found, getattr(budget, field))
+        if refusal is not None:
+            raise refusal
+        budget = budget._replace(**{field: found[0]})
     return budget
+
+
+def raise_refusal(
+    env: Environment, var: str, found: tuple[Decimal, Source], own: Decimal | None
+) -> errors.ConfigError | None:
+    """Why a limit from the environment may not replace config.toml's `own`, or None: a
+    repository's .env (an implicit one) may tighten the user's limit, never raise it."""
+    limit, source = found
+    if own is None or limit <= own or not env.untrusted(source):
+        return None
+    return errors.ConfigError(
+        f"{var}={dollars(limit)} in {env.env_file} is not used: a .env found in the "
+        f"current directory may not raise the budget config.toml sets ({dollars(own)})",
+        env.trust_hint(var),
+    )
 
 
 def in_force(env: Environment) -> Budget:

@@ -419,6 +419,9 @@ def _budget_checks(env: config.Environment) -> list[Check]:
         from_file = getattr(configured, field)
         try:
             found = budget.env_limit(env, var)
+            refusal = None if found is None else budget.raise_refusal(env, var, found, from_file)
+            if refusal is not None:
+                raise refusal
         except errors.LlmcliError as exc:
             raw, source, _ = env.lookup(var) or ("", config.DEFAULT, var)
             rows.append(
@@ -428,7 +431,7 @@ def _budget_checks(env: config.Environment) -> list[Check]:
                     INVALID,
                     str(source),
                     redact.mask_keys(raw.strip()),
-                    problem=_usd_problem(raw),
+                    problem=_usd_problem(raw) or exc.message,
                     message=exc.message,
                     fix=exc.hint,
                     exit_code=int(errors.ExitCode.CONFIG),

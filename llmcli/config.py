@@ -333,10 +333,11 @@ class Environment:
     def where_to_set(self, var: str) -> str:
         return f"Set it with: export {var}=your-key-here (or add it to {'.env' if self.env_file is None else self.env_file})"
 
-    def _untrusted(self, source: Source) -> bool:
+    def untrusted(self, source: Source) -> bool:
+        """Whether a value from `source` came from an implicit `.env` (maybe a cloned repository's)."""
         return self.implicit and source.kind == ".env"
 
-    def _trust_hint(self, var: str) -> str:
+    def trust_hint(self, var: str) -> str:
         return (
             f"export {var} yourself if you want it, or, if you trust {self.env_file}, "
             f"name it: llmcli --env-file {self.env_file} ..."
@@ -354,7 +355,7 @@ class Environment:
         the user's shell to whatever host the repository's `.env` names. A `.env` that holds the
         key itself, or one named with `--env-file`, is the user's own and is trusted.
         """
-        if not self._untrusted(found[1]) or key_source is None or key_source.kind == ".env":
+        if not self.untrusted(found[1]) or key_source is None or key_source.kind == ".env":
             return None
         from llmcli import redact
 
@@ -362,7 +363,7 @@ class Environment:
         return errors.ConfigError(
             f"{var}={redact.display_url(found[0])} in {self.env_file} is not used: a .env found "
             f"in the current directory may not choose where {key_var} from the {key_source} is sent",
-            self._trust_hint(var),
+            self.trust_hint(var),
         )
 
     def home_refusal(self) -> errors.ConfigError | None:
@@ -378,7 +379,7 @@ class Environment:
         repository's `.env` may not `what` while the user's own keys are in use (the config
         file names endpoints, so it could send a key elsewhere)."""
         found = self.lookup(var)
-        if found is None or not self._untrusted(found[1]):
+        if found is None or not self.untrusted(found[1]):
             return None
         key_vars = [
             var
@@ -394,7 +395,7 @@ class Environment:
             f"{var}={redact.mask_keys(found[0].strip())} in {self.env_file} is not used: a "
             f".env found in the current directory may not {what} while {key_vars[0]} "
             "is set in the environment",
-            self._trust_hint(var),
+            self.trust_hint(var),
         )
 
 

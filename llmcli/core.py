@@ -168,7 +168,7 @@ def _schema(flags: Mapping[str, Any], env: config.Environment) -> str | None:
         given, source, _ = found
         where = "LLM_SCHEMA"
         # A .env that came with a cloned repository may not pick a local file to send away.
-        trusted = not (env.implicit and source.kind == ".env")
+        trusted = not env.untrusted(source)
     from llmcli import schema
 
     try:

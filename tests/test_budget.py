@@ -715,3 +715,31 @@ def test_an_attachment_whose_tokens_cannot_be_told_is_held_at_a_generous_bound(c
     assert refused.code == 10, refused.err
     assert "this call may cost up to $10.00" in refused.err  # 10,000 tokens + the prompt
     assert len(fake.requests) == 1
+
+
+ENV_DAILY = "LLMCLI_BUDGET_DAILY_USD"
+
+
+def test_a_dotenv_found_here_may_tighten_the_budget_but_not_raise_it(cli, fake, isolated):
+    """A cloned repository's .env must not lift the limit the user set in config.toml."""
+    write_config("[budget]\ndaily_usd = 0.01\n")
+    (isolated / ".env").write_text("LLMCLI_BUDGET_DAILY_USD=1000\n")
+    raised = cli("ask", *MINI, "hi")
+    assert (raised.code, raised.out) == (3, "")
+    assert (
+        raised.err.startswith("Error: LLMCLI_BUDGET_DAILY_USD=$1,000.00 in ")
+        and "may not raise the budget config.toml sets ($0.01)" in raised.err
+    )
+    assert fake.requests == []
+    checked = cli("config", "validate", "-p", "echo", "--json")
+    assert checked.code == 3
+    (row,) = [c for c in json.loads(checked.out)["checks"] if c["variable"] == ENV_DAILY]
+    assert row["status"] == "invalid" and "may not raise the budget" in row["problem"]
+
+    fake.script("openai", CENT)
+    named = cli("--env-file", str(isolated / ".env"), "ask", *MINI, "hi")  # the user's own file
+    assert (named.code, named.out) == (0, "fine\n"), named.err
+    (isolated / ".env").write_text("LLMCLI_BUDGET_DAILY_USD=0\n")  # tighter: taken
+    tightened = cli("ask", *MINI, "hi")
+    assert tightened.code == 10
+    assert tightened.err.startswith("Error: daily budget $0.00 would be exceeded")
