@@ -19,10 +19,7 @@ from llmcli.wording import plural
 
 
 def _colour(stream: IO[str]) -> bool:
-    if os.environ.get("NO_COLOR"):
-        return False
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty())
+    return not os.environ.get("NO_COLOR") and is_terminal(stream)
 
 
 def _style(text: str, stream: IO[str], **style: Any) -> str:
@@ -33,7 +30,7 @@ def _style(text: str, stream: IO[str], **style: Any) -> str:
     return click.style(text, **style)
 
 
-def _isatty(stream: IO[str] | None) -> bool:
+def is_terminal(stream: IO[str] | None) -> bool:
     """Whether `stream` is a terminal; False when it is missing (`2>&-`) or closed."""
     try:
         return bool(stream is not None and stream.isatty())
@@ -101,7 +98,7 @@ class GuardedStream:
         _write(self.stream, "")
 
     def isatty(self) -> bool:
-        return _isatty(self.stream)
+        return is_terminal(self.stream)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.stream, name)
@@ -182,7 +179,7 @@ def structured(value: Any) -> None:
     compact line for a pipe (`jq`, `while read`)."""
     from llmcli import schema
 
-    answer(schema.dumps(value, pretty=_isatty(sys.stdout)))
+    answer(schema.dumps(value, pretty=is_terminal(sys.stdout)))
 
 
 def json_text(data: Any, indent: int | None = None) -> str:
@@ -303,7 +300,9 @@ class Waiting:
 
     def __init__(self, label: str) -> None:
         self.label = label
-        self.active = _isatty(sys.stdout) and _isatty(sys.stderr) and not os.environ.get("NO_COLOR")
+        self.active = (
+            is_terminal(sys.stdout) and is_terminal(sys.stderr) and not os.environ.get("NO_COLOR")
+        )
         self._stop: Any = None
         self._thread: Any = None
 

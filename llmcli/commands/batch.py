@@ -223,7 +223,7 @@ class _View:
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
-        self.live = sys.stderr is not None and sys.stderr.isatty()
+        self.live = render.is_terminal(sys.stderr)
         self.drawn = False
         self.last = 0.0
 

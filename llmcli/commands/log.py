@@ -437,10 +437,7 @@ def migrate(url: str | None) -> None:
         team.close()
         render.answer(f"Nothing to copy: there is no local log at {local.path}.")
         return
-    try:
-        tty = sys.stderr.isatty()
-    except (AttributeError, ValueError, OSError):  # stderr closed (2>&-)
-        tty = False
+    tty = render.is_terminal(sys.stderr)
     try:
         with logdb.open_log(local) as source:
             total = source.count()
