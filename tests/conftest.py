@@ -7,6 +7,7 @@ real provider or read a real profile.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -170,3 +171,30 @@ def table_rows(table: str = "calls", order: str = "id") -> list[dict]:
     with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
         db.row_factory = sqlite3.Row
         return [dict(row) for row in db.execute(f"SELECT * FROM {table} ORDER BY {order}")]
+
+
+def modules_loaded(
+    *args: str, env: dict[str, str] | None = None, expect_out: str | None = None
+) -> set[str]:
+    """Run the CLI with `args` in a fresh interpreter (exit 0, and printing `expect_out` when
+    given) and list the modules it had loaded when it finished."""
+    code = (
+        "import sys, json, atexit\n"
+        "atexit.register(lambda: sys.__stderr__.write('MODULES=' + json.dumps(sorted(sys.modules)) + '\\n'))\n"
+        f"sys.argv = ['llmcli', *{list(args)!r}]\n"
+        "from llmcli.cli import main\n"
+        "main()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env if env is not None else base_env(),
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr
+    if expect_out is not None:
+        assert proc.stdout == expect_out
+    line = next(line for line in proc.stderr.splitlines() if line.startswith("MODULES="))
+    return set(json.loads(line.removeprefix("MODULES=")))

@@ -8,14 +8,12 @@ it does not use.
 from __future__ import annotations
 
 import ast
-import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import LLMCLI, base_env
+from tests.conftest import LLMCLI, base_env, modules_loaded
 
 PACKAGE = Path(__file__).resolve().parent.parent / "llmcli"
 
@@ -80,28 +78,6 @@ def test_only_the_serve_command_imports_the_server():
         assert not web, path
 
 
-def _modules_loaded(*args: str) -> set[str]:
-    """Run the CLI in a fresh interpreter and list the modules it had loaded when it finished."""
-    code = (
-        "import sys, json, atexit\n"
-        "atexit.register(lambda: sys.__stderr__.write('MODULES=' + json.dumps(sorted(sys.modules)) + '\\n'))\n"
-        f"sys.argv = ['llmcli', *{list(args)!r}]\n"
-        "from llmcli.cli import main\n"
-        "main()\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=base_env(),
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-    assert proc.returncode == 0, proc.stderr
-    line = next(line for line in proc.stderr.splitlines() if line.startswith("MODULES="))
-    return set(json.loads(line.removeprefix("MODULES=")))
-
-
 PROVIDER_SDKS = {"openai", "anthropic", "google.genai"}
 # What each command may not load: a provider SDK it does not call, and libraries it does not need.
 # The web server's libraries load for `serve` alone.
@@ -134,7 +110,7 @@ STARTUP_CASES = [
     ("args", "forbidden"), STARTUP_CASES, ids=[" ".join(c[0]) for c in STARTUP_CASES]
 )
 def test_commands_load_only_what_they_use(args, forbidden):
-    loaded = _modules_loaded(*args)
+    loaded = modules_loaded(*args)
     found = sorted(
         m for m in loaded if m in forbidden or any(m.startswith(f + ".") for f in forbidden)
     )

@@ -644,9 +644,9 @@ def test_slash_attach_of_a_type_the_provider_cannot_take_is_refused_at_once(fake
 
 
 def _loaded(*args: str) -> set[str]:
-    from tests.test_architecture import _modules_loaded
+    from tests.conftest import modules_loaded
 
-    return _modules_loaded(*args)
+    return modules_loaded(*args)
 
 
 def test_ask_without_attachments_loads_nothing_of_them():

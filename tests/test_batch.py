@@ -314,11 +314,11 @@ def test_each_answer_is_a_logged_call_of_the_job(cli, echo, tmp_path):
 
 
 def test_help_and_ask_do_not_load_the_batch_job():
-    from tests.test_architecture import _modules_loaded
+    from tests.conftest import modules_loaded
 
     for args in (["--help"], ["batch", "--help"], ["batch", "run", "--help"],
                  ["ask", "-p", "echo", "hi"]):  # fmt: skip
-        assert "llmcli.batch" not in _modules_loaded(*args), args
+        assert "llmcli.batch" not in modules_loaded(*args), args
 
 
 def test_a_progress_line_on_a_terminal_and_only_the_summary_on_a_pipe(cli, echo, tmp_path):

@@ -11,8 +11,6 @@ import asyncio
 import datetime as dt
 import json
 import os
-import subprocess
-import sys
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -20,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from llmcli import money
-from tests.conftest import KEYS, PROVIDERS, base_env, run_cli
+from tests.conftest import KEYS, PROVIDERS, base_env, modules_loaded, run_cli
 from tests.fakeserver import Reply
 
 ANSWER = "A cached answer, word by word, from the fake."
@@ -448,26 +446,11 @@ HEAVY = {"openai", "anthropic", "google.genai", "httpx2", "httpx", "pydantic", "
 
 def test_a_hit_loads_no_sdk(cli, fake):
     assert cli("ask", "-p", "openai", "--cache", PROMPT).code == 0
-    code = (
-        "import sys, json, atexit\n"
-        "atexit.register(lambda: sys.__stderr__.write('MODULES=' + json.dumps(sorted(sys.modules)) + '\\n'))\n"
-        f"sys.argv = ['llmcli', 'ask', '-p', 'openai', '--cache', {PROMPT!r}]\n"
-        "from llmcli.cli import main\n"
-        "main()\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=base_env(fake),
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "Hello from the fake server.\n"
+    loaded = modules_loaded(
+        "ask", "-p", "openai", "--cache", PROMPT,
+        env=base_env(fake), expect_out="Hello from the fake server.\n",
+    )  # fmt: skip
     assert sent(fake) == 1  # it was a hit
-    line = next(line for line in proc.stderr.splitlines() if line.startswith("MODULES="))
-    loaded = json.loads(line.removeprefix("MODULES="))
     assert [m for m in loaded if m.split(".")[0] in HEAVY or m in HEAVY] == []
 
 

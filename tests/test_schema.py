@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LLMCLI, PROVIDERS, base_env
+from tests.conftest import LLMCLI, PROVIDERS, base_env, modules_loaded
 from tests.fakeserver import Reply
-from tests.test_architecture import _modules_loaded
 
 PERSON = '{"name": "Ada", "age": 36}'
 CONCISE = "name, age int"
@@ -446,14 +445,14 @@ def test_schema_check_of_a_bad_schema_exits_2(cli):
 
 
 def test_jsonschema_is_loaded_only_with_a_schema():
-    assert "jsonschema" not in _modules_loaded("ask", "-p", "echo", "--no-log", "hi")
+    assert "jsonschema" not in modules_loaded("ask", "-p", "echo", "--no-log", "hi")
     inline = json.dumps(EXPANDED)
-    assert "jsonschema" in _modules_loaded(
+    assert "jsonschema" in modules_loaded(
         "ask", "-p", "echo", "--no-log", "--schema", inline, "--json", PERSON
     )
     # A concise schema is valid by construction, and an answer that matches it is vouched for
     # without jsonschema's 30-45 ms import (the benchmark's goal: --schema adds at most 10 ms).
-    assert "jsonschema" not in _modules_loaded(
+    assert "jsonschema" not in modules_loaded(
         "ask", "-p", "echo", "--no-log", "--schema", CONCISE, PERSON
     )
 

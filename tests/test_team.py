@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests import pg
-from tests.conftest import LLMCLI, base_env, run_cli
+from tests.conftest import LLMCLI, base_env, modules_loaded, run_cli
 from tests.fakeserver import Reply
 
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
@@ -267,18 +267,7 @@ def test_config_validate_live_reports_the_server_and_schema_versions(team):
 
 
 def test_the_sqlite_log_never_imports_psycopg():
-    code = (
-        "import sys, json, atexit\n"
-        "atexit.register(lambda: sys.__stderr__.write('MODULES=' + json.dumps(sorted(sys.modules)) + '\\n'))\n"
-        "sys.argv = ['llmcli', 'ask', '-p', 'echo', 'hi']\n"
-        "from llmcli.cli import main\n"
-        "main()\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=base_env(), timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    line = next(x for x in proc.stderr.splitlines() if x.startswith("MODULES="))
-    loaded = json.loads(line.removeprefix("MODULES="))
+    loaded = modules_loaded("ask", "-p", "echo", "hi")
     assert not [m for m in loaded if m == "psycopg" or m.startswith("psycopg")]
     assert "llmcli.pgstore" not in loaded
 
