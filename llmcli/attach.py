@@ -135,12 +135,18 @@ def fetch(url: str, timeout: float = FETCH_TIMEOUT) -> bytes:
     import urllib.error
     import urllib.request
 
+    from llmcli import redact
+
+    shown = redact.display_url(url)  # a signed or password-bearing URL is never printed whole
+
     class Redirects(urllib.request.HTTPRedirectHandler):
         max_redirections = MAX_REDIRECTS
 
         def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:  # fmt: skip
             if not newurl.startswith(("http://", "https://")):  # never to file:// or ftp://
-                raise errors.UsageError(f"attachment {url} redirects to a URL that is not http(s)")
+                raise errors.UsageError(
+                    f"attachment {shown} redirects to a URL that is not http(s)"
+                )
             return super().redirect_request(req, fp, code, msg, headers, newurl)
 
     deadline = time.monotonic() + timeout
@@ -150,13 +156,13 @@ def fetch(url: str, timeout: float = FETCH_TIMEOUT) -> bytes:
         with opener.open(request, timeout=timeout) as reply:
             length = reply.headers.get("Content-Length")
             if length and length.isdigit() and int(length) > MAX_READ:
-                raise _too_large(url)
+                raise _too_large(shown)
             chunks: list[bytes] = []
             received = 0
             while chunk := reply.read1(64 * 1024):
                 received += len(chunk)
                 if received > MAX_READ:
-                    raise _too_large(url)
+                    raise _too_large(shown)
                 if time.monotonic() > deadline:  # a reply that trickles in is cut off too
                     raise TimeoutError
                 chunks.append(chunk)
@@ -164,20 +170,20 @@ def fetch(url: str, timeout: float = FETCH_TIMEOUT) -> bytes:
     except urllib.error.HTTPError as exc:
         if exc.code in (301, 302, 303, 307, 308):
             raise errors.UsageError(
-                f"attachment {url} redirects more than {MAX_REDIRECTS} times", "check the URL"
+                f"attachment {shown} redirects more than {MAX_REDIRECTS} times", "check the URL"
             ) from None
         raise errors.UsageError(
-            f"could not fetch attachment {url}: {exc.code} {exc.reason}", "check the URL"
+            f"could not fetch attachment {shown}: {exc.code} {exc.reason}", "check the URL"
         ) from None
     except (TimeoutError, OSError, urllib.error.URLError) as exc:
         reason = getattr(exc, "reason", exc)
         if isinstance(exc, TimeoutError) or isinstance(reason, TimeoutError):
             raise errors.Timeout(
-                f"attachment {url} did not arrive within {timeout:g} seconds",
+                f"attachment {shown} did not arrive within {timeout:g} seconds",
                 "try again, or raise --timeout",
             ) from None
         raise errors.NetworkError(
-            f"could not fetch attachment {url}: {getattr(reason, 'strerror', None) or reason}",
+            f"could not fetch attachment {shown}: {getattr(reason, 'strerror', None) or reason}",
             "check the URL and your network connection",
         ) from None
 
@@ -192,7 +198,9 @@ def _too_large(url: str) -> errors.UsageError:
 def _url_name(url: str) -> str:
     from urllib.parse import urlsplit
 
-    return urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1] or url
+    from llmcli import redact
+
+    return urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1] or redact.display_url(url)
 
 
 def load(

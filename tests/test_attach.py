@@ -404,6 +404,19 @@ def test_a_url_that_is_not_found_is_a_usage_error(cli, fake, web):
     assert fake.requests == []
 
 
+def test_a_url_s_password_and_query_are_never_printed(cli, fake, web):
+    secret = "s3cr3t-Signature-AbCdEf0123456789"
+    for url in (
+        web.url("/gone.png") + f"?sig={secret}",  # a 404
+        web.url("/gone.png").replace("://", f"://user:{secret}@"),  # not fetched at all
+    ):
+        result = cli("ask", "-p", "openai", "-a", url, "q")
+        assert result.code in (2, 7), result.err
+        assert result.err.startswith("Error: could not fetch attachment http://")
+        assert secret not in result.err
+    assert fake.requests == []
+
+
 def test_a_url_too_large_is_refused_without_reading_it(cli, fake, web):
     web.routes["/huge.pdf"] = (200, {"Content-Length": str(200 * 1024 * 1024)}, b"")
     result = cli("ask", "-p", "openai", "-a", web.url("/huge.pdf"), "q")
