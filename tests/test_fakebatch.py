@@ -1,0 +1,210 @@
+"""Self-test of tests/fakebatch.py: the real SDKs' batch calls, in-process, against the fake.
+
+llmcli's ``batch`` commands are tested against these endpoints, so this file checks the fake
+against the SDKs themselves: the life of a job (create, polls, results), per-item errors from
+the script, expiry, cancellation, failure, paging and result order, per provider.
+"""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+
+from tests.fakeserver import Reply
+
+MODEL_OPENAI = "gpt-4o-mini"
+
+
+@pytest.fixture(autouse=True)
+def no_fake_errors(fake):
+    yield
+    assert fake.errors == []  # no exception inside the fake itself
+
+
+@pytest.fixture
+def oai(fake):
+    client = openai.OpenAI(api_key="sk-test-1", base_url=fake.url + "/v1", max_retries=0, timeout=5)
+    yield client
+    client.close()
+
+
+# --- OpenAI ------------------------------------------------------------------------------------
+
+
+def openai_input(n: int, model: str = MODEL_OPENAI, **overrides) -> bytes:
+    """An OpenAI batch input file of ``n`` chat requests r0..r{n-1}."""
+    lines = []
+    for i in range(n):
+        line = {
+            "custom_id": f"r{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": model, "messages": [{"role": "user", "content": f"question {i}"}]},
+        }
+        line.update(overrides)
+        lines.append(json.dumps(line))
+    return "".join(line + "\n" for line in lines).encode()
+
+
+def openai_submit(client: openai.OpenAI, data: bytes):
+    upload = client.files.create(file=("in.jsonl", data, "application/jsonl"), purpose="batch")
+    return client.batches.create(
+        input_file_id=upload.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata={"job": "t"},
+    )
+
+
+def jsonl(client: openai.OpenAI, file_id: str | None) -> list[dict]:
+    if file_id is None:
+        return []
+    text = client.files.content(file_id).text
+    assert "\n\n" not in text and text.endswith("\n")
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_openai_create_poll_and_results(fake, oai):
+    fake.script(
+        "openai",
+        Reply(text="first", input_tokens=5, output_tokens=3),
+        Reply(status=429),
+        Reply(text="third", input_tokens=7, output_tokens=2, finish="length"),
+    )
+    fake.batch_plan("openai", polls=2)
+    batch = openai_submit(oai, openai_input(3))
+    assert batch.status == "validating"
+    assert batch.request_counts.total == 3
+    assert [oai.batches.retrieve(batch.id).status for _ in range(2)] == ["in_progress"] * 2
+    done = oai.batches.retrieve(batch.id)
+    assert done.status == "completed"
+    assert (done.request_counts.completed, done.request_counts.failed) == (2, 1)
+    assert (done.usage.input_tokens, done.usage.output_tokens) == (12, 5)
+
+    out = jsonl(oai, done.output_file_id)
+    assert [line["custom_id"] for line in out] == ["r0", "r2"]
+    first, third = (line["response"] for line in out)
+    assert first["status_code"] == 200 and out[0]["error"] is None
+    assert first["body"]["choices"][0]["message"]["content"] == "first"
+    assert first["body"]["usage"]["prompt_tokens"] == 5
+    assert third["body"]["choices"][0]["finish_reason"] == "length"
+    (err,) = jsonl(oai, done.error_file_id)
+    assert err["custom_id"] == "r1" and err["response"]["status_code"] == 429
+    assert err["response"]["body"]["error"]["code"] == "rate_limit_exceeded"
+
+    (job,) = fake.batches("openai")
+    assert job["id"] == batch.id and job["state"] == "completed"
+    assert job["custom_ids"] == ["r0", "r1", "r2"] and job["model"] == MODEL_OPENAI
+    assert job["requests"][1]["messages"][0]["content"] == "question 1"
+    kinds = [r.kind for r in fake.requests_for("openai")]
+    assert kinds.count("batch_item") == 3
+    assert kinds[:2] == ["file_upload", "batch_create"] and kinds.count("batch_get") == 3
+    assert fake.pending("openai") == 0
+
+
+def test_openai_item_checks_are_the_live_ones(fake, oai):
+    """An unknown model is the live endpoint's 404, per item, with the other items answered."""
+    fake.script("openai", Reply(text="ok"))
+    data = openai_input(1, model="no-such-model")
+    batch = openai_submit(oai, data)
+    done = oai.batches.retrieve(batch.id)
+    (err,) = jsonl(oai, done.error_file_id)
+    assert err["response"]["status_code"] == 404
+    assert err["response"]["body"]["error"]["code"] == "model_not_found"
+    assert done.output_file_id is None
+    assert fake.pending("openai") == 0  # the item popped its reply, as a live call would
+
+
+def test_openai_expire_cancel_and_fail(fake, oai):
+    fake.batch_plan("openai", expire=(1,))
+    fake.batch_plan("openai", polls=3, cancelled=(0, 2))
+    fake.batch_plan("openai", polls=1, fail="input file too large")
+
+    expired = oai.batches.retrieve(openai_submit(oai, openai_input(3)).id)
+    assert expired.status == "expired"
+    assert [line["custom_id"] for line in jsonl(oai, expired.output_file_id)] == ["r0", "r2"]
+    (err,) = jsonl(oai, expired.error_file_id)
+    assert err["custom_id"] == "r1" and err["error"]["code"] == "batch_expired"
+    assert err["response"] is None
+
+    batch = openai_submit(oai, openai_input(3))
+    assert oai.batches.retrieve(batch.id).status == "in_progress"
+    assert oai.batches.cancel(batch.id).status == "cancelling"
+    cancelled = oai.batches.retrieve(batch.id)
+    assert cancelled.status == "cancelled" and cancelled.cancelled_at is not None
+    assert [line["custom_id"] for line in jsonl(oai, cancelled.output_file_id)] == ["r1"]
+    errors = jsonl(oai, cancelled.error_file_id)
+    assert [(e["custom_id"], e["error"]["code"]) for e in errors] == [
+        ("r0", "batch_cancelled"),
+        ("r2", "batch_cancelled"),
+    ]
+    with pytest.raises(openai.ConflictError):
+        oai.batches.cancel(batch.id)  # already done
+
+    batch = openai_submit(oai, openai_input(2))
+    assert oai.batches.retrieve(batch.id).status == "in_progress"
+    failed = oai.batches.retrieve(batch.id)
+    assert failed.status == "failed"
+    assert failed.errors.data[0].message == "input file too large"
+    assert failed.output_file_id is None and failed.error_file_id is None
+    assert [job["state"] for job in fake.batches()] == ["expired", "cancelled", "failed"]
+
+
+def test_openai_bad_input_lines_fail_the_job(fake, oai):
+    good = openai_input(1)
+    data = good + b"not json\n" + good + openai_input(1, url="/v1/embeddings").replace(b"r0", b"x")
+    batch = openai_submit(oai, data)
+    failed = oai.batches.retrieve(batch.id)
+    assert failed.status == "failed"
+    assert [(e.line, e.code) for e in failed.errors.data] == [
+        (2, "invalid_json_line"),
+        (3, "duplicate_custom_id"),
+        (4, "mismatched_endpoint"),
+    ]
+    assert not [r for r in fake.requests if r.kind == "batch_item"]  # nothing was answered
+
+
+@pytest.mark.parametrize(
+    ("order", "expected"),
+    [("reverse", ["r3", "r2", "r1", "r0"]), ("shuffle", None)],
+)
+def test_openai_result_order(fake, oai, order, expected):
+    fake.batch_plan("openai", order=order)
+    done = oai.batches.retrieve(openai_submit(oai, openai_input(4)).id)
+    ids = [line["custom_id"] for line in jsonl(oai, done.output_file_id)]
+    assert sorted(ids) == ["r0", "r1", "r2", "r3"]
+    assert ids == expected if expected else ids != sorted(ids)
+
+
+def test_openai_list_pages_newest_first(fake, oai):
+    ids = [openai_submit(oai, openai_input(1)).id for _ in range(3)]
+    first = oai.batches.list(limit=2)
+    assert [b.id for b in first.data] == ids[:0:-1] and first.has_more
+    assert [b.id for b in oai.batches.list(limit=2)] == ids[::-1]  # auto-paging ends
+    assert [r.query.get("after") for r in fake.requests if r.kind == "batch_list"][-2:] == [
+        None,
+        ids[1],
+    ]
+
+
+def test_openai_named_endpoint_keeps_its_own_batches(fake, oai):
+    fake.script("openai", Reply(text="proxied"), prefix="/ollama")
+    proxy = openai.OpenAI(api_key="sk-x", base_url=fake.url + "/ollama/v1", max_retries=0)
+    with proxy:
+        batch = openai_submit(proxy, openai_input(1))
+        done = proxy.batches.retrieve(batch.id)
+        (line,) = jsonl(proxy, done.output_file_id)
+        assert line["response"]["body"]["choices"][0]["message"]["content"] == "proxied"
+    with pytest.raises(openai.NotFoundError):
+        oai.batches.retrieve(batch.id)
+    assert fake.batches()[0]["prefix"] == "/ollama"
+    items = [r for r in fake.requests_for("openai", prefix="/ollama") if r.kind == "batch_item"]
+    assert [r.path for r in items] == ["/ollama/v1/chat/completions"]
+
+
+def test_openai_batch_calls_check_the_key(fake):
+    client = openai.OpenAI(api_key="bad-key", base_url=fake.url + "/v1", max_retries=0)
+    with client, pytest.raises(openai.AuthenticationError):
+        client.batches.list()
