@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import anthropic
 import openai
 import pytest
 
@@ -208,3 +209,145 @@ def test_openai_batch_calls_check_the_key(fake):
     client = openai.OpenAI(api_key="bad-key", base_url=fake.url + "/v1", max_retries=0)
     with client, pytest.raises(openai.AuthenticationError):
         client.batches.list()
+
+
+# --- Anthropic ---------------------------------------------------------------------------------
+
+MODEL_ANTHROPIC = "claude-haiku-4-5"
+
+
+@pytest.fixture
+def ant(fake):
+    client = anthropic.Anthropic(
+        api_key="sk-ant-test-2", base_url=fake.url, max_retries=0, timeout=5
+    )
+    yield client
+    client.close()
+
+
+def anthropic_requests(n: int, **params) -> list[dict]:
+    return [
+        {
+            "custom_id": f"r{i}",
+            "params": {
+                "model": MODEL_ANTHROPIC,
+                "max_tokens": 100,
+                "messages": [{"role": "user", "content": f"question {i}"}],
+                **params,
+            },
+        }
+        for i in range(n)
+    ]
+
+
+def results(client: anthropic.Anthropic, batch_id: str) -> dict[str, object]:
+    return {line.custom_id: line.result for line in client.messages.batches.results(batch_id)}
+
+
+def test_anthropic_create_poll_and_results(fake, ant):
+    fake.script(
+        "anthropic",
+        Reply(text="first", input_tokens=5, output_tokens=3),
+        Reply(status=529),
+        Reply(text="third", finish="length"),
+    )
+    fake.batch_plan("anthropic", polls=2, order="reverse")
+    batches = ant.messages.batches
+    batch = batches.create(requests=anthropic_requests(3))
+    assert batch.processing_status == "in_progress" and batch.request_counts.processing == 3
+    assert batch.results_url is None
+    for _ in range(2):
+        polled = batches.retrieve(batch.id)
+        assert polled.processing_status == "in_progress" and polled.results_url is None
+    done = batches.retrieve(batch.id)
+    assert done.processing_status == "ended" and done.ended_at is not None
+    assert (done.request_counts.succeeded, done.request_counts.errored) == (2, 1)
+    assert done.results_url == f"/v1/messages/batches/{batch.id}/results"  # relative
+
+    lines = list(batches.results(batch.id))
+    assert [line.custom_id for line in lines] == ["r2", "r1", "r0"]
+    got = {line.custom_id: line.result for line in lines}
+    assert got["r0"].type == "succeeded" and got["r0"].message.content[0].text == "first"
+    assert (got["r0"].message.usage.input_tokens, got["r0"].message.usage.output_tokens) == (5, 3)
+    assert got["r2"].message.stop_reason == "max_tokens"
+    assert got["r1"].type == "errored" and got["r1"].error.error.type == "overloaded_error"
+    results_call = [r for r in fake.requests_for("anthropic") if r.kind == "batch_results"]
+    assert [r.path for r in results_call] == [done.results_url]
+
+    (job,) = fake.batches("anthropic")
+    assert job["custom_ids"] == ["r0", "r1", "r2"] and job["model"] == MODEL_ANTHROPIC
+    assert job["requests"][0]["max_tokens"] == 100 and job["state"] == "ended"
+    assert [r.kind for r in fake.requests_for("anthropic")].count("batch_item") == 3
+
+
+def test_anthropic_item_checks_are_the_live_ones(fake, ant):
+    """A request without max_tokens is errored, as /v1/messages would refuse it."""
+    reqs = anthropic_requests(2)
+    del reqs[1]["params"]["max_tokens"]
+    batch = ant.messages.batches.create(requests=reqs)
+    ant.messages.batches.retrieve(batch.id)
+    got = results(ant, batch.id)
+    assert got["r0"].type == "succeeded"
+    assert got["r1"].type == "errored"
+    assert got["r1"].error.error.message == "max_tokens: Field required"
+
+
+@pytest.mark.parametrize("bad", ["has space", "x" * 65, "", "dup"])
+def test_anthropic_bad_custom_id_refuses_the_whole_batch(fake, ant, bad):
+    reqs = anthropic_requests(2)
+    reqs[1]["custom_id"] = bad if bad != "dup" else "r0"
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        ant.messages.batches.create(requests=reqs)
+    assert caught.value.body["error"]["type"] == "invalid_request_error"
+    assert fake.batches() == [] and fake.pending() == 0
+    assert not [r for r in fake.requests if r.kind == "batch_item"]
+
+
+def test_anthropic_expire_cancel_and_delete(fake, ant):
+    batches = ant.messages.batches
+    fake.batch_plan("anthropic", expire=(0,), fail="ignored: Anthropic has no failed state")
+    fake.batch_plan("anthropic", polls=5, cancelled=(1,))
+    expired = batches.create(requests=anthropic_requests(2))
+    counts = batches.retrieve(expired.id).request_counts
+    assert (counts.expired, counts.succeeded) == (1, 1)
+    assert {k: r.type for k, r in results(ant, expired.id).items()} == {
+        "r0": "expired",
+        "r1": "succeeded",
+    }
+
+    batch = batches.create(requests=anthropic_requests(3))
+    with pytest.raises(anthropic.BadRequestError):
+        batches.delete(batch.id)  # still in progress
+    canceling = batches.cancel(batch.id)
+    assert canceling.processing_status == "canceling"
+    assert canceling.cancel_initiated_at is not None
+    ended = batches.retrieve(batch.id)
+    assert ended.processing_status == "ended" and ended.request_counts.canceled == 1
+    assert {k: r.type for k, r in results(ant, batch.id).items()} == {
+        "r0": "succeeded",
+        "r1": "canceled",
+        "r2": "succeeded",
+    }
+    assert batches.delete(batch.id).type == "message_batch_deleted"
+    with pytest.raises(anthropic.NotFoundError):
+        batches.retrieve(batch.id)
+    assert [job["state"] for job in fake.batches()] == ["ended", "deleted"]
+
+
+def test_anthropic_list_pages_and_prefix(fake, ant):
+    ids = [ant.messages.batches.create(requests=anthropic_requests(1)).id for _ in range(3)]
+    page = ant.messages.batches.list(limit=2)
+    assert [b.id for b in page.data] == ids[:0:-1] and page.has_more
+    assert [b.id for b in ant.messages.batches.list(limit=2)] == ids[::-1]
+
+    fake.script("anthropic", Reply(text="proxied"), prefix="/claude-proxy")
+    proxy = anthropic.Anthropic(api_key="sk-ant-x", base_url=fake.url + "/claude-proxy")
+    with proxy:
+        batch = proxy.messages.batches.create(requests=anthropic_requests(1))
+        assert [b.id for b in proxy.messages.batches.list()] == [batch.id]
+        (line,) = proxy.messages.batches.results(batch.id)  # results_url joined to the prefix
+        assert line.result.message.content[0].text == "proxied"
+    calls = fake.requests_for("anthropic", prefix="/claude-proxy")
+    assert [r.path for r in calls if r.kind == "batch_results"] == [
+        f"/claude-proxy/v1/messages/batches/{batch.id}/results"
+    ]
