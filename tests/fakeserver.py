@@ -1206,6 +1206,8 @@ class _Exchange:
             return None
 
         # gemini
+        if kind == "file_upload":
+            return None  # the upload URL itself is the credential, like Google's signed URLs
         if not key:
             return 403, self._error_envelope(
                 403,

@@ -7,11 +7,15 @@ the script, expiry, cancellation, failure, paging and result order, per provider
 
 from __future__ import annotations
 
+import io
 import json
 
 import anthropic
 import openai
 import pytest
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types as genai_types
 
 from tests.fakeserver import Reply
 
@@ -351,3 +355,151 @@ def test_anthropic_list_pages_and_prefix(fake, ant):
     assert [r.path for r in calls if r.kind == "batch_results"] == [
         f"/claude-proxy/v1/messages/batches/{batch.id}/results"
     ]
+
+
+# --- Gemini ------------------------------------------------------------------------------------
+
+MODEL_GEMINI = "gemini-2.5-flash"
+
+
+def gemini_client(fake, path: str = "", version: str | None = None) -> genai.Client:
+    options = genai_types.HttpOptions(base_url=fake.url + path, timeout=5000)
+    if version:
+        options.api_version = version
+    return genai.Client(api_key="AIza-test-3", http_options=options)
+
+
+def gemini_inline(n: int) -> list[dict]:
+    return [{"contents": f"question {i}", "metadata": {"key": f"r{i}"}} for i in range(n)]
+
+
+def states(client: genai.Client, name: str, n: int) -> list[str]:
+    return [client.batches.get(name=name).state.name for _ in range(n)]
+
+
+@pytest.mark.parametrize("version", [None, "v1beta"])
+def test_gemini_inline_create_poll_and_results(fake, version):
+    fake.script(
+        "gemini",
+        Reply(text="first", input_tokens=5, output_tokens=3),
+        Reply(status=503),
+        Reply(text="third", finish="length"),
+    )
+    fake.batch_plan("gemini", polls=2, order="reverse")  # Gemini keeps the request order anyway
+    client = gemini_client(fake, version=version)
+    job = client.batches.create(
+        model=MODEL_GEMINI, src=gemini_inline(3), config={"display_name": "job1"}
+    )
+    assert job.name.startswith("batches/") and job.state.name == "JOB_STATE_PENDING"
+    assert states(client, job.name, 2) == ["JOB_STATE_RUNNING"] * 2
+    done = client.batches.get(name=job.name)
+    assert done.state.name == "JOB_STATE_SUCCEEDED" and done.done
+    assert done.display_name == "job1" and done.model == f"models/{MODEL_GEMINI}"
+    first, second, third = done.dest.inlined_responses
+    assert [r.metadata["key"] for r in (first, second, third)] == ["r0", "r1", "r2"]
+    assert first.response.text == "first" and first.error is None
+    usage = first.response.usage_metadata
+    assert (usage.prompt_token_count, usage.candidates_token_count) == (5, 3)
+    assert third.response.candidates[0].finish_reason.name == "MAX_TOKENS"
+    assert second.response is None
+    assert (second.error.code, second.error.details) == (503, [])
+
+    (record,) = fake.batches("gemini")
+    assert record["custom_ids"] == ["r0", "r1", "r2"] and record["model"] == MODEL_GEMINI
+    assert record["requests"][1]["contents"][0]["parts"][0]["text"] == "question 1"
+    assert record["input"] == "inline" and record["state"] == "BATCH_STATE_SUCCEEDED"
+    items = [r for r in fake.requests_for("gemini") if r.kind == "batch_item"]
+    expected = f"/{version or 'v1'}/models/{MODEL_GEMINI}:generateContent"
+    assert [r.path for r in items] == [expected] * 3
+
+
+def test_gemini_file_upload_input_and_file_output(fake):
+    fake.script("gemini", Reply(text="from file"), Reply(status=400))
+    client = gemini_client(fake, "/gemini")  # a named endpoint: the upload URL keeps its prefix
+    lines = [
+        {"key": f"k{i}", "request": {"contents": [{"parts": [{"text": f"q{i}"}], "role": "user"}]}}
+        for i in range(2)
+    ]
+    data = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    upload = client.files.upload(
+        file=io.BytesIO(data), config={"mime_type": "application/jsonl", "display_name": "in"}
+    )
+    assert upload.name.startswith("files/") and upload.size_bytes == len(data)
+    assert client.files.get(name=upload.name).state.name == "ACTIVE"
+    job = client.batches.create(model=MODEL_GEMINI, src=upload.name)
+    done = client.batches.get(name=job.name)
+    assert done.dest.inlined_responses is None
+    out = [
+        json.loads(line) for line in client.files.download(file=done.dest.file_name).splitlines()
+    ]
+    assert [line["key"] for line in out] == ["k0", "k1"]
+    assert out[0]["response"]["candidates"][0]["content"]["parts"][0]["text"] == "from file"
+    assert out[1]["error"] == {"code": 400, "message": out[1]["error"]["message"], "details": []}
+
+    (record,) = fake.batches("gemini")
+    assert record["input"] == "file" and record["custom_ids"] == ["k0", "k1"]
+    assert record["prefix"] == "/gemini"
+    kinds = [r.kind for r in fake.requests_for("gemini", prefix="/gemini")]
+    assert kinds[:4] == ["file_upload_start", "file_upload", "file_get", "batch_create"]
+    assert "file_content" in kinds
+
+
+def test_gemini_expire_cancel_fail_and_delete(fake):
+    client = gemini_client(fake)
+    fake.batch_plan("gemini", expire=(1,))
+    fake.batch_plan("gemini", polls=3, cancelled=(0,))
+    fake.batch_plan("gemini", fail="quota exhausted")
+
+    expired = client.batches.get(
+        name=client.batches.create(model=MODEL_GEMINI, src=gemini_inline(3)).name
+    )
+    assert expired.state.name == "JOB_STATE_EXPIRED"
+    answers = expired.dest.inlined_responses
+    assert [r.response is not None for r in answers] == [True, False, True]
+    assert answers[1].error.code == 504 and answers[1].metadata == {"key": "r1"}
+
+    job = client.batches.create(model=MODEL_GEMINI, src=gemini_inline(2))
+    assert states(client, job.name, 1) == ["JOB_STATE_RUNNING"]
+    client.batches.cancel(name=job.name)
+    cancelled = client.batches.get(name=job.name)
+    assert cancelled.state.name == "JOB_STATE_CANCELLED"
+    first, second = cancelled.dest.inlined_responses
+    assert first.error.code == 499 and second.response.text == "Hello from the fake server."
+
+    failed = client.batches.get(
+        name=client.batches.create(model=MODEL_GEMINI, src=gemini_inline(1)).name
+    )
+    assert failed.state.name == "JOB_STATE_FAILED" and failed.dest is None
+
+    client.batches.delete(name=job.name)
+    with pytest.raises(genai_errors.ClientError) as caught:
+        client.batches.get(name=job.name)
+    assert caught.value.code == 404
+    assert [b["state"] for b in fake.batches()] == [
+        "BATCH_STATE_EXPIRED",
+        "deleted",
+        "BATCH_STATE_FAILED",
+    ]
+
+
+def test_gemini_list_pages_and_shares_v1_paths_with_openai(fake, oai):
+    client = gemini_client(fake)
+    names = [client.batches.create(model=MODEL_GEMINI, src=gemini_inline(1)).name for _ in range(3)]
+    openai_batch = openai_submit(oai, openai_input(1))
+    assert [b.name for b in client.batches.list(config={"page_size": 2})] == names[::-1]
+    tokens = [
+        r.query.get("pageToken") for r in fake.requests_for("gemini") if r.kind == "batch_list"
+    ]
+    assert tokens == [None, "2"]
+    # Same /v1/batches paths: the headers tell the providers apart (wire-wave2.md surprise 3).
+    assert [b.id for b in oai.batches.list()] == [openai_batch.id]
+    assert client.batches.get(name=names[0]).state.name == "JOB_STATE_SUCCEEDED"
+    assert oai.batches.retrieve(openai_batch.id).status == "completed"
+
+
+def test_gemini_unknown_model_is_refused_at_create(fake):
+    client = gemini_client(fake)  # kept: a dropped client closes its connection pool
+    with pytest.raises(genai_errors.ClientError) as caught:
+        client.batches.create(model="no-such-model", src=gemini_inline(1))
+    assert caught.value.code == 404
+    assert fake.batches() == []
