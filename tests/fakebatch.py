@@ -17,11 +17,12 @@ do not apply to batch items. The Batch API's own calls (create, get, list...) po
 Test-facing interface (on ``FakeServer``)::
 
     fake.batch_plan("openai", polls=2, order="reverse", expire=(1,), cancelled=(2,), fail=None)
+    fake.script_batch_api("openai", Reply(status=500))  # the next batch/file call fails
     fake.batches("openai")   # [{"provider", "id", "state", "requests", "custom_ids", "model", ...}]
     fake.requests_for("openai")  # every call, each with .kind; one "batch_item" per prompt
     fake.reset()             # also forgets batches, files and plans
 
-``batch_plan(provider, *, polls=0, order="input", expire=(), cancelled=None, fail=None)``: how
+``batch_plan(provider, *, polls=0, order="input", expire=(), cancelled=(), fail=None)``: how
 the NEXT batch created for ``provider`` behaves (calls queue up: one plan per later create;
 with no plan, a batch is done at its first status read).
 
@@ -44,11 +45,16 @@ with no plan, a batch is done at its first status read).
 * Cancel (``POST .../cancel`` or Gemini ``:cancel``) on a job not yet reported done: OpenAI
   answers ``cancelling``, Anthropic ``canceling``, Gemini ``{}``; the next status read says
   ``cancelled`` / ``ended`` (``cancel_initiated_at`` set) / ``BATCH_STATE_CANCELLED``. The items
-  at the positions in ``cancelled=(i, ...)`` (default: all of them) come back canceled: OpenAI
+  at the positions in ``cancelled=(i, ...)`` (empty, the default: all of them) come back
+  canceled: OpenAI
   error lines with code ``batch_cancelled``, Anthropic ``{"type": "canceled"}``, Gemini error
   entries with code 499 in their place; the others keep their answers. Cancelling a job already
   reported done: OpenAI 409 ``invalid_request_error``; Anthropic the batch unchanged; Gemini
   ``{}`` and no change.
+
+``script_batch_api(provider, *replies, prefix="")``: replies for the Batch API's own calls
+(which pop nothing from ``script``): a ``status >= 400`` one is that call's error, ``delay`` and
+``drop_after`` apply; any other reply lets the call through.
 
 ``batches(provider=None)``: every job, oldest first, as a dict: ``provider``, ``id`` (the wire
 id: ``batch_…``, ``msgbatch_…``, ``batches/…``), ``state`` (the provider's own current state
@@ -176,6 +182,8 @@ class _Item:
 
 @dataclass
 class _Job:
+    """One batch: its items (answered at create), its plan and where it is in its life."""
+
     provider: str
     id: str
     prefix: str
@@ -330,7 +338,7 @@ class BatchStore:
         polls: int = 0,
         order: str = "input",
         expire: Iterable[int] = (),
-        cancelled: Iterable[int] | None = None,
+        cancelled: Iterable[int] = (),
         fail: str | None = None,
     ) -> None:
         if provider not in PROVIDERS:
@@ -343,7 +351,7 @@ class BatchStore:
             polls=polls,
             order=order,
             expire=frozenset(expire),
-            cancelled=None if cancelled is None else frozenset(cancelled),
+            cancelled=frozenset(cancelled) or None,
             fail=fail,
         )
         with self._lock:
@@ -577,6 +585,9 @@ class BatchStore:
         if source is None:
             self._not_found(ex, f"No such File object: {body.get('input_file_id')}")
             return
+        if source.purpose != "batch":
+            self._error(ex, 400, f"File {source.id} was not uploaded with purpose 'batch'.")
+            return
         items, line_errors, model = _openai_lines(source.data, endpoint)
         job = _Job(
             provider="openai",
@@ -791,8 +802,9 @@ class BatchStore:
         return "ended" if job.done else "in_progress"
 
     def _anthropic_batch(self, job: _Job) -> dict[str, Any]:
-        counts = {"processing": len(job.items), "succeeded": 0, "errored": 0}
-        counts |= {"canceled": 0, "expired": 0}
+        # The counts other than `processing` stay 0 until the whole batch ends, as the real API.
+        counts = dict.fromkeys(("succeeded", "errored", "canceled", "expired"), 0)
+        counts["processing"] = len(job.items)
         if job.done:
             counts = {
                 "processing": 0,

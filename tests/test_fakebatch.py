@@ -503,3 +503,59 @@ def test_gemini_unknown_model_is_refused_at_create(fake):
         client.batches.create(model="no-such-model", src=gemini_inline(1))
     assert caught.value.code == 404
     assert fake.batches() == []
+
+
+# --- common ------------------------------------------------------------------------------------
+
+
+def test_batch_api_calls_have_their_own_script(fake, oai):
+    """script() answers the prompts; script_batch_api() the calls around them."""
+    fake.script("openai", Reply(text="the answer"))
+    fake.script_batch_api("openai", Reply(), Reply(), Reply(status=503))
+    batch = openai_submit(oai, openai_input(1))  # upload + create: served normally
+    with pytest.raises(openai.InternalServerError):
+        oai.batches.retrieve(batch.id)  # the scripted 503
+    done = oai.batches.retrieve(batch.id)
+    (line,) = jsonl(oai, done.output_file_id)
+    assert line["response"]["body"]["choices"][0]["message"]["content"] == "the answer"
+    assert [r.status for r in fake.requests if r.kind == "batch_get"] == [503, 200]
+
+
+def test_batch_items_use_the_default_reply_and_reset_forgets_all(fake, ant):
+    fake.set_default(Reply(echo=True))
+    batch = ant.messages.batches.create(requests=anthropic_requests(2))
+    got = results(ant, batch.id)
+    assert [got[k].message.content[0].text for k in ("r0", "r1")] == ["question 0", "question 1"]
+    fake.batch_plan("anthropic", polls=3)
+    fake.reset()
+    assert fake.batches() == [] and fake.requests == []
+    with pytest.raises(anthropic.NotFoundError):
+        ant.messages.batches.retrieve(batch.id)
+    later = ant.messages.batches.create(requests=anthropic_requests(1))
+    assert ant.messages.batches.retrieve(later.id).processing_status == "ended"  # no plan left
+
+
+def test_live_requests_keep_their_kind(fake, oai):
+    oai.chat.completions.create(model=MODEL_OPENAI, messages=[{"role": "user", "content": "hi"}])
+    oai.models.list()
+    assert [r.kind for r in fake.requests] == ["chat", "models"]
+
+
+def test_openai_input_file_needs_purpose_batch(fake, oai):
+    upload = oai.files.create(file=("in.jsonl", openai_input(1)), purpose="assistants")
+    with pytest.raises(openai.BadRequestError):
+        oai.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+    assert oai.files.retrieve(upload.id).purpose == "assistants"
+
+
+def test_cancel_stops_every_item_by_default(fake, oai):
+    fake.batch_plan("openai", polls=1)
+    batch = openai_submit(oai, openai_input(2))
+    assert oai.batches.cancel(batch.id).status == "cancelling"
+    done = oai.batches.retrieve(batch.id)
+    assert done.status == "cancelled" and done.output_file_id is None
+    assert (done.request_counts.completed, done.request_counts.failed) == (0, 0)
+    codes = [line["error"]["code"] for line in jsonl(oai, done.error_file_id)]
+    assert codes == ["batch_cancelled"] * 2
