@@ -73,6 +73,11 @@ SDK caveats found while building this (anthropic 2.14, openai 3.57, google-genai
   ``httpx2.RemoteProtocolError`` from anthropic and google-genai; a bad stream line is a bare
   ``json.JSONDecodeError`` (openai, anthropic) or ``genai.errors.UnknownApiResponseError``.
 
+Batch APIs (OpenAI files + batches, Anthropic message batches, Gemini batchGenerateContent and
+its files) are served by ``tests/fakebatch.py``, whose docstring documents them; the test-facing
+calls are ``FakeServer.batch_plan()`` and ``FakeServer.batches()``, and ``Recorded.kind`` names
+every request's endpoint (``batch_item`` for each prompt inside a batch).
+
 Besides the brief's API: ``FakeServer.pending()``, ``wait_idle()``, ``errors`` (tracebacks of bugs
 in the fake), ``Recorded.status`` and ``Reply.error_code``/``Reply.thinking``/
 ``Reply.cache_write_tokens``, and for the ends of calls ``Reply(finish=None)`` (a stream cut
@@ -295,7 +300,10 @@ class Recorded:
     the client's side of the TCP connection the request came over: two requests with the same
     port came over one kept-alive connection (a client reusing its connection pool). ``prefix``
     is the part of ``path`` before the provider's own path: ``"/ollama"`` for a named endpoint
-    at ``/ollama/v1/chat/completions``, ``""`` at the provider's normal paths.
+    at ``/ollama/v1/chat/completions``, ``""`` at the provider's normal paths. ``kind`` names
+    the endpoint: ``chat``, ``messages``, ``generate``, ``models``..., the Batch API's
+    ``batch_create``, ``batch_get``..., and ``batch_item`` for one request inside a batch
+    (tests/fakebatch.py).
     """
 
     provider: str  # "openai" | "anthropic" | "gemini" | "unknown" (no route matched)
@@ -315,6 +323,7 @@ class Recorded:
     status: int | None = None
     client_port: int | None = None
     prefix: str = ""
+    kind: str = ""
 
 
 def split_words(text: str) -> list[str]:
@@ -351,6 +360,10 @@ class FakeServer:
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._default: Reply | None = None
+        # Imported here: tests/fakebatch.py builds on this module's classes.
+        from tests.fakebatch import BatchStore
+
+        self._batch_store = BatchStore(self)
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -472,6 +485,26 @@ class FakeServer:
             self._requests = []
             self._errors = []
             self._default = None
+        self._batch_store.reset()
+
+    def batch_plan(
+        self,
+        provider: str,
+        *,
+        polls: int = 0,
+        order: str = "input",
+        expire: Iterable[int] = (),
+        cancelled: Iterable[int] | None = None,
+        fail: str | None = None,
+    ) -> None:
+        """How the next batch created for ``provider`` behaves (tests/fakebatch.py)."""
+        self._batch_store.plan(
+            provider, polls=polls, order=order, expire=expire, cancelled=cancelled, fail=fail
+        )
+
+    def batches(self, provider: str | None = None) -> list[dict[str, Any]]:
+        """Every batch job the fake holds, oldest first, as submitted (tests/fakebatch.py)."""
+        return self._batch_store.snapshot(provider)
 
     def wait_idle(self, timeout: float = 5.0) -> bool:
         """Wait until every recorded request has finished; False on timeout.
@@ -484,9 +517,16 @@ class FakeServer:
 
     # used by the handler ---------------------------------------------------------------------
 
-    def _record(self, rec: Recorded) -> Reply:
+    def _record(self, rec: Recorded, *, pop: bool = True) -> Reply:
+        """Keep ``rec`` and take its reply: the next scripted one (``pop``) or the default.
+
+        The Batch API's own calls do not pop (``pop=False``): the script is for the prompts,
+        so ``script(p, a, b)`` answers a batch's first two items, whatever calls come between.
+        """
         with self._lock:
             self._requests.append(rec)
+            if not pop:
+                return Reply()
             for key in ((rec.provider, rec.prefix), (rec.provider, "")):
                 queue = self._queues.get(key)
                 if queue:
@@ -537,12 +577,20 @@ class _Route:
     api_version: str = "v1"
     action: str = ""  # Gemini: generateContent | streamGenerateContent | countTokens
     prefix: str = ""  # the path before the provider's own one ("/ollama" in /ollama/v1/...)
+    resource: str = ""  # Batch API: the batch or file id named in the path
 
 
 _GEMINI_ACTION = re.compile(
-    r"^/(v1|v1beta|v1alpha)/(.+):(generateContent|streamGenerateContent|countTokens)$"
+    r"^/(v1|v1beta|v1alpha)/(.+):"
+    r"(generateContent|streamGenerateContent|countTokens|batchGenerateContent)$"
 )
 _MODELS_PATH = re.compile(r"^/(v1|v1beta|v1alpha)/models(?:/(.+))?$")
+# Batch API paths (tests/fakebatch.py). OpenAI and Gemini share /v1/batches and /v1/files
+# (wire-wave2.md surprise 3): the headers decide, as for /v1/models.
+_V1_BATCH = re.compile(r"^/(v1|v1beta|v1alpha)/batches(?:/([^/:]+)(/cancel|:cancel)?)?$")
+_V1_FILE = re.compile(r"^/(v1|v1beta|v1alpha)/files(?:/([^/:]+)(/content|:download)?)?$")
+_ANTHROPIC_BATCH = re.compile(r"^/v1/messages/batches(?:/([^/]+)(/cancel|/results)?)?$")
+_GEMINI_UPLOAD = re.compile(r"^/upload/(v1|v1beta|v1alpha)/files$")
 
 
 def _sniff_provider(headers: dict[str, str], query: dict[str, str]) -> str:
@@ -592,7 +640,9 @@ def _provider_route(
         if match:
             version, name, action = match.groups()
             model = name.removeprefix("models/")
-            kind = "count_tokens" if action == "countTokens" else "generate"
+            kind = {"countTokens": "count_tokens", "batchGenerateContent": "batch_create"}.get(
+                action, "generate"
+            )
             return _Route("gemini", kind, model=model, api_version=version, action=action)
     elif method == "GET":
         match = _MODELS_PATH.match(path)
@@ -603,7 +653,70 @@ def _provider_route(
                 model = model.removeprefix("models/")
             kind = "models" if model is None else "model"
             return _Route(provider, kind, model=model, api_version=version)
-    return _Route("unknown", "unknown")
+    return _batch_route(method, path, headers, query)
+
+
+def _batch_route(method: str, path: str, headers: dict[str, str], query: dict[str, str]) -> _Route:
+    """The Batch API and file routes of the three providers (served by tests/fakebatch.py)."""
+    unknown = _Route("unknown", "unknown")
+    match = _ANTHROPIC_BATCH.match(path)
+    if match:
+        batch_id, action = match.groups()
+        kind = {
+            ("POST", False, None): "batch_create",
+            ("GET", False, None): "batch_list",
+            ("GET", True, None): "batch_get",
+            ("DELETE", True, None): "batch_delete",
+            ("POST", True, "/cancel"): "batch_cancel",
+            ("GET", True, "/results"): "batch_results",
+        }.get((method, batch_id is not None, action))
+        return _Route("anthropic", kind, resource=batch_id or "") if kind else unknown
+    match = _GEMINI_UPLOAD.match(path)
+    if match and method == "POST":
+        kind = "file_upload" if "upload_id" in query else "file_upload_start"
+        return _Route(
+            "gemini", kind, api_version=match.group(1), resource=query.get("upload_id", "")
+        )
+    for pattern, table in ((_V1_BATCH, _BATCH_KINDS), (_V1_FILE, _FILE_KINDS)):
+        match = pattern.match(path)
+        if not match:
+            continue
+        version, ident, action = match.groups()
+        gemini = version != "v1" or _sniff_provider(headers, query) == "gemini"
+        if (action or "").startswith(":" if not gemini else "/"):
+            return unknown  # ":cancel" is Gemini's spelling, "/cancel" OpenAI's
+        kind = table.get((method, ident is not None, (action or "").lstrip(":/")))
+        if kind is None:
+            return unknown
+        provider = "gemini" if gemini else "openai"
+        return _Route(provider, kind, api_version=version, resource=ident or "")
+    return unknown
+
+
+# (method, an id in the path?, action) -> kind, for /v1/batches... and /v1/files...
+_BATCH_KINDS = {
+    (
+        "POST",
+        False,
+        "",
+    ): "batch_create",  # OpenAI; Gemini creates at models/{m}:batchGenerateContent
+    ("GET", False, ""): "batch_list",
+    ("GET", True, ""): "batch_get",
+    ("DELETE", True, ""): "batch_delete",
+    ("POST", True, "cancel"): "batch_cancel",
+}
+_FILE_KINDS = {
+    ("POST", False, ""): "file_upload",  # OpenAI multipart; Gemini uploads at /upload/{ver}/files
+    ("GET", False, ""): "file_list",
+    ("GET", True, ""): "file_get",
+    ("DELETE", True, ""): "file_delete",
+    ("GET", True, "content"): "file_content",
+    ("GET", True, "download"): "file_content",
+}
+# Every kind tests/fakebatch.py serves: these calls pop no scripted reply (see FakeServer._record).
+BATCH_ROUTE_KINDS = frozenset(
+    {*_BATCH_KINDS.values(), *_FILE_KINDS.values(), "batch_results", "file_upload_start"}
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -879,8 +992,14 @@ class _Exchange:
     """Builds and sends the reply for one recorded request."""
 
     def __init__(
-        self, handler: _Handler, rec: Recorded, reply: Reply, route: _Route, fake: FakeServer
+        self,
+        handler: _Handler | None,
+        rec: Recorded,
+        reply: Reply,
+        route: _Route,
+        fake: FakeServer,
     ) -> None:
+        # handler is None for a request inside a batch: only `answer()` is used, no socket.
         self.h = handler
         self.rec = rec
         self.reply = reply
@@ -924,11 +1043,37 @@ class _Exchange:
         if error is not None:
             self._send_json(*error)
             return
+        if route.kind in BATCH_ROUTE_KINDS:
+            self.fake._batch_store.serve(self)
+            return
         if reply.malformed and not self.rec.stream:
             self._send_json(reply.status, b'{"id": "broken", "choices": [{"index": 0, "mess')
             return
         handler = getattr(self, f"_{route.provider}_{route.kind}")
         handler()
+
+    def answer(self) -> tuple[int, dict[str, Any]]:
+        """The status and JSON body the live non-stream endpoint would send, without a socket.
+
+        For one request inside a batch (tests/fakebatch.py): the same decisions as ``run``
+        for a scripted error status, the built-in checks and the answer itself; the transport
+        faults (delay, drop_after, malformed, gate) and exact ``body`` replies do not apply.
+        """
+        reply = self.reply
+        if reply.status >= 400:
+            if reply.error_body is not None:
+                with contextlib.suppress(ValueError):
+                    return reply.status, json.loads(reply.error_body)
+            return reply.status, self._error_envelope(reply.status)
+        error = self._builtin_error()
+        if error is not None:
+            return error
+        builder = {
+            "chat": self._openai_chat_body,
+            "messages": self._anthropic_message_body,
+            "generate": self._gemini_generate_body,
+        }[self.route.kind]
+        return 200, builder()
 
     # --- errors -------------------------------------------------------------------------------
 
@@ -1130,39 +1275,44 @@ class _Exchange:
             }
         return usage
 
+    def _openai_chat_body(self) -> dict[str, Any]:
+        """A non-stream ``chat.completion``."""
+        reply = self.reply
+        body: dict[str, Any] = {
+            "id": _new_id("chatcmpl-", 29),
+            "object": "chat.completion",
+            "created": self.created,
+            "model": reply.model or self.rec.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {
+                        "role": "assistant",
+                        "content": reply.answer()
+                        if not reply.refusal or reply.chunks is not None
+                        else None,
+                        "refusal": reply.refusal,
+                        "annotations": [],
+                    },
+                    "logprobs": None,
+                    "finish_reason": reply.raw_finish_for("openai"),
+                }
+            ],
+            "service_tier": "default",
+            "system_fingerprint": "fp_fake",
+        }
+        if reply.usage:
+            body["usage"] = self._openai_usage()
+        return body
+
     def _openai_chat(self) -> None:
         reply = self.reply
+        if not self.rec.stream:
+            self._send_json(reply.status, self._openai_chat_body())
+            return
         model = reply.model or self.rec.model
         completion_id = _new_id("chatcmpl-", 29)
         finish = reply.raw_finish_for("openai")
-        if not self.rec.stream:
-            body: dict[str, Any] = {
-                "id": completion_id,
-                "object": "chat.completion",
-                "created": self.created,
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {
-                            "role": "assistant",
-                            "content": reply.answer()
-                            if not reply.refusal or reply.chunks is not None
-                            else None,
-                            "refusal": reply.refusal,
-                            "annotations": [],
-                        },
-                        "logprobs": None,
-                        "finish_reason": finish,
-                    }
-                ],
-                "service_tier": "default",
-                "system_fingerprint": "fp_fake",
-            }
-            if reply.usage:
-                body["usage"] = self._openai_usage()
-            self._send_json(reply.status, body)
-            return
 
         options = self.body.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
@@ -1270,36 +1420,41 @@ class _Exchange:
         stops = self.body.get("stop_sequences")
         return stops[0] if isinstance(stops, list) and stops else "\n\nHuman:"
 
+    def _anthropic_message_body(self) -> dict[str, Any]:
+        """A non-stream ``message``."""
+        reply = self.reply
+        stop_reason = reply.raw_finish_for("anthropic")
+        content: list[dict[str, Any]] = []
+        if reply.thinking:
+            content.append(
+                {"type": "thinking", "thinking": _THINKING_TEXT, "signature": _signature()}
+            )
+        texts = reply.blocks if reply.blocks is not None else [reply.answer()]
+        content += [{"type": "text", "text": t} for t in texts]
+        body: dict[str, Any] = {
+            "id": _new_id("msg_01", 22),
+            "type": "message",
+            "role": "assistant",
+            "model": reply.model or self.rec.model,
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": self._anthropic_stop_sequence(stop_reason),
+        }
+        if reply.usage:
+            body["usage"] = self._anthropic_usage(start=False)
+        return body
+
     def _anthropic_messages(self) -> None:
         reply = self.reply
+        if not self.rec.stream:
+            self._send_json(reply.status, self._anthropic_message_body())
+            return
         model = reply.model or self.rec.model
         message_id = _new_id("msg_01", 22)
         stop_reason = reply.raw_finish_for("anthropic")
         stop_sequence = self._anthropic_stop_sequence(stop_reason)
-        thinking_text = "The user wants a short answer."
-        signature = base64.b64encode(b"fake-signature-" + uuid.uuid4().bytes).decode()
-
-        if not self.rec.stream:
-            content: list[dict[str, Any]] = []
-            if reply.thinking:
-                content.append(
-                    {"type": "thinking", "thinking": thinking_text, "signature": signature}
-                )
-            texts = reply.blocks if reply.blocks is not None else [reply.answer()]
-            content += [{"type": "text", "text": t} for t in texts]
-            body: dict[str, Any] = {
-                "id": message_id,
-                "type": "message",
-                "role": "assistant",
-                "model": model,
-                "content": content,
-                "stop_reason": stop_reason,
-                "stop_sequence": stop_sequence,
-            }
-            if reply.usage:
-                body["usage"] = self._anthropic_usage(start=False)
-            self._send_json(reply.status, body)
-            return
+        thinking_text = _THINKING_TEXT
+        signature = _signature()
 
         def event(name: str, data: dict[str, Any]) -> bytes:
             return b"event: " + name.encode() + b"\ndata: " + _dumps(data) + b"\n\n"
@@ -1477,25 +1632,32 @@ class _Exchange:
             {"category": "HARM_CATEGORY_HARASSMENT", "probability": "NEGLIGIBLE"},
         ]
 
-    def _gemini_generate(self) -> None:
+    def _gemini_generate_body(self) -> dict[str, Any]:
+        """A non-stream ``GenerateContentResponse``."""
         reply = self.reply
         self._gemini_response_id = base64.urlsafe_b64encode(uuid.uuid4().bytes[:12]).decode()
         finish = reply.raw_finish_for("gemini")
         blocked = finish in _GEMINI_BLOCKING
+        candidate: dict[str, Any] = {}
+        if not blocked:
+            parts = [_gemini_thought_part()] if reply.thinking else []
+            parts.append({"text": reply.answer()})
+            candidate["content"] = {"parts": parts, "role": "model"}
+        if finish is not None:
+            candidate["finishReason"] = finish
+        if blocked:
+            candidate["safetyRatings"] = self._gemini_safety_ratings(finish)
+        candidate["index"] = 0
+        return self._gemini_response(candidate, final=True)
 
+    def _gemini_generate(self) -> None:
+        reply = self.reply
         if not self.rec.stream:
-            candidate: dict[str, Any] = {}
-            if not blocked:
-                parts = [_gemini_thought_part()] if reply.thinking else []
-                parts.append({"text": reply.answer()})
-                candidate["content"] = {"parts": parts, "role": "model"}
-            if finish is not None:
-                candidate["finishReason"] = finish
-            if blocked:
-                candidate["safetyRatings"] = self._gemini_safety_ratings(finish)
-            candidate["index"] = 0
-            self._send_json(reply.status, self._gemini_response(candidate, final=True))
+            self._send_json(reply.status, self._gemini_generate_body())
             return
+        self._gemini_response_id = base64.urlsafe_b64encode(uuid.uuid4().bytes[:12]).decode()
+        finish = reply.raw_finish_for("gemini")
+        blocked = finish in _GEMINI_BLOCKING
 
         def data(obj: dict[str, Any]) -> bytes:
             return b"data: " + _dumps(obj) + b"\r\n\r\n"
@@ -1610,6 +1772,18 @@ class _Exchange:
         self._start_response(
             status, [("Content-Type", content_type), ("Content-Length", str(len(data)))]
         )
+        self.h.wfile.write(data)
+
+    def _send_raw(
+        self,
+        status: int,
+        data: bytes,
+        content_type: str | None = "application/octet-stream",
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """Exactly these bytes (a file's content, a JSONL result set, an empty upload answer)."""
+        head = [("Content-Type", content_type)] if content_type else []
+        self._start_response(status, [*head, ("Content-Length", str(len(data))), *headers])
         self.h.wfile.write(data)
 
     def _send_stream(self, plan: _StreamPlan) -> None:
@@ -1958,6 +2132,14 @@ def _gemini_format_problem(config: Any) -> str | None:
     return None
 
 
+_THINKING_TEXT = "The user wants a short answer."
+
+
+def _signature() -> str:
+    """An opaque Anthropic thinking-block signature."""
+    return base64.b64encode(b"fake-signature-" + uuid.uuid4().bytes).decode()
+
+
 def _gemini_thought_part() -> dict[str, Any]:
     """A Gemini thought-summary part: text that ``response.text`` must not include."""
     return {"text": "**Planning** The user wants a short answer.", "thought": True}
@@ -2055,8 +2237,9 @@ class _Handler(BaseHTTPRequestHandler):
             started_at=started,
             client_port=self.client_address[1],
             prefix=route.prefix,
+            kind=route.kind,
         )
-        reply = fake._record(rec)
+        reply = fake._record(rec, pop=route.kind not in BATCH_ROUTE_KINDS)
         try:
             _Exchange(self, rec, reply, route, fake).run()
         except _Dropped:

@@ -1,0 +1,125 @@
+"""Gemini's batch mode through google-genai, inline requests (wire-wave2.md §3.3). The SDK is
+imported inside the methods only.
+
+Jobs are named `batches/ID`, as the SDK requires (a bare ID raises ValueError). Results come in
+the job itself (`dest.inlined_responses`, in request order, each with our custom id in its
+`metadata.key`). A job over Gemini's 20 MB inline limit would need an uploaded input file,
+which llmcli does not do yet: `submit` refuses it before sending anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from llmcli import errors
+from llmcli.batchapi import MB, Adapter, Result, Status, http_error, read_entries
+from llmcli.providers.base import malformed
+from llmcli.providers.gemini import _reply
+
+STATES = {
+    "JOB_STATE_PENDING": "pending",
+    "JOB_STATE_QUEUED": "pending",
+    "JOB_STATE_RUNNING": "running",
+    "JOB_STATE_CANCELLING": "cancelling",
+    "JOB_STATE_SUCCEEDED": "ended",
+    "JOB_STATE_PARTIALLY_SUCCEEDED": "ended",
+    "JOB_STATE_FAILED": "failed",
+    "JOB_STATE_CANCELLED": "cancelled",
+    "JOB_STATE_EXPIRED": "expired",
+}
+
+
+def job_name(job_id: str) -> str:
+    return job_id if job_id.startswith("batches/") else f"batches/{job_id}"
+
+
+class GeminiBatches(Adapter):
+    # "Batch API": inline requests must stay under 20 MB in all; no request count limit is
+    # documented.
+    max_requests = None
+    max_bytes = 20 * MB
+    limits_doc = "20 MB of inline requests (larger jobs need an input file, not supported yet)"
+
+    def entry(self, custom_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        # `metadata` travels with the request and comes back with its answer: our custom id.
+        return {
+            "contents": params["contents"],
+            "config": params["config"],
+            "metadata": {"key": custom_id},
+        }
+
+    def submit(self, entries: Path, model: str, label: str) -> tuple[str, Status]:
+        client = self.provider.client()
+        requests = list(read_entries(entries))
+        job = self.call(
+            lambda: client.batches.create(
+                model=model, src=requests, config={"display_name": label}
+            ),
+            retries=0,
+        )
+        return job_name(job.name), self._status(job)
+
+    def _get(self, job_id: str) -> Any:
+        import pydantic
+
+        client = self.provider.client()
+
+        def get() -> Any:
+            try:
+                return client.batches.get(name=job_name(job_id))
+            except pydantic.ValidationError:
+                # google-genai types a result's error details as strings; the usual Google
+                # error objects there make it fail to read the job (wire-wave2.md surprise 7).
+                raise malformed(self.name, "a batch job the SDK could not read") from None
+
+        return self.call(get)
+
+    def _status(self, job: Any) -> Status:
+        state = job.state
+        raw = (getattr(state, "value", None) or str(state)) if state else "JOB_STATE_PENDING"
+        counts: dict[str, int | None] = {}
+        inlined = job.dest.inlined_responses if job.dest is not None else None
+        if inlined:
+            counts = {
+                "succeeded": sum(1 for r in inlined if r.error is None and r.response is not None),
+                "errored": sum(1 for r in inlined if r.error is not None),
+            }
+        error = None
+        if raw == "JOB_STATE_FAILED":
+            found = getattr(job, "error", None)
+            error = getattr(found, "message", None) or "the job failed (Gemini gives no reason)"
+        return Status(STATES.get(raw, raw.removeprefix("JOB_STATE_").lower()), raw, counts, error)
+
+    def status(self, job_id: str) -> Status:
+        return self._status(self._get(job_id))
+
+    def cancel(self, job_id: str) -> Status:
+        client = self.provider.client()
+        self.call(lambda: client.batches.cancel(name=job_name(job_id)))
+        return self.status(job_id)
+
+    def results(self, job_id: str) -> Iterator[Result]:
+        job = self._get(job_id)
+        if job.dest is None:
+            return
+        if job.dest.file_name and not job.dest.inlined_responses:
+            raise errors.ProviderError(
+                f"{self.name} put the results of {job_id} in a file ({job.dest.file_name}), "
+                "which llmcli cannot read yet",
+                f"download it with google-genai: client.files.download(file={job.dest.file_name!r})",
+                provider=self.name,
+            )
+        for position, answer in enumerate(job.dest.inlined_responses or ()):
+            custom_id = (answer.metadata or {}).get("key") or f"#{position}"
+            if answer.error is not None:
+                body = {"error": {"message": answer.error.message or "", "code": None}}
+                yield Result(
+                    custom_id, error=http_error(self.provider, answer.error.code or 500, body)
+                )
+            elif answer.response is not None:
+                yield Result(custom_id, _reply(answer.response, self.name, job.model or ""))
+
+
+ADAPTER = GeminiBatches
