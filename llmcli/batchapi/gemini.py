@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from llmcli import errors
-from llmcli.batchapi import MB, Adapter, Result, Status, http_error, read_entries
+from llmcli.batchapi import (
+    MB,
+    Adapter,
+    Result,
+    Status,
+    canceled,
+    expired,
+    http_error,
+    read_entries,
+)
 from llmcli.providers.base import malformed
 from llmcli.providers.gemini import _reply
 
@@ -111,15 +120,25 @@ class GeminiBatches(Adapter):
                 f"download it with google-genai: client.files.download(file={job.dest.file_name!r})",
                 provider=self.name,
             )
+        state = self._status(job).state
         for position, answer in enumerate(job.dest.inlined_responses or ()):
             custom_id = (answer.metadata or {}).get("key") or f"#{position}"
             if answer.error is not None:
-                body = {"error": {"message": answer.error.message or "", "code": None}}
-                yield Result(
-                    custom_id, error=http_error(self.provider, answer.error.code or 500, body)
-                )
+                yield Result(custom_id, error=self._error(answer.error, state))
             elif answer.response is not None:
                 yield Result(custom_id, _reply(answer.response, self.name, job.model or ""))
+
+    def _error(self, error: Any, state: str) -> errors.LlmcliError:
+        """A request's error in the job's output. A request cut off by the job's end stands in
+        its place as an error too: gRPC's CANCELLED (499) in a cancelled job, and
+        DEADLINE_EXCEEDED (504) in an expired one, are said as such."""
+        code = error.code or 500
+        if code == 499 and state == "cancelled":
+            return canceled(self.name)
+        if code == 504 and state == "expired":
+            return expired(self.name)
+        body = {"error": {"message": error.message or "", "code": None}}
+        return http_error(self.provider, code, body)
 
 
 ADAPTER = GeminiBatches

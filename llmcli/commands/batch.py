@@ -1,6 +1,8 @@
-"""`llmcli batch run`: many prompts from one file, answered live (docs/batch.md).
+"""`llmcli batch`: many prompts from one file, answered live (`run`) or as a provider Batch API
+job (`submit`, `status`, `list`, `cancel`, `fetch`; docs/batch.md).
 
-`llmcli.batch` (the job itself) is imported only when a job runs: `--help` stays light.
+`llmcli.batch` (the job itself) and the Batch API adapters are imported only when a job runs:
+`--help` stays light.
 """
 
 from __future__ import annotations
@@ -22,10 +24,15 @@ PROGRESS_EVERY = 0.1  # seconds between two redraws of the progress line
 def batch() -> None:
     """Many prompts from one file: JSON Lines, plain text or CSV (see docs/batch.md).
 
+    `run` sends them live; `submit` sends them as one provider Batch API job (half price,
+    answered within 24 h), which `status`, `list`, `cancel` and `fetch` follow by its id.
+
     \b
     Examples:
       llmcli batch run prompts.jsonl -o answers.jsonl
       llmcli batch run tickets.csv --column text --template 'Classify: {text}' -o labels.jsonl
+      llmcli batch submit prompts.jsonl -p anthropic
+      llmcli batch fetch msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d -o answers.jsonl --wait
     """
 
 
