@@ -17,11 +17,12 @@ do not apply to batch items. The Batch API's own calls (create, get, list...) po
 Test-facing interface (on ``FakeServer``)::
 
     fake.batch_plan("openai", polls=2, order="reverse", expire=(1,), cancelled=(2,), fail=None)
+    fake.script_batch_api("openai", Reply(status=500))  # the next batch/file call fails
     fake.batches("openai")   # [{"provider", "id", "state", "requests", "custom_ids", "model", ...}]
     fake.requests_for("openai")  # every call, each with .kind; one "batch_item" per prompt
     fake.reset()             # also forgets batches, files and plans
 
-``batch_plan(provider, *, polls=0, order="input", expire=(), cancelled=None, fail=None)``: how
+``batch_plan(provider, *, polls=0, order="input", expire=(), cancelled=(), fail=None)``: how
 the NEXT batch created for ``provider`` behaves (calls queue up: one plan per later create;
 with no plan, a batch is done at its first status read).
 
@@ -44,11 +45,16 @@ with no plan, a batch is done at its first status read).
 * Cancel (``POST .../cancel`` or Gemini ``:cancel``) on a job not yet reported done: OpenAI
   answers ``cancelling``, Anthropic ``canceling``, Gemini ``{}``; the next status read says
   ``cancelled`` / ``ended`` (``cancel_initiated_at`` set) / ``BATCH_STATE_CANCELLED``. The items
-  at the positions in ``cancelled=(i, ...)`` (default: all of them) come back canceled: OpenAI
+  at the positions in ``cancelled=(i, ...)`` (empty, the default: all of them) come back
+  canceled: OpenAI
   error lines with code ``batch_cancelled``, Anthropic ``{"type": "canceled"}``, Gemini error
   entries with code 499 in their place; the others keep their answers. Cancelling a job already
   reported done: OpenAI 409 ``invalid_request_error``; Anthropic the batch unchanged; Gemini
   ``{}`` and no change.
+
+``script_batch_api(provider, *replies, prefix="")``: replies for the Batch API's own calls
+(which pop nothing from ``script``): a ``status >= 400`` one is that call's error, ``delay`` and
+``drop_after`` apply; any other reply lets the call through.
 
 ``batches(provider=None)``: every job, oldest first, as a dict: ``provider``, ``id`` (the wire
 id: ``batch_…``, ``msgbatch_…``, ``batches/…``), ``state`` (the provider's own current state
@@ -101,8 +107,10 @@ named endpoint does not see the provider's own batches, nor they its.
 
 from __future__ import annotations
 
+import base64
 import email.parser
 import email.policy
+import hashlib
 import json
 import random
 import re
@@ -174,6 +182,8 @@ class _Item:
 
 @dataclass
 class _Job:
+    """One batch: its items (answered at create), its plan and where it is in its life."""
+
     provider: str
     id: str
     prefix: str
@@ -328,7 +338,7 @@ class BatchStore:
         polls: int = 0,
         order: str = "input",
         expire: Iterable[int] = (),
-        cancelled: Iterable[int] | None = None,
+        cancelled: Iterable[int] = (),
         fail: str | None = None,
     ) -> None:
         if provider not in PROVIDERS:
@@ -341,7 +351,7 @@ class BatchStore:
             polls=polls,
             order=order,
             expire=frozenset(expire),
-            cancelled=None if cancelled is None else frozenset(cancelled),
+            cancelled=frozenset(cancelled) or None,
             fail=fail,
         )
         with self._lock:
@@ -575,6 +585,9 @@ class BatchStore:
         if source is None:
             self._not_found(ex, f"No such File object: {body.get('input_file_id')}")
             return
+        if source.purpose != "batch":
+            self._error(ex, 400, f"File {source.id} was not uploaded with purpose 'batch'.")
+            return
         items, line_errors, model = _openai_lines(source.data, endpoint)
         job = _Job(
             provider="openai",
@@ -789,8 +802,9 @@ class BatchStore:
         return "ended" if job.done else "in_progress"
 
     def _anthropic_batch(self, job: _Job) -> dict[str, Any]:
-        counts = {"processing": len(job.items), "succeeded": 0, "errored": 0}
-        counts |= {"canceled": 0, "expired": 0}
+        # The counts other than `processing` stay 0 until the whole batch ends, as the real API.
+        counts = dict.fromkeys(("succeeded", "errored", "canceled", "expired"), 0)
+        counts["processing"] = len(job.items)
         if job.done:
             counts = {
                 "processing": 0,
@@ -893,6 +907,278 @@ class BatchStore:
             },
         )
 
+    # --- Gemini -------------------------------------------------------------------------------
+
+    def _gemini_file_object(self, file: _File, version: str = "v1beta") -> dict[str, Any]:
+        created = _rfc3339(file.created)
+        return {
+            "name": file.id,
+            "displayName": file.filename,
+            "mimeType": file.mime_type,
+            "sizeBytes": str(len(file.data)),
+            "createTime": created,
+            "updateTime": created,
+            "expirationTime": _rfc3339(file.created + 2 * _DAY),
+            "sha256Hash": base64.b64encode(hashlib.sha256(file.data).hexdigest().encode()).decode(),
+            "uri": f"{self._fake.url}{file.prefix}/{version}/{file.id}",
+            "state": "ACTIVE",
+            "source": "GENERATED" if file.purpose == "batch_output" else "UPLOADED",
+        }
+
+    def _gemini_found_file(self, ex: _Exchange) -> _File | None:
+        file = self._file(ex, "files/" + ex.route.resource)
+        if file is None:
+            self._error(ex, 404, f"File files/{ex.route.resource} not found.")
+        return file
+
+    def _gemini_file_upload_start(self, ex: _Exchange) -> None:
+        meta = _get(ex.body, "file") or {}
+        if ex.rec.headers.get("x-goog-upload-protocol") != "resumable":
+            self._error(ex, 400, "The fake takes only resumable uploads.")
+            return
+        mime = _get(meta, "mimeType") or ex.rec.headers.get("x-goog-upload-header-content-type")
+        upload = _Upload(
+            id=_new("", 32),
+            prefix=ex.route.prefix,
+            display_name=_get(meta, "displayName"),
+            mime_type=mime or "application/octet-stream",
+        )
+        self._uploads[upload.id] = upload
+        url = (
+            f"{self._fake.url}{ex.route.prefix}/upload/{ex.route.api_version}/files"
+            f"?upload_id={upload.id}&upload_protocol=resumable"
+        )
+        ex._send_raw(
+            200, b"", None, [("x-goog-upload-url", url), ("x-goog-upload-status", "active")]
+        )
+
+    def _gemini_file_upload(self, ex: _Exchange) -> None:
+        upload = self._uploads.get(ex.route.resource)
+        if upload is None or upload.prefix != ex.route.prefix:
+            self._error(ex, 404, "No such upload.")
+            return
+        headers = ex.rec.headers
+        if _int(headers.get("x-goog-upload-offset"), 0) != len(upload.data):
+            self._error(ex, 400, "The upload offset does not match the bytes received.")
+            return
+        upload.data += ex.rec.raw_body
+        if "finalize" not in headers.get("x-goog-upload-command", ""):
+            ex._send_raw(200, b"", None, [("x-goog-upload-status", "active")])
+            return
+        del self._uploads[upload.id]
+        file_id = "files/" + _new("", 12)
+        file = self._add_file(
+            ex, file_id, bytes(upload.data), upload.display_name or "", "upload", upload.mime_type
+        )
+        body = _dumps({"file": self._gemini_file_object(file, ex.route.api_version)})
+        ex._send_raw(
+            200, body, "application/json; charset=UTF-8", [("x-goog-upload-status", "final")]
+        )
+
+    def _gemini_file_get(self, ex: _Exchange) -> None:
+        file = self._gemini_found_file(ex)
+        if file is not None:
+            ex._send_json(200, self._gemini_file_object(file, ex.route.api_version))
+
+    def _gemini_file_content(self, ex: _Exchange) -> None:
+        file = self._gemini_found_file(ex)
+        if file is not None:
+            ex._send_raw(200, file.data, "application/octet-stream")
+
+    def _gemini_file_delete(self, ex: _Exchange) -> None:
+        file = self._gemini_found_file(ex)
+        if file is not None:
+            file.deleted = True
+            ex._send_json(200, {})
+
+    def _gemini_file_list(self, ex: _Exchange) -> None:
+        files = [
+            self._gemini_file_object(f, ex.route.api_version)
+            for f in reversed(self._files.values())
+            if f.provider == "gemini" and f.prefix == ex.route.prefix and not f.deleted
+        ]
+        ex._send_json(200, {"files": files})
+
+    def _gemini_batch_create(self, ex: _Exchange) -> None:
+        batch = _get(ex.body, "batch")
+        config = _get(batch, "inputConfig")
+        inline = _get(_get(config, "requests"), "requests")
+        file_name = _get(config, "fileName")
+        model = ex.route.model or ""
+        if isinstance(inline, list) and inline:
+            items = []
+            for entry in inline:
+                metadata = _get(entry, "metadata")
+                key = metadata.get("key") if isinstance(metadata, dict) else None
+                items.append(_Item(custom_id=key, body=_get(entry, "request"), metadata=metadata))
+            source = "inline"
+        elif isinstance(file_name, str):
+            file = self._file(ex, file_name)
+            if file is None:
+                self._error(ex, 404, f"File {file_name} not found.")
+                return
+            items, problem = _gemini_lines(file.data)
+            if problem is not None:
+                self._error(ex, 400, problem)
+                return
+            source = "file"
+        else:
+            self._error(ex, 400, "batch.input_config: either requests or file_name is required.")
+            return
+        job = _Job(
+            provider="gemini",
+            id="batches/" + _new("", 24),
+            prefix=ex.route.prefix,
+            model=model,
+            plan=self._take_plan("gemini"),
+            items=items,
+            input=source,
+            display_name=_get(batch, "displayName"),
+            api_version=ex.route.api_version,
+        )
+        path = f"/{ex.route.api_version}/models/{model}:generateContent"
+        self._answer_items(ex, "generate", path, items, model=model)
+        self._jobs.append(job)
+        ex._send_json(200, self._gemini_operation(job))
+
+    def _gemini_state(self, job: _Job) -> str:
+        if job.phase == "created":
+            return "BATCH_STATE_PENDING"
+        if not job.done:
+            return "BATCH_STATE_RUNNING"
+        if job.cancelled:
+            return "BATCH_STATE_CANCELLED"
+        if job.failed:
+            return "BATCH_STATE_FAILED"
+        if job.plan.expire & set(range(len(job.items))):
+            return "BATCH_STATE_EXPIRED"
+        return "BATCH_STATE_SUCCEEDED"
+
+    def _gemini_entries(self, job: _Job) -> list[dict[str, Any]]:
+        """One output entry per request, in request order: its response, or its error."""
+        entries = []
+        for item, fate in zip(job.items, job.fates, strict=True):
+            entry: dict[str, Any] = {}
+            if fate == "expired":
+                message = "The request expired before it could be processed."
+                entry["error"] = {"code": _GEMINI_EXPIRED, "message": message, "details": []}
+            elif fate == "canceled":
+                message = "The request was cancelled with its batch."
+                entry["error"] = {"code": _GEMINI_CANCELLED, "message": message, "details": []}
+            elif item.status >= 400:
+                error = item.answer.get("error") or {}
+                entry["error"] = {
+                    "code": error.get("code", item.status),
+                    "message": error.get("message", ""),
+                    "details": [],  # google-genai refuses objects here (surprise 7)
+                }
+            else:
+                entry["response"] = item.answer
+            entries.append(entry)
+        return entries
+
+    def _gemini_output(self, job: _Job) -> dict[str, Any]:
+        entries = self._gemini_entries(job)
+        if job.input == "inline":
+            for item, entry in zip(job.items, entries, strict=True):
+                if item.metadata is not None:
+                    entry["metadata"] = item.metadata
+            return {"inlinedResponses": {"inlinedResponses": entries}}
+        if job.output_file_id is None:
+            lines = []
+            for item, entry in zip(job.items, entries, strict=True):
+                line = {"key": item.custom_id} if item.custom_id is not None else {}
+                lines.append(_dumps(line | entry))
+            file_id = "files/batch-" + _new("", 16)
+            self._add_file(
+                _Owner(job),
+                file_id,
+                _jsonl(lines),
+                "batch output",
+                "batch_output",
+                "application/jsonl",
+            )
+            job.output_file_id = file_id
+        return {"responsesFile": job.output_file_id}
+
+    def _gemini_operation(self, job: _Job) -> dict[str, Any]:
+        state = self._gemini_state(job)
+        n = len(job.items)
+        stats = {"requestCount": str(n), "pendingRequestCount": str(n)}
+        if job.done and not job.failed:
+            ok = job.count("answered", ok=True)
+            stats = {
+                "requestCount": str(n),
+                "successfulRequestCount": str(ok),
+                "failedRequestCount": str(n - ok),
+            }
+        updated = job.ended_at or job.cancel_at or job.created
+        metadata: dict[str, Any] = {
+            "@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch",
+            "model": f"models/{job.model}",
+            "displayName": job.display_name,
+            "state": state,
+            "createTime": _rfc3339(job.created),
+            "updateTime": _rfc3339(updated),
+            "batchStats": stats,
+        }
+        if job.display_name is None:
+            del metadata["displayName"]
+        operation: dict[str, Any] = {"name": job.id, "metadata": metadata}
+        if job.done:
+            metadata["endTime"] = _rfc3339(job.ended_at)
+            operation["done"] = True
+            if job.failed:
+                # The SDK drops this (surprise 6); it is here for completeness.
+                operation["error"] = {"code": 13, "message": job.plan.fail, "details": []}
+            else:
+                metadata["output"] = self._gemini_output(job)
+                operation["response"] = {
+                    "@type": "type.googleapis.com/google.ai.generativelanguage.v1main."
+                    "GenerateContentBatchOutput",
+                    **metadata["output"],
+                }
+        return operation
+
+    def _gemini_found(self, ex: _Exchange) -> _Job | None:
+        job = self._job(ex, "batches/" + ex.route.resource)
+        if job is None:
+            self._error(ex, 404, f"Batch batches/{ex.route.resource} not found.")
+        return job
+
+    def _gemini_batch_get(self, ex: _Exchange) -> None:
+        job = self._gemini_found(ex)
+        if job is not None:
+            job.read()
+            ex._send_json(200, self._gemini_operation(job))
+
+    def _gemini_batch_cancel(self, ex: _Exchange) -> None:
+        job = self._gemini_found(ex)
+        if job is not None:
+            job.cancel()
+            ex._send_json(200, {})
+
+    def _gemini_batch_delete(self, ex: _Exchange) -> None:
+        job = self._gemini_found(ex)
+        if job is not None:
+            job.deleted = True
+            ex._send_json(200, {})
+
+    def _gemini_batch_list(self, ex: _Exchange) -> None:
+        query = ex.rec.query
+        size = _int(query.get("pageSize"), 50)
+        start = _int(query.get("pageToken"), 0)
+        if size is None or size < 1 or start is None or start < 0:
+            self._error(ex, 400, "Invalid pageSize or pageToken.")
+            return
+        jobs = self._listed(ex)
+        body: dict[str, Any] = {
+            "operations": [self._gemini_operation(job) for job in jobs[start : start + size]]
+        }
+        if start + size < len(jobs):
+            body["nextPageToken"] = str(start + size)
+        ex._send_json(200, body)
+
 
 class _Owner:
     """Stands in for an exchange where only the provider and prefix matter (result files)."""
@@ -982,6 +1268,26 @@ def _openai_lines(
     if not items and not problems:
         bad(1, "empty_file", "The input file is empty.")
     return items, problems, model
+
+
+def _gemini_lines(data: bytes) -> tuple[list[_Item], str | None]:
+    """The requests of a Gemini batch input file (``{"key", "request"}`` lines), or a problem."""
+    items = []
+    for number, text in enumerate(data.decode("utf-8", "replace").splitlines(), start=1):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            return [], f"Invalid JSON in the input file at line {number}."
+        request = _get(obj, "request")
+        if not isinstance(request, dict):
+            return [], f"Line {number} of the input file has no request."
+        key = obj.get("key")
+        items.append(_Item(custom_id=key if isinstance(key, str) else None, body=request))
+    if not items:
+        return [], "The input file holds no request."
+    return items, None
 
 
 def _openai_usage(items: list[_Item]) -> dict[str, Any]:

@@ -20,7 +20,8 @@ Usage::
 
 Behaviour that tests may rely on (each request to a provider route pops one scripted ``Reply``
 for that provider, or uses ``Reply()`` when the queue is empty; auxiliary routes such as model
-lists and token counting pop too, so a script covers *every* request a provider receives):
+lists and token counting pop too, so a script covers *every* request a provider receives;
+the one exception is the Batch API's own calls, see tests/fakebatch.py):
 
 * Named endpoints: any path prefix before a provider's own path is served like that path
   (``POST /ollama/v1/chat/completions`` is OpenAI's chat, ``/claude-proxy/v1/messages``
@@ -75,8 +76,9 @@ SDK caveats found while building this (anthropic 2.14, openai 3.57, google-genai
 
 Batch APIs (OpenAI files + batches, Anthropic message batches, Gemini batchGenerateContent and
 its files) are served by ``tests/fakebatch.py``, whose docstring documents them; the test-facing
-calls are ``FakeServer.batch_plan()`` and ``FakeServer.batches()``, and ``Recorded.kind`` names
-every request's endpoint (``batch_item`` for each prompt inside a batch).
+calls are ``FakeServer.batch_plan()``, ``batches()`` and ``script_batch_api()``, and
+``Recorded.kind`` names every request's endpoint (``batch_item`` for each prompt inside a batch).
+The Batch API's own calls pop no ``script`` reply: the script is for the prompts inside batches.
 
 Besides the brief's API: ``FakeServer.pending()``, ``wait_idle()``, ``errors`` (tracebacks of bugs
 in the fake), ``Recorded.status`` and ``Reply.error_code``/``Reply.thinking``/
@@ -353,6 +355,8 @@ class FakeServer:
         self._lock = threading.Lock()
         # (provider, path prefix) -> replies; ("openai", "") is the provider's own queue.
         self._queues: dict[tuple[str, str], deque[Reply]] = {(p, ""): deque() for p in PROVIDERS}
+        # The same, for the Batch API's own calls (script_batch_api).
+        self._api_queues: dict[tuple[str, str], deque[Reply]] = {}
         self._requests: list[Recorded] = []
         self._errors: list[str] = []
         self._connections: set[socket.socket] = set()
@@ -440,6 +444,21 @@ class FakeServer:
         with self._lock:
             self._queues.setdefault((provider, prefix), deque()).extend(replies)
 
+    def script_batch_api(self, provider: str, *replies: Reply, prefix: str = "") -> None:
+        """Queue replies for the next Batch API / file calls of ``provider`` (create, get,
+        list, cancel, results, uploads...; not the prompts inside a batch, which ``script``
+        answers). A reply with ``status >= 400`` is that call's error in the provider's
+        envelope; ``delay`` and ``drop_after`` apply as to a live call; any other reply lets
+        the call be served normally. Same prefix rules as ``script``.
+        """
+        if provider not in PROVIDERS:
+            raise ValueError(f"provider must be one of {PROVIDERS}, got {provider!r}")
+        for reply in replies:
+            if not isinstance(reply, Reply):
+                raise TypeError(f"expected Reply, got {type(reply).__name__}")
+        with self._lock:
+            self._api_queues.setdefault((provider, prefix), deque()).extend(replies)
+
     def set_default(self, reply: Reply | None) -> None:
         """The reply for a request with nothing scripted (``None``: ``Reply()``), until
         ``reset``; e.g. ``Reply(echo=True)``, or a ``delay`` for every request."""
@@ -482,6 +501,7 @@ class FakeServer:
         """Forget scripted replies and records. In-flight replies finish undisturbed."""
         with self._lock:
             self._queues = {(p, ""): deque() for p in PROVIDERS}
+            self._api_queues = {}
             self._requests = []
             self._errors = []
             self._default = None
@@ -494,7 +514,7 @@ class FakeServer:
         polls: int = 0,
         order: str = "input",
         expire: Iterable[int] = (),
-        cancelled: Iterable[int] | None = None,
+        cancelled: Iterable[int] = (),
         fail: str | None = None,
     ) -> None:
         """How the next batch created for ``provider`` behaves (tests/fakebatch.py)."""
@@ -525,13 +545,12 @@ class FakeServer:
         """
         with self._lock:
             self._requests.append(rec)
-            if not pop:
-                return Reply()
+            queues = self._queues if pop else self._api_queues
             for key in ((rec.provider, rec.prefix), (rec.provider, "")):
-                queue = self._queues.get(key)
+                queue = queues.get(key)
                 if queue:
                     return queue.popleft()
-            return self._default or Reply()
+            return (self._default or Reply()) if pop else Reply()
 
     def _note_error(self, text: str) -> None:
         with self._lock:
@@ -1206,6 +1225,8 @@ class _Exchange:
             return None
 
         # gemini
+        if kind == "file_upload":
+            return None  # the upload URL itself is the credential, like Google's signed URLs
         if not key:
             return 403, self._error_envelope(
                 403,

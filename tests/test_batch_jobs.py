@@ -280,3 +280,66 @@ def test_the_provider_limits_are_checked_before_anything_is_sent(cli, fake, tmp_
     result = cli("batch", "submit", str(big), "-p", "gemini")
     assert result.code == 2 and "20 MB" in result.err
     assert fake.requests == []
+
+
+LIVE_KIND = {"openai": "chat", "anthropic": "messages", "gemini": "generate"}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_each_request_is_what_a_live_call_would_send(cli, fake, tmp_path, provider):
+    options = ("-s", "be brief", "--max-tokens", "77", "-t", "0.3")
+    fake.script(provider, *_replies())
+    _submit(cli, _input(tmp_path), provider, *options)
+    [held] = fake.batches(provider)
+
+    fake.script(provider, Reply(text="live"))
+    assert cli("ask", "-p", provider, *options, "first").code == 0
+    [live] = [r for r in fake.requests_for(provider) if r.kind == LIVE_KIND[provider]]
+    assert held["requests"][0] == live.body
+
+
+def test_a_named_openai_compatible_endpoint_holds_its_job(cli, fake, tmp_path):
+    from tests.test_endpoints import ENDPOINT_KEYS, config_toml, write_config
+
+    write_config(config_toml(fake.url))
+    fake.script("openai", *_replies(), prefix="/ollama")
+    env = dict(ENDPOINT_KEYS)
+    result = cli("batch", "submit", str(_input(tmp_path)), "-p", "ollama", extra_env=env)
+    assert result.code == 0, result.err
+    job = result.out.strip()
+    [held] = fake.batches("openai")
+    assert (held["prefix"], held["model"]) == ("/ollama", "llama3.2")
+
+    out = tmp_path / "out.jsonl"
+    fetched = cli("batch", "fetch", job, "-o", str(out), extra_env=env)  # no -p: from the log
+    assert fetched.code == 0, fetched.err
+    assert {line["provider"] for line in _lines(out)} == {"ollama"}
+    assert sorted(line["content"] for line in _lines(out)) == ["one", "three", "two"]
+
+
+def test_the_batch_apis_own_failures_keep_their_exit_codes(cli, fake, tmp_path):
+    fake.script_batch_api("openai", Reply(status=401))
+    refused = cli("batch", "submit", str(_input(tmp_path)), "-p", "openai")
+    assert refused.code == 4 and refused.err.startswith("Error: authentication failed")
+    assert fake.batches() == [] and cli("batch", "list").out == ""
+
+    fake.script("openai", *_replies())
+    job = _submit(cli, _input(tmp_path), "openai")
+    fake.script_batch_api("openai", Reply(status=500))  # once: a status read is retried
+    status = cli("batch", "status", job)
+    assert status.code == 0, status.err
+    assert job in status.out and "ended" in status.out
+
+
+def test_a_job_the_provider_refused_gives_every_request_an_error_line(cli, fake, tmp_path):
+    fake.script("openai", *_replies())
+    fake.batch_plan("openai", fail="the input file is not valid")
+    job = _submit(cli, _input(tmp_path), "openai")
+    out = tmp_path / "out.jsonl"
+    fetched = cli("batch", "fetch", job, "-o", str(out))
+    assert fetched.code == 8
+    lines = _lines(out)
+    assert len(lines) == 3
+    assert all("the input file is not valid" in line["error"] for line in lines)
+    status = json.loads(cli("batch", "status", job, "--format", "json").out)
+    assert (status["state"], status["error"]) == ("failed", "the input file is not valid")
