@@ -343,3 +343,31 @@ def test_a_job_the_provider_refused_gives_every_request_an_error_line(cli, fake,
     assert all("the input file is not valid" in line["error"] for line in lines)
     status = json.loads(cli("batch", "status", job, "--format", "json").out)
     assert (status["state"], status["error"]) == ("failed", "the input file is not valid")
+
+
+def test_fetch_wait_shows_its_progress_on_a_terminal_only(cli, fake, tmp_path):
+    import pexpect
+
+    from tests.conftest import LLMCLI
+
+    fake.script("openai", *_replies())
+    fake.batch_plan("openai", polls=2)
+    job = _submit(cli, _input(tmp_path), "openai")
+    out = tmp_path / "out.jsonl"
+    child = pexpect.spawn(LLMCLI, ["batch", "fetch", job, "-o", str(out), "--wait"],
+                          env=base_env(fake), timeout=20, cwd=str(tmp_path), encoding="utf-8")  # fmt: skip
+    try:
+        child.expect_exact(f"{job}: running, 3 requests")
+        child.expect_exact(", waited ")
+        child.expect_exact("\r\x1b[K")  # erased before the summary
+        child.expect_exact("3 answered, 0 failed")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+
+    fake.script("openai", *_replies())
+    fake.batch_plan("openai", polls=2)
+    job = _submit(cli, _input(tmp_path), "openai")
+    piped = cli("batch", "fetch", job, "-o", str(tmp_path / "again.jsonl"), "--wait")
+    assert piped.code == 0 and "\x1b" not in piped.err and piped.err.count("\n") == 1
