@@ -449,7 +449,8 @@ class FakeServer:
         list, cancel, results, uploads...; not the prompts inside a batch, which ``script``
         answers). A reply with ``status >= 400`` is that call's error in the provider's
         envelope; ``delay`` and ``drop_after`` apply as to a live call; any other reply lets
-        the call be served normally. Same prefix rules as ``script``.
+        the call be served normally. Same prefix rules as ``script``; ``pending()`` does not
+        count these.
         """
         if provider not in PROVIDERS:
             raise ValueError(f"provider must be one of {PROVIDERS}, got {provider!r}")

@@ -56,6 +56,9 @@ def _replies():
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_submit_status_fetch_maps_answers_back_to_the_input_ids(cli, fake, tmp_path, provider):
+    from llmcli import pricing
+    from llmcli.types import Usage
+
     fake.script(provider, *_replies())
     fake.batch_plan(provider, polls=1, order="reverse")
     job = _submit(cli, _input(tmp_path), provider)
@@ -88,7 +91,16 @@ def test_submit_status_fetch_maps_answers_back_to_the_input_ids(cli, fake, tmp_p
                              "model"}  # fmt: skip
         assert (line["provider"], line["finish_reason"]) == (provider, "stop")
         assert line["usage"]["input_tokens"] == 1000 and line["cost_usd"] > 0
-    assert json.loads(cli("batch", "status", job, "--format", "json").out)["state"] == "ended"
+
+    # `cost --by batch`: the job at half the standard price of 3 x (1,000 in, 500 out), as
+    # every provider bills batch work.
+    rows = json.loads(cli("cost", "--by", "batch", "--format", "json").out)["rows"]
+    [row] = [r for r in rows if r["batch"] == job]
+    usage = Usage(input_tokens=3000, output_tokens=1500)
+    standard = pricing.cost(provider, [MODELS[provider]], usage)
+    assert row["calls"] == 3
+    assert Decimal(str(row["cost_usd"])) == standard.usd / 2
+    assert sum(Decimal(str(line["cost_usd"])) for line in lines) == standard.usd / 2
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -184,29 +196,16 @@ def test_fetching_twice_adds_no_line_and_no_log_row_twice(cli, fake, tmp_path, l
     assert [row["job_id"] for row in table_rows("batch_jobs")] == [job]
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
-def test_cost_by_batch_shows_the_job_at_the_batch_price(cli, fake, tmp_path, provider):
-    from llmcli import pricing
-    from llmcli.types import Usage
-
-    fake.script(provider, *_replies())
-    job = _submit(cli, _input(tmp_path), provider)
-    assert cli("batch", "fetch", job, "-o", str(tmp_path / "out.jsonl")).code == 0
-
-    rows = json.loads(cli("cost", "--by", "batch", "--format", "json").out)["rows"]
-    [row] = [r for r in rows if r["batch"] == job]
-    # Half the standard price of 3 x (1,000 in, 500 out), as every provider bills batch work.
-    standard = pricing.cost(
-        provider, [MODELS[provider]], Usage(input_tokens=3000, output_tokens=1500)
-    )
-    assert row["calls"] == 3
-    assert Decimal(str(row["cost_usd"])) == standard.usd / 2
-
-
 def test_list_shows_jobs_newest_first_and_refreshes_only_unfinished_ones(cli, fake, tmp_path):
     fake.script("openai", *_replies())
     first = _submit(cli, _input(tmp_path), "openai")
     assert cli("batch", "fetch", first, "-o", str(tmp_path / "a.jsonl")).code == 0
+    # Listing finished jobs asks no provider: no SDK is loaded (nor by the help).
+    sdks = {"openai", "anthropic", "google", "pydantic", "httpx2"}
+    for args in (["batch", "list"], ["batch", "--help"], ["batch", "submit", "--help"]):
+        loaded = modules_loaded(*args, env=base_env(fake))
+        assert not {m for m in loaded if m.split(".")[0] in sdks}, args
+
     fake.script("openai", *_replies())
     fake.batch_plan("openai", polls=50)
     second = _submit(cli, _input(tmp_path), "openai")
@@ -222,16 +221,6 @@ def test_list_shows_jobs_newest_first_and_refreshes_only_unfinished_ones(cli, fa
     assert len(gets) == 1
     data = json.loads(cli("batch", "list", "--format", "json").out)
     assert [job["id"] for job in data] == [second, first]
-
-
-def test_list_of_finished_jobs_and_batch_help_load_no_sdk(cli, fake, tmp_path):
-    fake.script("openai", *_replies())
-    job = _submit(cli, _input(tmp_path), "openai")
-    assert cli("batch", "fetch", job, "-o", str(tmp_path / "a.jsonl")).code == 0
-    sdks = {"openai", "anthropic", "google.genai", "pydantic", "httpx2"}
-    for args in (["batch", "list"], ["batch", "--help"], ["batch", "submit", "--help"]):
-        loaded = modules_loaded(*args, env=base_env(fake))
-        assert not {m for m in loaded if m.split(".")[0] in sdks or m in sdks}, args
 
 
 def test_an_unknown_job_id_is_a_clear_error(cli, fake):
@@ -273,13 +262,28 @@ def test_the_provider_limits_are_checked_before_anything_is_sent(cli, fake, tmp_
     result = cli("batch", "submit", str(many), "-p", "openai")
     assert result.code == 2
     assert "at most 50,000 requests" in result.err and "nothing was sent" in result.err
-    # Gemini's inline requests: under 20 MB in all.
-    big = tmp_path / "big.jsonl"
-    prompt = "x" * (7 * 1024 * 1024)
-    big.write_text("".join(json.dumps({"id": n, "prompt": prompt}) + "\n" for n in range(3)))
-    result = cli("batch", "submit", str(big), "-p", "gemini")
-    assert result.code == 2 and "20 MB" in result.err
     assert fake.requests == []
+
+
+def test_a_gemini_job_over_20_mb_goes_as_an_uploaded_file(cli, fake, tmp_path):
+    big = tmp_path / "big.jsonl"
+    prompts = [f"{n} " + "x" * (7 * 1024 * 1024) for n in range(3)]
+    big.write_text("".join(json.dumps({"id": f"b{n}", "prompt": p}) + "\n"
+                           for n, p in enumerate(prompts)))  # fmt: skip
+    fake.script("gemini", *_replies())
+    job = _submit(cli, big, "gemini")
+    [held] = fake.batches("gemini")
+    assert held["input"] == "file" and held["custom_ids"] == ["r0", "r1", "r2"]
+    assert held["requests"][1]["contents"][0]["parts"][0]["text"] == prompts[1]
+
+    out = tmp_path / "out.jsonl"
+    fetched = cli("batch", "fetch", job, "-o", str(out))
+    assert fetched.code == 0, fetched.err
+    assert {line["id"]: line["content"] for line in _lines(out)} == {
+        "b0": "one",
+        "b1": "two",
+        "b2": "three",
+    }
 
 
 LIVE_KIND = {"openai": "chat", "anthropic": "messages", "gemini": "generate"}

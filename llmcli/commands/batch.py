@@ -448,7 +448,14 @@ def submit(file: Path, **params: Any) -> None:
                 os_user=who()[1],
             )
             batchjobs.apply(job, status)
-            _logged(lambda: log.job_add(job), log)
+            try:
+                _logged(lambda: log.job_add(job), log)
+            except errors.ConfigError as exc:
+                # The job exists and will be billed: its id must not be lost with the log.
+                render.answer(job_id)
+                exc.message = f"{job_id} was submitted but could not be remembered: {exc.message}"
+                exc.hint = "fetch it from the provider's console; `llmcli batch` cannot find it"
+                raise
         finally:
             log.close()
     finally:
