@@ -375,3 +375,25 @@ def test_fetch_wait_shows_its_progress_on_a_terminal_only(cli, fake, tmp_path):
     job = _submit(cli, _input(tmp_path), "openai")
     piped = cli("batch", "fetch", job, "-o", str(tmp_path / "again.jsonl"), "--wait")
     assert piped.code == 0 and "\x1b" not in piped.err and piped.err.count("\n") == 1
+
+
+def test_answers_are_checked_against_their_lines_schema(cli, fake, tmp_path):
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    path = tmp_path / "in.jsonl"
+    path.write_text(
+        json.dumps({"id": "a", "prompt": "one", "schema": schema}) + "\n"
+        + json.dumps({"id": "b", "prompt": "two", "schema": schema}) + "\n"
+        + json.dumps({"id": "c", "prompt": "free text"}) + "\n"
+    )  # fmt: skip
+    fake.script("openai", Reply(text='{"n": 1}'), Reply(text='{"n": "x"}'), Reply(text="hi"))
+    job = _submit(cli, path, "openai")
+    [held] = fake.batches("openai")
+    assert [("response_format" in r) for r in held["requests"]] == [True, True, False]
+
+    out = tmp_path / "out.jsonl"
+    fetched = cli("batch", "fetch", job, "-o", str(out))
+    assert fetched.code == 8, fetched.err
+    by_id = {line["id"]: line for line in _lines(out)}
+    assert by_id["a"]["parsed"] == {"n": 1} and "error" not in by_id["a"]
+    assert by_id["b"]["exit_code"] == 8 and "$.n" in by_id["b"]["error"]
+    assert by_id["c"]["content"] == "hi" and "parsed" not in by_id["c"]
