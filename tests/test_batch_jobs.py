@@ -74,6 +74,7 @@ def test_submit_status_fetch_maps_answers_back_to_the_input_ids(cli, fake, tmp_p
     shown = json.loads(status.out)
     assert (shown["id"], shown["provider"], shown["model"]) == (job, provider, MODELS[provider])
     assert shown["state"] in ("pending", "running") and shown["requests"] == 3
+    assert 0 <= shown["age_s"] < 60 and shown["counts"] is not None
 
     out = tmp_path / "out.jsonl"
     fetched = cli("batch", "fetch", job, "-o", str(out))

@@ -468,14 +468,19 @@ def submit(file: Path, **params: Any) -> None:
     )
 
 
-def _age(since: str) -> str:
+def _seconds_since(since: str) -> float | None:
     import datetime as dt
 
     try:
         then = dt.datetime.strptime(since, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc)
     except ValueError:
-        return "?"
-    return _duration((dt.datetime.now(dt.timezone.utc) - then).total_seconds())
+        return None
+    return (dt.datetime.now(dt.timezone.utc) - then).total_seconds()
+
+
+def _age(since: str) -> str:
+    seconds = _seconds_since(since)
+    return "?" if seconds is None else _duration(seconds)
 
 
 def _counts_text(job: Any) -> str:
@@ -499,6 +504,7 @@ def _job_dict(job: Any) -> dict[str, Any]:
         "tag": job.tag,
         "created": job.created,
         "updated": job.updated,
+        "age_s": round(_seconds_since(job.created) or 0),
     }
 
 
@@ -650,6 +656,10 @@ def fetch(job_id: str, output: Path, wait: bool, timeout: float | None, no_log: 
     log = _jobs_log(env)
     try:
         job = _find_job(log, job_id)
+        if output.resolve() == Path(job.input_path):
+            raise errors.UsageError(
+                "-o names the job's input file", "write the answers to another file"
+            )
         adapter = _refresh(job, env, log)
         if not job.finished and wait:
             _wait(job, adapter, log, timeout if timeout is not None else 26 * 3600)
