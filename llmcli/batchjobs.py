@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
@@ -216,14 +216,12 @@ class Fetcher:
         out: Path,
         *,
         log: Any | None,
-        on_notice: Callable[[str], None] | None = None,
     ) -> None:
         from llmcli import paths, pricing
 
         self.job = job
         self.out = out
         self.log = log  # None: --no-log
-        self.on_notice = on_notice
         self.prices = pricing.load_overrides(paths.prices_file(env))
         self.records: list[CallRecord] = []
         self.log_problem: str | None = None
