@@ -205,6 +205,29 @@ def missing_error(job: Job, provider: str) -> errors.LlmcliError:
     )
 
 
+def prompts_of(job: Job) -> dict[str, tuple[str, str | None]]:
+    """Each request's prompt and system prompt, by custom id, read back from the input file
+    for the log (as `batch run` logs them); none when the file is gone or has changed since
+    it was submitted (its sha256 differs): a prompt the job did not send is never logged."""
+    reading = job.reading
+    path = Path(job.input_path)
+    if not reading or not path.is_file():
+        return {}
+    by_input = {id_key(entry[1]): entry[0] for entry in job.items}
+    found: dict[str, tuple[str, str | None]] = {}
+    try:
+        source = Source(path, reading.get("form"), column=reading.get("column"),
+                        id_column=reading.get("id_column"), template=reading.get("template"))  # fmt: skip
+        for item in source.items(hashing=True):
+            if isinstance(item, Item):
+                cid = by_input.get(id_key(item.id))
+                if cid is not None and cid not in found:
+                    found[cid] = (item.prompt, item.options.get("system", reading.get("system")))
+    except errors.LlmcliError:
+        return {}
+    return found if source.sha256.hexdigest() == job.input_sha256 else {}
+
+
 class Fetcher:
     """Maps a finished job's results back to the input ids, writes the new ones to the output
     file in `run`'s line format, and logs every result once."""
@@ -225,6 +248,9 @@ class Fetcher:
         self.prices = pricing.load_overrides(paths.prices_file(env))
         self.records: list[CallRecord] = []
         self.log_problem: str | None = None
+        self.prompts: dict[str, tuple[str, str | None]] = {}
+        if log is not None:
+            self.prompts = prompts_of(job)
 
     def run(self, results: Iterator[Result], done: set[str]) -> Fetched:
         from llmcli import batch
@@ -321,6 +347,12 @@ class Fetcher:
             source="batch",
             batch_id=job.job_id,
         )
+        prompt = self.prompts.get(cid)
+        if prompt is not None:
+            from llmcli.types import Message
+
+            record.messages = [Message("user", prompt[0]).to_dict()]
+            record.system_prompt = prompt[1]
         if response is not None:
             usage = response.usage
             record.model = response.model

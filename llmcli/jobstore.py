@@ -51,6 +51,9 @@ class Job:
     state: str  # pending | running | cancelling | ended | failed | expired | cancelled
     items: list[list[Any]] = field(default_factory=list)
     schemas: list[str] = field(default_factory=list)
+    #: How the input file was read (form, column, id_column, template) and the job's system
+    #: prompt, so `fetch` can read the prompts back for the log while the file is unchanged.
+    reading: dict[str, Any] = field(default_factory=dict)
     provider_state: str | None = None  # the provider's own word (`in_progress`, `JOB_STATE_...`)
     counts: dict[str, int | None] = field(default_factory=dict)
     error: str | None = None  # why the whole job failed, when it did
@@ -80,6 +83,7 @@ def _job(row: Any, with_items: bool) -> Job:
         state=row["state"],
         items=items.get("items", []),
         schemas=items.get("schemas", []),
+        reading=items.get("reading", {}),
         provider_state=row["provider_state"],
         counts=json.loads(row["counts"]) if row["counts"] else {},
         error=row["error"],
@@ -129,7 +133,10 @@ class JobSql:
     @_failures
     def job_add(self, job: Job) -> None:
         """Remember a job just submitted (once: the same provider and id is not added twice)."""
-        items = json.dumps({"items": job.items, "schemas": job.schemas}, ensure_ascii=False)
+        items = json.dumps(
+            {"items": job.items, "schemas": job.schemas, "reading": job.reading},
+            ensure_ascii=False,
+        )
         with self.transaction():
             self._run(
                 "INSERT INTO batch_jobs (provider, protocol, job_id, model, input_path, "

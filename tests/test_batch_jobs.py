@@ -176,7 +176,7 @@ def test_fetch_of_an_unfinished_job_exits_11_and_writes_nothing(cli, fake, tmp_p
 def test_fetching_twice_adds_no_line_and_no_log_row_twice(cli, fake, tmp_path, log_backend):
     fake.script("anthropic", *_replies())
     fake.batch_plan("anthropic", order="shuffle")
-    job = _submit(cli, _input(tmp_path), "anthropic", "--tag", "nightly")
+    job = _submit(cli, _input(tmp_path), "anthropic", "--tag", "nightly", "-s", "be brief")
 
     out = tmp_path / "out.jsonl"
     assert cli("batch", "fetch", job, "-o", str(out)).code == 0
@@ -190,6 +190,13 @@ def test_fetching_twice_adds_no_line_and_no_log_row_twice(cli, fake, tmp_path, l
         ("batch", job, "nightly", "ok")
     }
     assert all(r["price_source"].endswith("(batch)") for r in rows)
+    # Each row holds its prompt (read back from the unchanged input file) and system prompt.
+    assert sorted(json.loads(r["messages"])[0]["content"] for r in rows) == [
+        "first",
+        "second",
+        "third",
+    ]
+    assert {r["system_prompt"] for r in rows} == {"be brief"}
     # Into another file: the lines are written there, the log still has each result once.
     other = tmp_path / "other.jsonl"
     assert cli("batch", "fetch", job, "-o", str(other)).code == 0
@@ -339,13 +346,17 @@ def test_the_batch_apis_own_failures_keep_their_exit_codes(cli, fake, tmp_path):
 def test_a_job_the_provider_refused_gives_every_request_an_error_line(cli, fake, tmp_path):
     fake.script("openai", *_replies())
     fake.batch_plan("openai", fail="the input file is not valid")
-    job = _submit(cli, _input(tmp_path), "openai")
+    path = _input(tmp_path)
+    job = _submit(cli, path, "openai")
+    _input(tmp_path, prompts=("edited", "since", "then"))  # the log must not take these
     out = tmp_path / "out.jsonl"
     fetched = cli("batch", "fetch", job, "-o", str(out))
     assert fetched.code == 8
     lines = _lines(out)
     assert len(lines) == 3
     assert all("the input file is not valid" in line["error"] for line in lines)
+    rows = table_rows()
+    assert len(rows) == 3 and {(r["status"], r["messages"]) for r in rows} == {("error", None)}
     status = json.loads(cli("batch", "status", job, "--format", "json").out)
     assert (status["state"], status["error"]) == ("failed", "the input file is not valid")
 

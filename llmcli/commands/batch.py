@@ -443,6 +443,13 @@ def submit(file: Path, **params: Any) -> None:
                 state=status.state,
                 items=prepared.items,
                 schemas=prepared.schemas,
+                reading={
+                    "form": source.form,
+                    "column": params["column"],
+                    "id_column": params["id_column"],
+                    "template": params["template"],
+                    "system": settings.system,
+                },
                 tag=settings.tag,
                 host=who()[0],
                 os_user=who()[1],
