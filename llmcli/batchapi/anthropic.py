@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from llmcli import errors
 from llmcli.batchapi import (
     MB,
     TIMEOUT,
@@ -84,11 +85,22 @@ class AnthropicBatches(Adapter):
 
     def results(self, job_id: str) -> Iterator[Result]:
         client = self.provider.client()
+        # The SDK decodes the results JSONL as it arrives: read one line at a time (100,000
+        # answers are never held at once), a failure midway translated as any other.
         lines = self.call(
-            lambda: list(client.messages.batches.results(job_id, timeout=TIMEOUT)), download=True
+            lambda: client.messages.batches.results(job_id, timeout=TIMEOUT), download=True
         )
-        for line in lines:
-            yield self._result(line)
+        try:
+            for line in lines:
+                yield self._result(line)
+        except errors.LlmcliError:
+            raise
+        except Exception as exc:
+            translated = self.provider.translate_error(exc)
+            if translated is None:
+                raise
+            errors.defuse(exc)
+            raise translated from None
 
     def _result(self, line: Any) -> Result:
         custom_id = str(line.custom_id)

@@ -4,6 +4,7 @@ speak its wire. The SDK is imported inside the methods only."""
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -100,12 +101,20 @@ class OpenAIBatches(Adapter):
         for file_id in (batch.output_file_id, batch.error_file_id):
             if not file_id:
                 continue
-            text = self.call(
-                lambda f=file_id: client.files.content(f, timeout=TIMEOUT).text, download=True
-            )
-            for line in text.splitlines():
-                if line.strip():
-                    yield self._result(json.loads(line), batch.model)
+            # Streamed to a temporary file, then read line by line: an output file of a job of
+            # 50,000 answers is hundreds of MB, never held in memory whole.
+            with tempfile.TemporaryDirectory(prefix="llmcli-batch-") as folder:
+                path = Path(folder) / "results.jsonl"
+                self.call(lambda f=file_id, p=path: self._download(client, f, p), download=True)
+                with path.open(encoding="utf-8") as lines:
+                    for line in lines:
+                        if line.strip():
+                            yield self._result(json.loads(line), batch.model)
+
+    @staticmethod
+    def _download(client: Any, file_id: str, path: Path) -> None:
+        with client.files.with_streaming_response.content(file_id, timeout=TIMEOUT) as response:
+            response.stream_to_file(path)
 
     def _result(self, line: dict[str, Any], model: str | None) -> Result:
         import openai.types.chat
