@@ -31,6 +31,7 @@ class ExitCode(enum.IntEnum):
     INCOMPLETE = 8
     REJECTED = 9
     BUDGET = 10  # a spending limit would be passed: nothing was sent
+    PENDING = 11  # a provider batch job has not finished yet (`batch fetch` without --wait)
     HANGUP = 129  # SIGHUP: the terminal closed (128 + 1)
     INTERRUPTED = 130  # Ctrl-C, SIGINT (128 + 2)
     TERMINATED = 143  # SIGTERM: `timeout`, CI cancellation, `docker stop` (128 + 15)
@@ -210,6 +211,13 @@ class BudgetExceeded(LlmcliError):
     """The call could cost more than a budget has left (or its price is unknown): not sent."""
 
     exit_code = ExitCode.BUDGET
+
+
+class JobPending(LlmcliError):
+    """A provider batch job is not finished yet: nothing failed, its results are not there yet
+    (`batch fetch` without `--wait`, or `--wait` past its `--timeout`)."""
+
+    exit_code = ExitCode.PENDING
 
 
 class ContextTooLong(RequestRejected):

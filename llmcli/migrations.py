@@ -246,6 +246,35 @@ _TEMPLATES: tuple[str, ...] = (
     ALTER TABLE calls ADD COLUMN source TEXT;
     ALTER TABLE calls ADD COLUMN batch_id TEXT;
     """,
+    # 6: provider Batch API jobs (`batch submit`), so that `status`, `fetch`, `cancel` and `list`
+    # need only the job's id: which provider (and named endpoint) holds it, the model, the input
+    # file and its hash, and `items`, the JSON map from each request's custom id to its input id
+    # (custom ids are ours: Anthropic allows only `[a-zA-Z0-9_-]{1,64}`, input ids are anything).
+    """
+    CREATE TABLE batch_jobs (
+        id {id},
+        provider TEXT NOT NULL,
+        protocol TEXT NOT NULL,
+        job_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        input_path TEXT NOT NULL,
+        input_sha256 TEXT NOT NULL,
+        requests INTEGER NOT NULL,
+        items TEXT NOT NULL,
+        state TEXT NOT NULL,
+        provider_state TEXT,
+        counts TEXT,
+        error TEXT,
+        tag TEXT,
+        created TEXT NOT NULL,
+        updated TEXT NOT NULL,
+        host TEXT,
+        os_user TEXT,
+        UNIQUE (provider, job_id)
+    );
+    CREATE INDEX batch_jobs_job ON batch_jobs (job_id);
+    CREATE INDEX batch_jobs_created ON batch_jobs (created);
+    """,
 )
 
 

@@ -115,7 +115,14 @@ def genai_prices_version() -> str:
     return f"genai-prices {version('genai-prices')}"
 
 
-def _calc(provider_id: str, model: str, usage: Usage, when: dt.datetime) -> Decimal | None:
+def _calc(
+    provider_id: str, model: str, usage: Usage, when: dt.datetime, batch: bool = False
+) -> tuple[Decimal, bool] | None:
+    """The price from genai-prices, and whether it is its own batch price.
+
+    genai-prices keeps batch prices as variants chosen by `price_context={"processing":
+    "batch"}` (Anthropic's, from 2026-10-14); a model without one is priced at the standard
+    rate even when asked for batch, so the variant is looked for to tell the two apart."""
     from genai_prices import Usage as PriceUsage
     from genai_prices import calc_price
 
@@ -126,13 +133,28 @@ def _calc(provider_id: str, model: str, usage: Usage, when: dt.datetime) -> Deci
         cache_write_tokens=usage.cache_write_tokens or None,
         cache_write_1h_tokens=usage.cache_write_1h_tokens or None,
     )
+    context = {"processing": "batch"} if batch else None
     try:
-        result = calc_price(tokens, model, provider_id=provider_id, genai_request_timestamp=when)
+        result = calc_price(
+            tokens, model, provider_id=provider_id, genai_request_timestamp=when,
+            price_context=context,
+        )  # fmt: skip
     except LookupError:
         return None
     from llmcli import money
 
-    return money.exact(result.total_price)
+    own_batch_price = batch and any(
+        variant.when.get("processing") == "batch"
+        and (variant.constraint is None or variant.constraint.active(when))
+        for variant in getattr(result.model, "price_variants", None) or ()
+    )
+    return money.exact(result.total_price), own_batch_price
+
+
+#: What the providers charge for work done through their Batch APIs, where genai-prices has no
+#: batch price of its own: half the standard rate (OpenAI's Batch API FAQ, Anthropic's "Batch
+#: processing", Gemini's "Batch API" pages; wire-wave2.md §3).
+BATCH_DISCOUNT = "0.5"
 
 
 def cost(
@@ -142,8 +164,14 @@ def cost(
     *,
     overrides: dict[tuple[str, str], Override] | None = None,
     when: dt.datetime | None = None,
+    batch: bool = False,
 ) -> Price:
-    """The cost of one call; `models` in order of preference (reported, then requested)."""
+    """The cost of one call; `models` in order of preference (reported, then requested).
+
+    `batch`: the call was made through a provider's Batch API. genai-prices' own batch price is
+    used where it has one (source `genai-prices X (batch)`); otherwise the standard price with
+    the providers' published 50% discount (source `... x 0.5 (batch discount)`), so a report
+    can always tell which."""
     cls = providers.spec(provider)
     if not cls.remote or cls.free:
         from decimal import Decimal
@@ -155,15 +183,34 @@ def cost(
     for name in names:
         override = (overrides or {}).get((provider, name))
         if override is not None:
+            if batch:
+                return _discounted(override.cost(usage), "prices.toml")
             return Price(override.cost(usage), "prices.toml")
     if cls.pricing_id is None:
         return Price(None, None)
     when = when or dt.datetime.now(dt.timezone.utc)
     for name in names:
-        usd = _calc(cls.pricing_id, name, usage, when)
-        if usd is not None:
+        found = _calc(cls.pricing_id, name, usage, when, batch)
+        if found is None:
+            continue
+        usd, own_batch_price = found
+        if not batch:
             return Price(usd, genai_prices_version())
+        if own_batch_price:
+            return Price(usd, f"{genai_prices_version()} (batch)")
+        return _discounted(usd, genai_prices_version())
     return Price(None, None)
+
+
+def _discounted(usd: Decimal, source: str) -> Price:
+    from decimal import Decimal
+
+    from llmcli import money
+
+    return Price(
+        money.exact(usd * Decimal(BATCH_DISCOUNT)),
+        f"{source} x {BATCH_DISCOUNT} (batch discount)",
+    )
 
 
 def estimate_tokens(text: str) -> int:

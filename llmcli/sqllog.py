@@ -34,6 +34,7 @@ from llmcli.calllog import (
     new_uid,
     utc_now,
 )
+from llmcli.jobstore import JobSql
 
 # The columns a `CallRecord` fills, in order (amounts in USD are stored as whole picodollars).
 _PICO_COLUMNS = {"cost_usd": "cost_picousd", "saved_usd": "saved_picousd"}
@@ -110,8 +111,8 @@ class Dialect:
     by_position: bool
 
 
-class SqlLog:
-    """Every `CallLog` method, in SQL. Subclasses connect, and provide `_run`, `transaction`,
+class SqlLog(JobSql):
+    """Every `CallLog` method, in SQL (and the provider batch jobs', `llmcli.jobstore`). Subclasses connect, and provide `_run`, `transaction`,
     `_lock_budgets` and `close`."""
 
     DIALECT: ClassVar[Dialect]

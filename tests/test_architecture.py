@@ -103,6 +103,10 @@ STARTUP_CASES = [
     (["models"], PROVIDER_SDKS | WEB | {"llmcli.transport", "tabulate", "sqlite3"}),
     (["models", "-p", "echo"], LIGHT | {"llmcli.transport", "sqlite3"}),  # nothing to price
     (["serve", "--help"], LIGHT | {"sqlite3", "dotenv"}),
+    # Provider batch jobs: the help, and the list of jobs (none unfinished to ask about).
+    (["batch", "--help"], LIGHT | {"sqlite3", "dotenv", "llmcli.batch", "llmcli.batchapi"}),
+    (["batch", "submit", "--help"], LIGHT | {"sqlite3", "dotenv", "llmcli.batchapi"}),
+    (["batch", "list"], LIGHT | {"llmcli.batchapi", "llmcli.batchjobs"}),
 ]
 
 

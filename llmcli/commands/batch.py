@@ -1,6 +1,8 @@
-"""`llmcli batch run`: many prompts from one file, answered live (docs/batch.md).
+"""`llmcli batch`: many prompts from one file, answered live (`run`) or as a provider Batch API
+job (`submit`, `status`, `list`, `cancel`, `fetch`; docs/batch.md).
 
-`llmcli.batch` (the job itself) is imported only when a job runs: `--help` stays light.
+`llmcli.batch` (the job itself) and the Batch API adapters are imported only when a job runs:
+`--help` stays light.
 """
 
 from __future__ import annotations
@@ -22,10 +24,15 @@ PROGRESS_EVERY = 0.1  # seconds between two redraws of the progress line
 def batch() -> None:
     """Many prompts from one file: JSON Lines, plain text or CSV (see docs/batch.md).
 
+    `run` sends them live; `submit` sends them as one provider Batch API job (half price,
+    answered within 24 h), which `status`, `list`, `cancel` and `fetch` follow by its id.
+
     \b
     Examples:
       llmcli batch run prompts.jsonl -o answers.jsonl
       llmcli batch run tickets.csv --column text --template 'Classify: {text}' -o labels.jsonl
+      llmcli batch submit prompts.jsonl -p anthropic
+      llmcli batch fetch msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d -o answers.jsonl --wait
     """
 
 
@@ -279,3 +286,441 @@ def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+# --- provider batch jobs (submit, status, list, cancel, fetch) -------------------------------------
+
+#: Seconds between two status reads under `fetch --wait`: the first, the growth, the most.
+POLL_FIRST, POLL_GROWTH, POLL_MOST = 0.5, 1.6, 60.0
+
+
+def _jobs_log(env: Any) -> Any:
+    """The log that remembers the jobs, opened; ConfigError (exit 3) when it cannot be."""
+    from llmcli import logdb, logtrouble, paths
+    from llmcli.calllog import LogFailure
+
+    where = logdb.target(env)
+    paths.check_log_location(where.path)
+    logdb.require_driver(where)
+    try:
+        return logdb.open_log(where)
+    except LogFailure as exc:
+        trouble = logtrouble.describe(exc.error, where.location, writing=True)
+        raise errors.ConfigError(trouble.message, trouble.hint) from None
+
+
+def _logged(action: Any, log: Any) -> Any:
+    """Run one job-table statement; a log failure is a configuration error (exit 3)."""
+    from llmcli import logtrouble
+    from llmcli.calllog import LogFailure
+
+    try:
+        return action()
+    except LogFailure as exc:
+        trouble = logtrouble.describe(exc.error, log.location, writing=True)
+        raise errors.ConfigError(trouble.message, trouble.hint) from None
+
+
+def _find_job(log: Any, job_id: str) -> Any:
+    """The job with this id from the log, with its items; a usage error (exit 2) if unknown."""
+    found = _logged(lambda: log.jobs_named(job_id), log)
+    if not found:
+        raise errors.UsageError(
+            f"no batch job {job_id!r} in the log",
+            "`llmcli batch list` shows the jobs submitted from here (Gemini's look like batches/ID)",
+        )
+    if len(found) > 1:
+        names = ", ".join(job.provider for job in found)
+        raise errors.UsageError(f"{len(found)} jobs are named {job_id!r} (on {names})")
+    return found[0]
+
+
+def _refresh(job: Any, env: Any, log: Any) -> Any:
+    """Ask the provider how the job is doing, and keep the answer in the log."""
+    from llmcli import batchapi, batchjobs
+
+    adapter = batchapi.adapter(batchjobs.connect(job.provider, env))
+    batchjobs.apply(job, adapter.status(job.job_id))
+    _logged(lambda: log.job_update(job), log)
+    return adapter
+
+
+@batch.command("submit", context_settings=CONTEXT)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "form",
+    type=click.Choice(["jsonl", "text", "csv"]),
+    help="The input's form.  [default: from the file name: .jsonl, .csv, else text]",
+)
+@click.option("--column", metavar="NAME", help="CSV: the column that holds the prompt.")
+@click.option(
+    "--id-column", metavar="NAME", help="CSV: the column that holds the id.  [default: row number]"
+)
+@click.option(
+    "--template",
+    metavar="TEXT",
+    help="Fill the prompt from each line's fields: 'Classify: {text}' (CSV columns, JSON "
+    "fields; a text line is {text}).",
+)
+@click.option(
+    "--skip-bad", is_flag=True, help="Submit the good lines when some are bad (and list the bad)."
+)
+@click.option(
+    "-p",
+    "--provider",
+    type=PROVIDER,
+    help="openai, anthropic, gemini, or an endpoint that speaks OpenAI's wire.  "
+    "[env: LLM_PROVIDER; default: openai]",
+)
+@click.option("-m", "--model", help="The job's model (one for every line).  [env: LLM_MODEL]")
+@click.option("-s", "--system", help="System prompt for lines that have none.")
+@click.option("-t", "--temperature", type=FLOAT, help="Sampling temperature.")
+@click.option("--max-tokens", type=INTEGER, help="Most tokens per answer.  [default: 1000]")
+@click.option("--schema", metavar="SCHEMA", help="Answer with JSON matching this schema.")
+@click.option("--tag", help="The tag the answers get in the log when fetched.  [env: LLM_TAG]")
+def submit(file: Path, **params: Any) -> None:
+    """Submit every line of FILE to the provider's Batch API as one job (half price, answered
+    within 24 h); print the job's id.
+
+    FILE is read as `batch run` reads it, and every line is checked before anything is sent.
+    A job is one provider and one model. Come back with `batch status ID` and
+    `batch fetch ID -o out.jsonl`.
+
+    \b
+    Examples:
+      llmcli batch submit prompts.jsonl -p openai -m gpt-4o-mini
+      llmcli batch submit tickets.csv --column text -p anthropic --tag triage
+    """
+    from llmcli import batch as job_module
+    from llmcli import batchapi, batchjobs, config, providers
+    from llmcli.jobstore import Job
+    from llmcli.journal import who
+
+    env = environment()
+    source = job_module.Source(
+        file,
+        params["form"],
+        column=params["column"],
+        id_column=params["id_column"],
+        template=params["template"],
+    )
+    flags = {
+        name: params[name]
+        for name in ("provider", "model", "system", "temperature", "max_tokens", "schema")
+    }
+    flags["tag"] = params["tag"]
+    settings = config.resolve(flags, env)
+    provider, model = settings.provider, settings.model
+    spec = providers.spec(provider)
+    if not batchapi.supported(spec.protocol):
+        raise errors.UsageError(
+            f"{provider} has no Batch API",
+            "submit to openai, anthropic, gemini or an OpenAI-compatible endpoint, or send the "
+            "prompts live: llmcli batch run",
+        )
+    creds = config.credentials(provider, env, required=False)
+    adapter = batchapi.adapter(providers.connect(spec, creds.api_key, creds.base_url))
+    prepared = batchjobs.prepare(source, flags, env, adapter, provider, model)
+    try:
+        if prepared.bad:
+            _report_bad(file, prepared.bad, skipping=params["skip_bad"])
+        if not prepared.count:
+            raise errors.UsageError(f"no prompts to submit in {file}")
+        config.credentials(provider, env, required=True)  # exit 3 before anything is sent
+        log = _jobs_log(env)  # the job must be remembered: a log that cannot be, stops it here
+        try:
+            label = f"llmcli-{file.stem}"[:60]
+            job_id, status = adapter.submit(prepared.entries, model, label)
+            job = Job(
+                provider=provider,
+                protocol=spec.protocol,
+                job_id=job_id,
+                model=model,
+                input_path=str(file.resolve()),
+                input_sha256=prepared.sha256,
+                requests=prepared.count,
+                state=status.state,
+                items=prepared.items,
+                schemas=prepared.schemas,
+                reading={
+                    "form": source.form,
+                    "column": params["column"],
+                    "id_column": params["id_column"],
+                    "template": params["template"],
+                    "system": settings.system,
+                },
+                tag=settings.tag,
+                host=who()[0],
+                os_user=who()[1],
+            )
+            batchjobs.apply(job, status)
+            try:
+                _logged(lambda: log.job_add(job), log)
+            except errors.ConfigError as exc:
+                # The job exists and will be billed: its id must not be lost with the log.
+                render.answer(job_id)
+                exc.message = f"{job_id} was submitted but could not be remembered: {exc.message}"
+                exc.hint = "fetch it from the provider's console; `llmcli batch` cannot find it"
+                raise
+        finally:
+            log.close()
+    finally:
+        prepared.entries.unlink(missing_ok=True)
+    render.answer(job_id)
+    requests = "request" if prepared.count == 1 else "requests"
+    render.diag(
+        f"submitted {prepared.count:,} {requests} to {provider} ({model}) as {job_id}; "
+        f"`llmcli batch fetch {job_id} -o answers.jsonl --wait` collects the answers"
+    )
+
+
+def _seconds_since(since: str) -> float | None:
+    import datetime as dt
+
+    try:
+        then = dt.datetime.strptime(since, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc)
+    except ValueError:
+        return None
+    return (dt.datetime.now(dt.timezone.utc) - then).total_seconds()
+
+
+def _age(since: str) -> str:
+    seconds = _seconds_since(since)
+    return "?" if seconds is None else _duration(seconds)
+
+
+def _counts_text(job: Any) -> str:
+    counts = {k: v for k, v in (job.counts or {}).items() if v and k != "total"}
+    parts = [f"{value:,} {name}" for name, value in counts.items()]
+    return f"{job.requests:,} requests" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def _job_dict(job: Any) -> dict[str, Any]:
+    return {
+        "id": job.job_id,
+        "provider": job.provider,
+        "model": job.model,
+        "state": job.state,
+        "provider_state": job.provider_state,
+        "requests": job.requests,
+        "counts": job.counts,
+        "error": job.error,
+        "input": job.input_path,
+        "input_sha256": job.input_sha256,
+        "tag": job.tag,
+        "created": job.created,
+        "updated": job.updated,
+        "age_s": round(_seconds_since(job.created) or 0),
+    }
+
+
+def _job_line(job: Any) -> str:
+    state = (
+        job.state
+        if job.provider_state in (None, job.state)
+        else (f"{job.state} ({job.provider_state})")
+    )
+    line = (
+        f"{job.job_id}  {job.provider}  {job.model}  {state}  {_counts_text(job)}  "
+        f"submitted {_age(job.created)} ago"
+    )
+    if job.error:
+        line += f"  error: {job.error}"
+    return render.printable(line)
+
+
+FORMAT = click.option(
+    "--format",
+    "form",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Plain lines, or JSON.",
+)
+
+
+@batch.command("status", context_settings=CONTEXT)
+@click.argument("job_id", metavar="ID")
+@FORMAT
+def status(job_id: str, form: str) -> None:
+    """Ask the provider how job ID is doing: its state, counts and age.
+
+    \b
+    Examples:
+      llmcli batch status batch_6744f0c2
+      llmcli batch status batches/123abc --format json
+    """
+    env = environment()
+    log = _jobs_log(env)
+    try:
+        job = _find_job(log, job_id)
+        _refresh(job, env, log)
+    finally:
+        log.close()
+    if form == "json":
+        render.as_json_out(_job_dict(job))
+    else:
+        render.answer(_job_line(job))
+
+
+@batch.command("list", context_settings=CONTEXT)
+@click.option("-n", "--limit", type=click.IntRange(1), default=20, show_default=True,
+              help="How many jobs, newest first.")  # fmt: skip
+@FORMAT
+def list_jobs(limit: int, form: str) -> None:
+    """The jobs submitted from here (as the log remembers them), newest first; the unfinished
+    ones are asked how they are doing.
+
+    \b
+    Examples:
+      llmcli batch list
+      llmcli batch list -n 5 --format json
+    """
+    env = environment()
+    log = _jobs_log(env)
+    try:
+        jobs = _logged(lambda: log.jobs(limit), log)
+        for job in jobs:
+            if job.finished:
+                continue
+            try:
+                _refresh(job, env, log)
+            except errors.LlmcliError as exc:
+                render.warn(f"{job.job_id}: could not ask {job.provider}: {exc.message}")
+    finally:
+        log.close()
+    if form == "json":
+        render.as_json_out([_job_dict(job) for job in jobs])
+        return
+    if not jobs:
+        render.diag("no batch jobs in the log (llmcli batch submit FILE starts one)")
+    for job in jobs:
+        render.answer(_job_line(job))
+
+
+@batch.command("cancel", context_settings=CONTEXT)
+@click.argument("job_id", metavar="ID")
+def cancel(job_id: str) -> None:
+    """Cancel job ID: requests not yet answered are not run (those answered are kept, and
+    billed); `batch fetch` then lists them as cancelled.
+
+    \b
+    Examples:
+      llmcli batch cancel batch_6744f0c2
+    """
+    from llmcli import batchapi, batchjobs
+
+    env = environment()
+    log = _jobs_log(env)
+    try:
+        job = _find_job(log, job_id)
+        adapter = batchapi.adapter(batchjobs.connect(job.provider, env))
+        batchjobs.apply(job, adapter.cancel(job.job_id))
+        _logged(lambda: log.job_update(job), log)
+    finally:
+        log.close()
+    render.answer(_job_line(job))
+
+
+@batch.command("fetch", context_settings=CONTEXT)
+@click.argument("job_id", metavar="ID")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Append one JSON line per request here; ids already in it are skipped.",
+)
+@click.option("--wait", is_flag=True, help="Wait for the job to finish (polling, with backoff).")
+@click.option(
+    "--timeout",
+    type=FLOAT,
+    help="With --wait: give up after this many seconds (exit 11).  [default: 26 h]",
+)
+@click.option("--no-log", is_flag=True, help="Do not record the answers in the log.")
+def fetch(job_id: str, output: Path, wait: bool, timeout: float | None, no_log: bool) -> None:
+    """Write the answers of job ID to -o, one line per request in `batch run`'s format, under
+    the input's ids; errored, expired and cancelled requests get an error line.
+
+    Exit 0 when every request was answered, 8 when some were not, 11 when the job has not
+    finished (without --wait, or past --timeout). Fetching again adds nothing twice.
+
+    \b
+    Examples:
+      llmcli batch fetch batch_6744f0c2 -o answers.jsonl
+      llmcli batch fetch msgbatch_01 -o answers.jsonl --wait --timeout 3600
+    """
+    from llmcli import batch as job_module
+    from llmcli import batchjobs
+
+    env = environment()
+    if not output.resolve().parent.is_dir():
+        raise errors.UsageError(f"-o {output}: no folder {output.parent}")
+    if timeout is not None and timeout < 0:
+        raise errors.UsageError("invalid value for --timeout: it must be 0 or more seconds")
+    done, cut = job_module.answered(output)
+    log = _jobs_log(env)
+    try:
+        job = _find_job(log, job_id)
+        if output.resolve() == Path(job.input_path):
+            raise errors.UsageError(
+                "-o names the job's input file", "write the answers to another file"
+            )
+        adapter = _refresh(job, env, log)
+        if not job.finished and wait:
+            _wait(job, adapter, log, timeout if timeout is not None else 26 * 3600)
+        if not job.finished:
+            raise errors.JobPending(
+                f"{job.job_id} has not finished: {_job_line(job)}",
+                f"run `llmcli batch fetch {job.job_id} -o {output} --wait`, or come back later",
+            )
+        if cut:
+            render.warn(f"{output} ended with a line cut short (a killed run); it was dropped")
+        fetcher = batchjobs.Fetcher(job, env, output, log=None if no_log else log)
+        result = fetcher.run(adapter.results(job.job_id), done)
+    finally:
+        log.close()
+    if fetcher.log_problem:
+        render.warn(fetcher.log_problem)
+    answered = job.requests - result.failed
+    parts = [f"{answered:,} answered", f"{result.failed:,} failed"]
+    if result.skipped:
+        parts.append(f"{result.skipped:,} already in {output}")
+    cost = render.cost_text(result.cost)
+    if result.unpriced:
+        cost += f" (+{result.unpriced:,} unpriced)"
+    render.diag(f"{job.job_id}: {', '.join(parts)}; {result.tokens:,} tokens, {cost} (batch price)")
+    if result.failed:
+        shown = ", ".join(render.printable(str(i)) for i in result.failed_ids)
+        more = ", ..." if result.failed > len(result.failed_ids) else ""
+        raise errors.IncompleteAnswer(
+            f"{result.failed} of {job.requests} requests failed (ids {shown}{more}); "
+            f'their lines in {output} have an "error"',
+            "submit those lines again as a new job, or send them live with `llmcli batch run`",
+        )
+
+
+def _wait(job: Any, adapter: Any, log: Any, timeout: float) -> None:
+    """Poll until the job ends or `timeout` passes: a short first wait (small jobs end fast),
+    growing to a minute (a job of a day is not polled thousands of times)."""
+    from llmcli import batchjobs
+
+    live = render.is_terminal(sys.stderr)
+    started = time.monotonic()
+    delay = POLL_FIRST
+    while not job.finished:
+        left = timeout - (time.monotonic() - started)
+        if left <= 0:
+            break
+        if live:
+            render.write_stderr(
+                f"\r\033[K{job.job_id}: {job.state}, {_counts_text(job)}, waited "
+                f"{_duration(time.monotonic() - started)}"
+            )
+        time.sleep(min(delay, left))
+        delay = min(delay * POLL_GROWTH, POLL_MOST)
+        batchjobs.apply(job, adapter.status(job.job_id))
+        _logged(lambda: log.job_update(job), log)
+    if live:
+        render.write_stderr("\r\033[K")
