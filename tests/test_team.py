@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from llmcli import migrations
 from tests import pg
 from tests.conftest import LLMCLI, base_env, modules_loaded, run_cli
 from tests.fakeserver import Reply
@@ -263,7 +264,7 @@ def test_config_validate_live_reports_the_server_and_schema_versions(team):
     assert result.code == 0, result.err
     (row,) = [line for line in result.out.splitlines() if line.startswith("log live")]
     assert "PostgreSQL 15" in row or "PostgreSQL 1" in row
-    assert "schema version 5" in row
+    assert f"schema version {len(migrations.migrations('postgresql'))}" in row
 
 
 def test_the_sqlite_log_never_imports_psycopg():
