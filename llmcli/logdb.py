@@ -36,7 +36,7 @@ EXTRA_HINT = "install it with: pip install 'llmcli[postgres]'"
 # database as away (the call then goes to the spool). Far above the connect timeout (2 s): only
 # a server that accepted the connection and then hangs (a migration lock never released) gets here.
 EARLY_WAIT_S = 20.0
-EARLY_POLL_S = 0.01
+EARLY_POLL_S = 0.02  # each poll takes the GIL from a busy caller for a moment: not too often
 
 
 @dataclass(frozen=True)
@@ -197,31 +197,57 @@ def open_early(where: Target) -> None:
 
 
 def _idle() -> Callable[[], bool]:
-    """A test another thread can run: has the calling thread been idle (using under a fifth of
-    a CPU) for the last two polls? Read from its CPU clock; where threads have none (Windows),
-    always true: the log then opens at once, in the background."""
+    """A test another thread can run: has the calling thread been idle for the last two polls
+    (on a CPU, or ready and waiting for one, under a fifth of the time)? A thread that waits
+    for a CPU on a busy machine is not idle: it still has its SDK to import. Read from Linux's
+    schedstat; elsewhere from the thread's CPU clock, or (Windows) always true: the log then
+    opens at once, in the background."""
     import time
 
-    try:
-        clock = time.pthread_getcpuclockid(threading.get_ident())
-        time.clock_gettime(clock)
-    except (AttributeError, OSError):
-        return lambda: True
-    last = [time.monotonic(), time.clock_gettime(clock)]
+    clock = _schedstat(threading.get_native_id())
+    if clock is None:
+        try:
+            cpu_clock = time.pthread_getcpuclockid(threading.get_ident())
+            time.clock_gettime(cpu_clock)
+        except (AttributeError, OSError):
+            return lambda: True
+
+        def clock() -> float | None:
+            try:
+                return time.clock_gettime(cpu_clock)
+            except OSError:  # the thread has ended
+                return None
+
+    last = [time.monotonic(), clock()]
     quiet = [0]
 
     def idle() -> bool:
-        try:
-            cpu = time.clock_gettime(clock)
-        except OSError:  # the thread has ended
-            return True
+        used = clock()
         now = time.monotonic()
-        busy = cpu - last[1] > 0.2 * (now - last[0])
-        last[:] = [now, cpu]
+        if used is None or last[1] is None:
+            return True
+        busy = used - last[1] > 0.2 * (now - last[0])
+        last[:] = [now, used]
         quiet[0] = 0 if busy else quiet[0] + 1
         return quiet[0] >= 2
 
     return idle
+
+
+def _schedstat(tid: int) -> Callable[[], float | None] | None:
+    """Seconds thread `tid` of this process has spent on a CPU or waiting for one (Linux),
+    or None where the kernel does not say."""
+    path = f"/proc/self/task/{tid}/schedstat"
+
+    def read() -> float | None:
+        try:
+            with open(path, "rb") as stat:
+                running, waiting = stat.read().split()[:2]
+        except (OSError, ValueError):
+            return None
+        return (int(running) + int(waiting)) / 1e9
+
+    return read if read() is not None else None
 
 
 class _Early:
