@@ -495,19 +495,31 @@ def _stream_held(fake, env: dict[str, str], held: Callable[[], bool]) -> tuple[b
     return during, proc.returncode, out, err
 
 
-def _sessions(url: str) -> int:
-    """llmcli's connections to the database of `url` now."""
-    return psql_rows(url, "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = "
-                          "'llmcli' AND datname = current_database()")[0][0]  # fmt: skip
+def _sessions(url: str) -> list[float]:
+    """When each of llmcli's connections to the database of `url` now began (Unix time)."""
+    rows = psql_rows(url, "SELECT extract(epoch FROM backend_start) FROM pg_stat_activity "
+                          "WHERE application_name = 'llmcli' AND datname = current_database()")  # fmt: skip
+    return [float(began) for (began,) in rows]
 
 
 def test_the_team_log_is_opened_while_the_provider_is_still_answering(fake, team):
     """Opening the log (importing psycopg, connecting) overlaps the wait for the answer,
-    instead of coming after it: the connection is there before the answer is complete."""
-    during, code, out, err = _stream_held(fake, base_env(fake), lambda: _sessions(team) > 0)
+    instead of coming after it: the connection is there before the answer is complete, but
+    not before the request was out (until then llmcli is busy importing the SDK, and our import
+    would only delay the request)."""
+    began: list[float] = []
+
+    def connected() -> bool:
+        began.extend(_sessions(team))
+        return bool(began)
+
+    during, code, out, err = _stream_held(fake, base_env(fake), connected)
     assert during, "llmcli did not connect to the team log before the answer was complete"
     assert (code, out, err) == (0, "Hello world\n", "")
     assert psql_rows(team, "SELECT answer, source FROM calls") == [("Hello world", "stream")]
+    (request,) = fake.requests
+    sent = request.started_at + (time.time() - time.monotonic())  # the same clock as the server's
+    assert min(began) > sent, "the log was opened before the request was sent"
 
 
 def test_a_team_log_away_while_the_provider_answers_spools_the_call_with_one_warning(fake):
@@ -566,4 +578,4 @@ def test_a_call_not_logged_never_loads_psycopg_even_with_a_team_log_set(fake, te
     loaded = modules_loaded("ask", "-p", "openai", "--no-log", "hi", env=env, expect_out="quiet\n")
     assert not [m for m in loaded if m == "psycopg" or m.startswith("psycopg")]
     assert "llmcli.pgstore" not in loaded
-    assert _sessions(team) == 0 and psql_rows(team, "SELECT COUNT(*) FROM calls") == [(0,)]
+    assert psql_rows(team, "SELECT COUNT(*) FROM calls") == [(0,)]
