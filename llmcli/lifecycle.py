@@ -291,6 +291,19 @@ async def arun(
     raise AssertionError("unreachable: the last call returns or raises")
 
 
+def _open_log_early(recorder: _Recorder) -> None:
+    """A team's log (PostgreSQL) takes a fresh process tens of milliseconds to open: start it
+    in the background now, so that it overlaps the provider's answer instead of following it
+    (`logdb.open_early`; its failures reach the user when the row is written, as before).
+    The local log opens in a few milliseconds, after the answer, as it always did."""
+    journal = recorder.journal
+    if not journal.enabled or not journal.target.shared:
+        return
+    from llmcli import logdb
+
+    logdb.open_early(journal.target)
+
+
 def _run_one(
     recorder: _Recorder,
     *,
@@ -312,6 +325,7 @@ def _run_one(
             raise
         return recorder.finished(hit)
     recorder.reserve()
+    _open_log_early(recorder)
     streamer: core.Stream | None = None
     pieces = None
     try:

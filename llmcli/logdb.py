@@ -8,14 +8,22 @@ A team's log must never cost anyone an answer: a call that cannot be written to 
 local spool (`$LLMCLI_HOME/spool.db`, a SQLite log of the same schema), and the next run that
 reaches the database sends the spool first. Rows carry a uid and inserts ignore a uid already
 there, so a row sent twice (a sync cut short, two processes syncing at once) is stored once.
+
+Opening a team's log costs a fresh process about 60 ms (importing psycopg, then connecting),
+where the SQLite file costs a few. `open_early` hides it: a call that will be logged starts
+opening the log in a background thread once its request is on its way, so the work overlaps
+the provider's answer instead of following it; `open_log` then takes what that thread made,
+its failures included, exactly as if it had opened the log itself.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from llmcli import config, errors, paths
 
@@ -24,6 +32,11 @@ if TYPE_CHECKING:
 
 SCHEMES = ("postgresql", "postgres")
 EXTRA_HINT = "install it with: pip install 'llmcli[postgres]'"
+# How long a caller waits for a log being opened in the background before it counts the
+# database as away (the call then goes to the spool). Far above the connect timeout (2 s): only
+# a server that accepted the connection and then hangs (a migration lock never released) gets here.
+EARLY_WAIT_S = 20.0
+EARLY_POLL_S = 0.02  # each poll takes the GIL from a busy caller for a moment: not too often
 
 
 @dataclass(frozen=True)
@@ -122,11 +135,22 @@ def require_driver(where: Target) -> None:
 
 
 def open_log(where: Target, *, sync: bool = True) -> CallLog:
-    """Open (and create or migrate) the log. A team's log first receives the spool, if any."""
+    """Open (and create or migrate) the log. A team's log first receives the spool, if any.
+
+    A team's log that `open_early` is opening is taken from its thread (waited for, at most
+    `EARLY_WAIT_S`); what failed there is raised here, as if it had failed here.
+    """
     if not where.shared:
         from llmcli.store import Store
 
         return Store(where.path)
+    early = _early.pop(where.url, None) if sync else None
+    if early is not None:
+        return early.result()
+    return _open_shared(where, sync=sync)
+
+
+def _open_shared(where: Target, *, sync: bool) -> CallLog:
     require_driver(where)
     from llmcli.pgstore import PgStore
 
@@ -141,7 +165,134 @@ def open_log(where: Target, *, sync: bool = True) -> CallLog:
         # sync` says why): this run's own reads and writes go on.
         with contextlib.suppress(LogFailure):
             send_spool(log, where)
+    _opened.add(log)
     return log
+
+
+# Team logs opened in this process and not closed yet, whoever holds them: a log already open
+# needs no early opening (it would be a second connection, never used).
+_opened: weakref.WeakSet[Any] = weakref.WeakSet()
+_early: dict[str, _Early] = {}  # by URL: opened in the background, not yet taken
+_tried: set[str] = set()  # URLs opened early once already in this process
+
+
+def open_early(where: Target) -> None:
+    """Start opening a team's log in a background thread, to be taken by `open_log`.
+
+    The thread waits until the calling thread is idle (`_idle`: waiting for the provider's
+    answer) before it imports the driver: until then the caller is busy on the CPU (importing
+    the provider's SDK, building the request) and would wait for the GIL as long as our import
+    holds it, so its request would leave that much later. Nothing is started for the local log,
+    for a team's log this process already has open, or twice in one process (a log that failed
+    once is not tried again by the same run: `journal.Journal`). The thread is a daemon: a
+    process that ends without taking the log does not wait for it.
+    """
+    url = where.url
+    if url is None or url in _tried or url in _early:
+        return
+    if any(getattr(log, "url", None) == url and not log.closed for log in list(_opened)):
+        return
+    _tried.add(url)
+    _early[url] = _Early(where, _idle())
+
+
+def _idle() -> Callable[[], bool]:
+    """A test another thread can run: has the calling thread been idle for the last two polls
+    (on a CPU, or ready and waiting for one, under a fifth of the time)? A thread that waits
+    for a CPU on a busy machine is not idle: it still has its SDK to import. Read from Linux's
+    schedstat; elsewhere from the thread's CPU clock, or (Windows) always true: the log then
+    opens at once, in the background."""
+    import time
+
+    clock = _schedstat(threading.get_native_id())
+    if clock is None:
+        try:
+            cpu_clock = time.pthread_getcpuclockid(threading.get_ident())
+            time.clock_gettime(cpu_clock)
+        except (AttributeError, OSError):
+            return lambda: True
+
+        def clock() -> float | None:
+            try:
+                return time.clock_gettime(cpu_clock)
+            except OSError:  # the thread has ended
+                return None
+
+    last = [time.monotonic(), clock()]
+    quiet = [0]
+
+    def idle() -> bool:
+        used = clock()
+        now = time.monotonic()
+        if used is None or last[1] is None:
+            return True
+        busy = used - last[1] > 0.2 * (now - last[0])
+        last[:] = [now, used]
+        quiet[0] = 0 if busy else quiet[0] + 1
+        return quiet[0] >= 2
+
+    return idle
+
+
+def _schedstat(tid: int) -> Callable[[], float | None] | None:
+    """Seconds thread `tid` of this process has spent on a CPU or waiting for one (Linux),
+    or None where the kernel does not say."""
+    path = f"/proc/self/task/{tid}/schedstat"
+
+    def read() -> float | None:
+        try:
+            with open(path, "rb") as stat:
+                running, waiting = stat.read().split()[:2]
+        except (OSError, ValueError):
+            return None
+        return (int(running) + int(waiting)) / 1e9
+
+    return read if read() is not None else None
+
+
+class _Early:
+    """A team's log being opened by a background thread; whoever claims the work first does it:
+    the thread once `ready()`, or the caller of `result` if it comes first (then no thread
+    work is waited for, and the log opens exactly as it would have without `open_early`)."""
+
+    def __init__(self, where: Target, ready: Callable[[], bool]) -> None:
+        self.where = where
+        self.ready = ready
+        self.wanted = threading.Event()  # `result` was called: stop waiting for `ready`
+        self.claim = threading.Lock()
+        self.done = threading.Event()
+        self.log: CallLog | None = None
+        self.error: BaseException | None = None
+        thread = threading.Thread(target=self._background, name="llmcli-log-open", daemon=True)
+        thread.start()
+
+    def _background(self) -> None:
+        while not self.wanted.wait(EARLY_POLL_S) and not self.ready():
+            pass
+        if self.claim.acquire(blocking=False):
+            self._open()
+
+    def _open(self) -> None:
+        try:
+            self.log = _open_shared(self.where, sync=True)
+        except BaseException as exc:  # raised again, in the caller's thread
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def result(self) -> CallLog:
+        self.wanted.set()
+        if self.claim.acquire(blocking=False):
+            self._open()  # the thread had not begun: open it here, now
+        elif not self.done.wait(EARLY_WAIT_S):
+            from llmcli.calllog import DatabaseTrouble, LogFailure
+
+            trouble = DatabaseTrouble("unreachable", f"no answer within {EARLY_WAIT_S:g} s")
+            raise LogFailure(trouble, self.where.location)
+        if self.error is not None:
+            raise self.error
+        assert self.log is not None
+        return self.log
 
 
 def send_spool(log: CallLog, where: Target) -> int:

@@ -85,6 +85,11 @@ class PgStore(SqlLog):
     def close(self) -> None:
         self.conn.close()
 
+    @property
+    def closed(self) -> bool:
+        """Whether the connection is gone (closed here, or lost): `logdb.open_early` asks."""
+        return bool(self.conn.closed)
+
     def __enter__(self) -> PgStore:
         return self
 

@@ -8,6 +8,7 @@ copies that never duplicate a row, and a password that never appears anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -15,11 +16,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from llmcli import migrations
+from llmcli.store import Store
 from tests import pg
 from tests.conftest import LLMCLI, base_env, modules_loaded, run_cli
 from tests.fakeserver import Reply
@@ -422,3 +425,158 @@ def test_only_the_postgresql_backend_imports_psycopg():
             if any(n == "psycopg" or n.startswith("psycopg.") for n in names):
                 importers.add(path.relative_to(package).as_posix())
     assert importers == {"pgstore.py"}
+
+
+# --- the log opened while the provider answers (logdb.open_early) -------------------------------
+
+
+class Relay:
+    """A TCP relay in front of the test PostgreSQL: `reached` is set when llmcli connects
+    through it, so a test can tell when the log was opened, not only that it was."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.reached = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)
+        self.port = self.listener.getsockname()[1]
+        self.stopped = threading.Event()
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.reached.set()
+            server = socket.create_connection(("127.0.0.1", self.target_port), timeout=10)
+            for a, b in ((client, server), (server, client)):
+                pump = threading.Thread(target=self._pump, args=(a, b), daemon=True)
+                pump.start()
+                self.threads.append(pump)
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with source, sink:
+            try:
+                while data := source.recv(65536):
+                    sink.sendall(data)
+            except OSError:
+                pass
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.listener.close()
+        for thread in self.threads:
+            thread.join(10)
+
+
+def _stream_held(fake, env: dict[str, str], held: Callable[[], bool]) -> tuple[bool, int, str, str]:
+    """`llmcli stream -p openai` whose answer the fake server holds back before its last
+    chunk until `held()` is true (at most 10 s): whether it became true while the answer
+    was held, then the exit code, stdout and stderr."""
+    gate = threading.Event()
+    fake.script("openai", Reply(chunks=["Hello", " world"], gate=gate))
+    proc = subprocess.Popen([LLMCLI, "stream", "-p", "openai", "hi"], env=env, text=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while not (during := held()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        gate.set()
+    out, err = proc.communicate(timeout=30)
+    return during, proc.returncode, out, err
+
+
+def _sessions(url: str) -> list[float]:
+    """When each of llmcli's connections to the database of `url` now began (Unix time)."""
+    rows = psql_rows(url, "SELECT extract(epoch FROM backend_start) FROM pg_stat_activity "
+                          "WHERE application_name = 'llmcli' AND datname = current_database()")  # fmt: skip
+    return [float(began) for (began,) in rows]
+
+
+def test_the_team_log_is_opened_while_the_provider_is_still_answering(fake, team):
+    """Opening the log (importing psycopg, connecting) overlaps the wait for the answer,
+    instead of coming after it: the connection is there before the answer is complete, but
+    not before the request was out (until then llmcli is busy importing the SDK, and our import
+    would only delay the request)."""
+    began: list[float] = []
+
+    def connected() -> bool:
+        began.extend(_sessions(team))
+        return bool(began)
+
+    during, code, out, err = _stream_held(fake, base_env(fake), connected)
+    assert during, "llmcli did not connect to the team log before the answer was complete"
+    assert (code, out, err) == (0, "Hello world\n", "")
+    assert psql_rows(team, "SELECT answer, source FROM calls") == [("Hello world", "stream")]
+    (request,) = fake.requests
+    sent = request.started_at + (time.time() - time.monotonic())  # the same clock as the server's
+    assert min(began) > sent, "the log was opened before the request was sent"
+
+
+def test_a_team_log_away_while_the_provider_answers_spools_the_call_with_one_warning(fake):
+    """A database that never answers, found by the background opening: the answer is out,
+    the call is spooled, stderr says so once, without the password: as when the log is opened
+    after the answer."""
+    with socket.create_server(("127.0.0.1", 0)) as hole:
+        url = f"postgresql://me:{SECRET}@127.0.0.1:{hole.getsockname()[1]}/llm"
+        env = {**base_env(fake), "LLMCLI_DB": url}
+        hole.settimeout(0)
+        knocks: list[socket.socket] = []  # accepted, never answered
+
+        def knocked() -> bool:
+            with contextlib.suppress(BlockingIOError):
+                knocks.append(hole.accept()[0])
+            return bool(knocks)
+
+        try:
+            during, code, out, err = _stream_held(fake, env, knocked)
+        finally:
+            for knock in knocks:
+                knock.close()
+    assert during, "llmcli did not try the team log before the answer was complete"
+    assert code == 0 and out == "Hello world\n", err
+    (warning,) = err.splitlines()
+    assert warning.startswith("warning: could not write the team log at postgresql://127.0.0.1:")
+    assert "the server cannot be reached" in warning and "spool.db" in warning
+    assert SECRET not in err and "me:" not in err
+    with Store(home() / "spool.db") as spool:
+        assert [r.answer for r in spool.export()] == ["Hello world"]
+
+
+def test_a_wrong_password_found_while_the_provider_answers_is_named_and_never_shown(
+    fake, password_database
+):
+    relay = Relay(pg.port())
+    try:
+        url = pg.url_for(password_database, user=pg.PASSWORD_USER, password=SECRET)
+        url = url.replace(f":{pg.port()}/", f":{relay.port}/")
+        env = {**base_env(fake), "LLMCLI_DB": url}
+        during, code, out, err = _stream_held(fake, env, relay.reached.is_set)
+    finally:
+        relay.close()
+    assert during, "llmcli did not try the team log before the answer was complete"
+    assert code == 0 and out == "Hello world\n", err
+    (warning,) = err.splitlines()
+    assert "the server refused the user or password" in warning and "spool.db" in warning
+    assert SECRET not in err
+
+
+def test_a_call_not_logged_never_loads_psycopg_even_with_a_team_log_set(fake, team):
+    """--no-log: no row, so no early opening either (the driver is not even imported)."""
+    fake.script("openai", Reply(text="quiet", delay=0.5))
+    env = base_env(fake)
+    assert env["LLMCLI_DB"] == team
+    loaded = modules_loaded("ask", "-p", "openai", "--no-log", "hi", env=env, expect_out="quiet\n")
+    assert not [m for m in loaded if m == "psycopg" or m.startswith("psycopg")]
+    assert "llmcli.pgstore" not in loaded
+    assert psql_rows(team, "SELECT COUNT(*) FROM calls") == [(0,)]
