@@ -44,7 +44,6 @@ import os
 import random
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -432,8 +431,9 @@ def main() -> None:
             for stream in (False, True):
                 mode = "streamed" if stream else "whole"
                 for target in targets:  # warm-up: connections, first requests, the log
-                    run_load(target, path=CHAT, stream=stream, mode="closed", clients=10,
-                             requests=5)  # fmt: skip
+                    run_load(
+                        target, path=CHAT, stream=stream, mode="closed", clients=10, requests=5
+                    )
                 closed = {
                     t.name: run_load(
                         t,
@@ -442,11 +442,18 @@ def main() -> None:
                         mode="closed",
                         clients=args.clients,
                         requests=args.requests,
-                    )  # fmt: skip
+                    )
                     for t in targets
                 }
-                rate = args.rate or max(10, round(len(closed[direct.name]["total"]) /
-                                                  closed[direct.name]["wall"] * args.fraction, -1))  # fmt: skip
+                rate = args.rate or max(
+                    10,
+                    round(
+                        len(closed[direct.name]["total"])
+                        / closed[direct.name]["wall"]
+                        * args.fraction,
+                        -1,
+                    ),
+                )
                 runs: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
                 for round_ in range(args.rounds):
                     for target in targets:
@@ -460,7 +467,7 @@ def main() -> None:
                                 rate=rate,
                                 seconds=args.seconds,
                                 seed=round_ + 1,
-                            )  # fmt: skip
+                            )
                         )
                 opened = {name: pooled(found) for name, found in runs.items()}
                 rows += table_rows(mode, stream, rate, closed, opened, direct.name)
@@ -468,8 +475,9 @@ def main() -> None:
                     if found["failures"]:
                         notes.append(f"{mode}, {name}: {found['failures']}")
             fake.script("openai", args.streams, chunk_delay=0.5)
-            held = run_load(served, path="/stream", stream=True, mode="hold",
-                            clients=args.streams, close=True)  # fmt: skip
+            held = run_load(
+                served, path="/stream", stream=True, mode="hold", clients=args.streams, close=True
+            )
             peaks = {t.name: t.peak_rss() for t in targets[1:]}
             retried = retried_streams(Path(home), args.streams)
         finally:
