@@ -19,15 +19,20 @@ What is measured, for each target (the fake alone, serve, the peer), non-streame
 * **Added latency, open loop**: `--clients` clients, each with its own keep-alive connection
   (reopened when the server closes it, as the fake does after a stream), send at a fixed total
   rate: Poisson arrivals, `--rate` requests per second across all clients (default: a tenth of
-  the fake's own closed-loop throughput measured in the same run, the `--fraction`). The rate does
+  the fake's own closed-loop throughput measured in the same run, the `--fraction`, but at most
+  half the slowest server's, so that no target compared is saturated). The rate does
   not slow down when a server does, and a request's latency counts from the moment it was due,
   not from when it went out, so a server that falls behind shows it. At a rate the machine can
   carry, "added by serve" (serve's percentile minus the fake's, with all rounds' samples pooled)
   is serve's own cost per request plus the queueing its cost causes, not a queue the load
   generator built. The targets take turns, `--rounds` rounds of `--seconds` each (fake, serve,
   peer, fake, serve, peer, ...), so a busier moment of the shared machine falls on all alike.
-* serve's (and the peer's) CPU time per request and its share of one core at that rate, and the
-  peak RSS, from /proc (the process and its children, for `--workers`).
+* serve's (and the peer's) CPU time per request and its share of one core at that rate, the
+  time per request its threads were ready to run but waited for a CPU (other processes on this
+  shared machine: part of the added latency that is not serve's code), and the peak RSS, from
+  /proc (the process and its children, for `--workers`). The footer says how far behind its
+  schedule the load generator itself fell (p99): a figure near the latencies would mean the
+  generator, not the server, set them.
 * `--streams` streams opened through serve at once and held open (the fake sends a word every
   0.5 s): all must complete, and serve's peak RSS then.
 
@@ -122,6 +127,22 @@ class Target:
                 continue
             total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         return total
+
+    def waited(self) -> float:
+        """Seconds its threads were ready to run but waited for a CPU (/proc/PID/task/*/schedstat):
+        the part of its latency that other processes on the machine decide, not its own code."""
+        total = 0
+        for pid in self.pids():
+            try:
+                tasks = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue
+            for task in tasks:
+                try:
+                    total += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+        return total / 1e9
 
     def peak_rss(self) -> int:
         total = 0
@@ -360,10 +381,11 @@ def run_load(target: Target, **spec: Any) -> dict[str, Any]:
     line = proc.stdout.readline() if proc.stdout else b""
     if line.strip() != b"ready":
         raise RuntimeError("the load generator did not start")
-    before = target.cpu()
+    before, waited = target.cpu(), target.waited()
     out, _ = proc.communicate(timeout=600)
     result = json.loads(out)
     result["cpu"] = target.cpu() - before
+    result["waited"] = target.waited() - waited
     if proc.returncode:
         raise RuntimeError(f"the load generator exited {proc.returncode}")
     return result
@@ -386,15 +408,32 @@ def pct(values: list[float], p: float) -> float:
 
 
 def pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    found: dict[str, Any] = {"first": [], "total": [], "late": [], "errors": 0, "cpu": 0.0}
+    found: dict[str, Any] = {
+        "first": [],
+        "total": [],
+        "late": [],
+        "errors": 0,
+        "cpu": 0.0,
+        "waited": 0.0,
+    }
     for run in runs:
         for key in ("first", "total", "late"):
             found[key] += run[key]
         found["errors"] += run["errors"]
         found["cpu"] += run["cpu"]
+        found["waited"] += run["waited"]
     found["wall"] = sum(run["wall"] for run in runs)
     found["failures"] = [f for run in runs for f in run["failures"]][:3]
     return found
+
+
+def offered_rate(closed: dict[str, dict[str, Any]], direct: str, fraction: float) -> float:
+    """The open loop's rate: `fraction` of the fake's own throughput, but at most half of the
+    slowest server's, so that every target compared is below saturation (a server past it
+    queues without end, and its latency says only that)."""
+    throughput = {name: len(run["total"]) / run["wall"] for name, run in closed.items()}
+    slowest = min(v for name, v in throughput.items() if name != direct)
+    return max(5.0, round(min(throughput[direct] * fraction, slowest / 2)))
 
 
 def signed(seconds: float) -> str:
@@ -421,6 +460,7 @@ def main() -> None:
     fake = m.ServerProcess()
     rows: list[list[str]] = []
     notes: list[str] = []
+    lateness: list[float] = []
     with tempfile.TemporaryDirectory() as home:
         targets: list[Target] = [Target(int(fake.url.rsplit(":", 1)[1]))]
         try:
@@ -445,15 +485,7 @@ def main() -> None:
                     )
                     for t in targets
                 }
-                rate = args.rate or max(
-                    10,
-                    round(
-                        len(closed[direct.name]["total"])
-                        / closed[direct.name]["wall"]
-                        * args.fraction,
-                        -1,
-                    ),
-                )
+                rate = args.rate or offered_rate(closed, direct.name, args.fraction)
                 runs: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
                 for round_ in range(args.rounds):
                     for target in targets:
@@ -470,6 +502,7 @@ def main() -> None:
                             )
                         )
                 opened = {name: pooled(found) for name, found in runs.items()}
+                lateness += [x for found in opened.values() for x in found["late"]]
                 rows += table_rows(mode, stream, rate, closed, opened, direct.name)
                 for name, found in opened.items():
                     if found["failures"]:
@@ -494,9 +527,11 @@ def main() -> None:
         "first token p50 ms",
         "errors",
         "CPU per request",
+        "waited for a CPU per request",
         "share of a core",
     ]
     text = m.table(rows, headers)
+    behind = pct(lateness, 99)
     done = len(held["total"])
     text += (
         f"\n\n{args.streams} streams held open at once through serve (a word every 0.5 s): "
@@ -510,6 +545,7 @@ def main() -> None:
         f"{args.rounds} rounds of {args.seconds:g} s per target, samples pooled; serve "
         f"--workers {args.workers}; "
     )
+    text += f"load generator behind schedule p99 {m.ms(behind)} ms; "
     text += m.conditions(load_before, time.monotonic() - began)
     if notes:
         text += "\n\nFailures: " + "; ".join(notes)
@@ -540,6 +576,7 @@ def table_rows(
                 m.ms(pct(found["first"], 50)) if stream else "",
                 str(found["errors"] + saturated["errors"]),
                 f"{found['cpu'] * 1000 / count:.2f} ms" if name != direct and count else "",
+                f"{found['waited'] * 1000 / count:.2f} ms" if name != direct and count else "",
                 f"{found['cpu'] / found['wall']:.0%}" if name != direct else "",
             ]
         )
@@ -551,6 +588,7 @@ def table_rows(
                     "",
                     *(signed(pct(found["total"], p) - pct(base["total"], p)) for p in (50, 95, 99)),
                     signed(pct(found["first"], 50) - pct(base["first"], 50)) if stream else "",
+                    "",
                     "",
                     "",
                     "",
