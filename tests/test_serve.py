@@ -602,6 +602,14 @@ def test_unknown_provider_and_unknown_route_are_404(api):
     assert status == 404 and "error" in json.loads(body)
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/stream"])
+def test_a_call_route_asked_with_get_is_405_in_openais_shape(api, path):
+    # The call routes are answered before FastAPI; any other method still reaches its router.
+    status, _, body = api.http("GET", path)
+    assert status == 405
+    assert json.loads(body)["error"]["message"] == "Method Not Allowed"
+
+
 BAD_BODIES = {
     "malformed JSON": (b'{"messages": [', "not valid JSON"),
     "not UTF-8": (b'{"messages": "\xff\xfe"}', "not valid UTF-8"),
