@@ -118,20 +118,11 @@ class Target:
                 continue
         return found
 
-    def cpu(self) -> float:
-        total = 0.0
-        for pid in self.pids():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return total
-
-    def waited(self) -> float:
-        """Seconds its threads were ready to run but waited for a CPU (/proc/PID/task/*/schedstat):
-        the part of its latency that other processes on the machine decide, not its own code."""
-        total = 0
+    def sched(self) -> dict[tuple[int, str], tuple[int, int]]:
+        """Per thread (of the process and its children): nanoseconds on a CPU, and nanoseconds
+        ready to run but waiting for one (/proc/PID/task/TID/schedstat, exact where /proc/PID/stat
+        counts clock ticks)."""
+        found = {}
         for pid in self.pids():
             try:
                 tasks = os.listdir(f"/proc/{pid}/task")
@@ -139,10 +130,19 @@ class Target:
                 continue
             for task in tasks:
                 try:
-                    total += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[1])
+                    fields = Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()
+                    found[pid, task] = (int(fields[0]), int(fields[1]))
                 except (OSError, IndexError, ValueError):
                     continue
-        return total / 1e9
+        return found
+
+    def used(self, before: dict[tuple[int, str], tuple[int, int]]) -> tuple[float, float]:
+        """Seconds on a CPU, and seconds waiting for one, since `before` (threads that ended in
+        between are not counted: serve's threads live as long as it does)."""
+        after = self.sched()
+        run = sum(v[0] - before.get(k, (0, 0))[0] for k, v in after.items())
+        wait = sum(v[1] - before.get(k, (0, 0))[1] for k, v in after.items())
+        return run / 1e9, wait / 1e9
 
     def peak_rss(self) -> int:
         total = 0
@@ -381,11 +381,10 @@ def run_load(target: Target, **spec: Any) -> dict[str, Any]:
     line = proc.stdout.readline() if proc.stdout else b""
     if line.strip() != b"ready":
         raise RuntimeError("the load generator did not start")
-    before, waited = target.cpu(), target.waited()
+    before = target.sched()
     out, _ = proc.communicate(timeout=600)
     result = json.loads(out)
-    result["cpu"] = target.cpu() - before
-    result["waited"] = target.waited() - waited
+    result["cpu"], result["waited"] = target.used(before)
     if proc.returncode:
         raise RuntimeError(f"the load generator exited {proc.returncode}")
     return result
