@@ -602,6 +602,14 @@ def test_unknown_provider_and_unknown_route_are_404(api):
     assert status == 404 and "error" in json.loads(body)
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/stream"])
+def test_a_call_route_asked_with_get_is_405_in_openais_shape(api, path):
+    # The call routes are answered before FastAPI; any other method still reaches its router.
+    status, _, body = api.http("GET", path)
+    assert status == 405
+    assert json.loads(body)["error"]["message"] == "Method Not Allowed"
+
+
 BAD_BODIES = {
     "malformed JSON": (b'{"messages": [', "not valid JSON"),
     "not UTF-8": (b'{"messages": "\xff\xfe"}', "not valid UTF-8"),
@@ -746,3 +754,90 @@ def test_json_schema_response_format_is_sent_as_structured_output(api, fake):
     sent = fake.requests_for("openai")[0].body["response_format"]
     assert sent["type"] == "json_schema"
     assert sent["json_schema"]["schema"]["required"] == ["name"]
+
+
+# How serve reads an OpenAI-wire reply is held to how `ask` reads the same reply (the SDK's own
+# models): serve's async path reads the JSON without building them (docs/performance.md).
+ODD_REPLIES = {
+    "refusal": Reply(refusal="I can't help with that."),
+    "token details": Reply(cached_tokens=3, reasoning_tokens=2),
+    "no usage": Reply(usage=False),
+    "other model": Reply(model="gpt-4o-mini-2024-07-18"),
+    "length": Reply(finish="length"),
+    "no finish": Reply(finish=None),
+    "empty object": Reply(body=b"{}"),
+    "no choices": Reply(body=b'{"id": "x", "model": "m", "choices": []}'),
+    "not an object": Reply(body=b"[1, 2]"),
+    "cut short": Reply(malformed=True),
+    "error event": Reply(stream_error_after=1),
+}
+
+
+def _asked(fake: Any, reply: Reply, stream: bool) -> tuple[dict[str, Any] | None, str]:
+    """What `ask` (or `stream`) makes of `reply`: its --json answer, or its error line."""
+    fake.script("openai", reply)
+    env = base_env(fake)
+    env["LLM_MAX_RETRIES"] = "0"
+    command = "stream" if stream else "ask"
+    result = run_cli(command, "-p", "openai", "--json", "--no-log", "x", env=env)
+    if result.out.startswith("{"):
+        return json.loads(result.out.splitlines()[-1]), ""
+    assert result.code != 0
+    return None, result.err.splitlines()[0].removeprefix("Error: ")
+
+
+def _served(api: Served, fake: Any, reply: Reply, stream: bool) -> tuple[int, Any]:
+    """serve's answer to the same reply: (status, the answer or the error message)."""
+    fake.script("openai", reply)
+    body: dict[str, Any] = {
+        "model": "openai/gpt-4o-mini",
+        "messages": [{"role": "user", "content": "x"}],
+    }
+    if stream:
+        body.update(stream=True, stream_options={"include_usage": True})
+    status, _, raw = api.http("POST", "/v1/chat/completions", json.dumps(body))
+    if status != 200:
+        return status, json.loads(raw)["error"]["message"]
+    if not stream:
+        answer = json.loads(raw)
+        choice = answer["choices"][0]
+        return 200, (
+            choice["message"]["content"],
+            choice["finish_reason"],
+            answer["model"],
+            answer["usage"],
+        )
+    events = [
+        json.loads(line[6:]) for line in raw.decode().splitlines() if line.startswith("data: {")
+    ]
+    if "error" in events[-1]:
+        return 200, events[-1]["error"]["message"]
+    text = "".join(c["delta"].get("content") or "" for e in events for c in e["choices"])
+    finish = [c["finish_reason"] for e in events for c in e["choices"] if c["finish_reason"]]
+    return 200, (text, finish[-1], events[-1]["model"], events[-1]["usage"])
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("reply", list(ODD_REPLIES.values()), ids=list(ODD_REPLIES))
+def test_serve_reads_an_openai_reply_as_ask_does(api, fake, reply, stream):
+    asked, error = _asked(fake, reply, stream)
+    status, served = _served(api, fake, reply, stream)
+    if asked is None:
+        # The same words (what the reply began with differs: ids and times are the fake's own).
+        assert isinstance(served, str) and served.startswith(error.split(" (200 ")[0]), served
+        return
+    assert status == 200, served
+    usage = asked["usage"]
+    tokens = None
+    if usage["input_tokens"] is not None:
+        tokens = {
+            "prompt_tokens": usage["input_tokens"],
+            "completion_tokens": usage["output_tokens"],
+            "total_tokens": usage["input_tokens"] + usage["output_tokens"],
+        }
+        if usage["cached_input_tokens"] is not None:
+            tokens["prompt_tokens_details"] = {"cached_tokens": usage["cached_input_tokens"]}
+        if usage["reasoning_tokens"] is not None:
+            tokens["completion_tokens_details"] = {"reasoning_tokens": usage["reasoning_tokens"]}
+    finish = {"error": "stop", "other": "stop"}.get(asked["finish_reason"], asked["finish_reason"])
+    assert served == (asked["content"], finish, asked["model"], tokens)

@@ -184,6 +184,12 @@ def start(
         "timeout_graceful_shutdown": grace,
         "lifespan": "off",
         "server_header": False,
+        # httptools (a C parser) instead of h11: about 0.1-0.3 ms less CPU a request.
+        "http": "httptools",
+        # asyncio's loop, never uvloop even where it is installed (uvicorn's "auto" would take
+        # it): uvloop's transport sockets refuse `shutdown`, which `llmcli.transport` uses to end
+        # a read that outlives LLM_TIMEOUT, so a late provider would hang past its timeout.
+        "loop": "asyncio",
     }
     if workers > 1:
         os.environ[_ENV_FILE] = env_file or ""
