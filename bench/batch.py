@@ -100,12 +100,15 @@ class Row:
         self.rates: list[float] = []
         self.cpu_ms: list[float] = []
         self.rss: list[int] = []
+        self.fake_ms: list[float] = []  # the fake server's CPU time per answer
         self.note = ""
 
-    def add(self, answers: int, run: m.Run) -> None:
+    def add(self, answers: int, run: m.Run, fake_cpu: float | None = None) -> None:
         self.rates.append(answers / run.wall)
         self.cpu_ms.append(run.cpu * 1000 / answers)
         self.rss.append(run.max_rss)
+        if fake_cpu is not None:
+            self.fake_ms.append(fake_cpu * 1000 / answers)
 
     @property
     def rate(self) -> float:
@@ -158,6 +161,7 @@ def main() -> int:
     logged = Row("llmcli batch run --concurrency 64 (log on)")
     unlogged = Row("llmcli batch run --concurrency 64 --no-log")
     ask = Row("llmcli ask, one process per prompt")
+    pair = Row("two bare SDK loops at once (32 workers each, half the prompts each)")
     try:
         source = write_prompts(work / "prompts.jsonl", args.prompts)
         with m.ServerProcess() as srv, m.Sandbox(srv.env) as sandbox:
@@ -170,10 +174,12 @@ def main() -> int:
                 srv.reset()
                 srv.script("openai", count, echo=True)
                 home = work / f"home-{time.monotonic_ns()}"
+                fake_cpu = srv.cpu()
                 run = m.run_once(argv, {**env, "LLMCLI_HOME": str(home)}, cwd=sandbox.cwd,
                                  timeout=600).check()  # fmt: skip
+                fake_cpu = srv.cpu() - fake_cpu
                 answered(out, count, run)
-                row.add(count, run)
+                row.add(count, run, fake_cpu)
                 loads.append(os.getloadavg()[0])
                 out.unlink()
                 shutil.rmtree(home, ignore_errors=True)
@@ -193,6 +199,9 @@ def main() -> int:
                 timed(bare, bare_argv, out, args.prompts)
                 timed(logged, batch, out, args.prompts)
                 timed(unlogged, [*batch, "--no-log"], out, args.prompts)
+                two_bare(pair, srv, env, work, args.prompts)
+                loads.append(os.getloadavg()[0])
+                progress(f"{pair.name}: {pair.rates[-1]:.0f}/s")
             progress(f"{args.ask_sample} ask processes")
             ask_rates(ask, env, sandbox, args.ask_sample)
             progress(f"peak RSS, -p echo, {args.rss_lines:,} lines")
@@ -203,17 +212,22 @@ def main() -> int:
 
     floor = bare.rate
     rows = []
-    for row in (bare, logged, unlogged, ask):
+    for row in (bare, logged, unlogged, pair, ask):
         rows.append(
             [
                 row.name + (f" {row.note}" if row.note else ""),
                 spread(row.rates, ".0f"),
                 f"{row.rate / floor:.2f}",
                 spread(row.cpu_ms, ".2f"),
+                spread(row.fake_ms, ".2f") if row.fake_ms else "",
                 f"{statistics.median(row.rss) / 2**20:.0f}",
             ]
         )
-    text = m.table(rows, ["program", "answers/s", "of floor", "CPU ms per answer", "peak RSS MiB"])
+    text = m.table(
+        rows,
+        ["program", "answers/s", "of floor", "CPU ms per answer", "fake's CPU ms per answer",
+         "peak RSS MiB"],
+    )  # fmt: skip
     text += "\n\n" + m.table(rss_rows, ["batch run -p echo", "answers/s", "peak RSS MiB"])
     goal = "met" if logged.rate >= RATE_GOAL else "not met"
     text += (
@@ -228,6 +242,44 @@ def main() -> int:
         m.replace_block(ROOT / "docs" / "performance.md", "batch", text)
     rss_ok = all(float(r[2]) <= RSS_GOAL_MIB for r in rss_rows)
     return 0 if logged.rate >= RATE_GOAL and rss_ok else 1
+
+
+def two_bare(row: Row, srv: m.ServerProcess, env: dict[str, str], work: Path, count: int) -> None:
+    """Two bare loops at once, each on half the prompts: whether the fake server could answer
+    faster than one client process asks (if this beats one bare loop, the fake is not what
+    bounds the floor: the client's CPU is)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    halves = []
+    for index in range(2):
+        part = work / f"half{index}.jsonl"
+        with part.open("w", encoding="utf-8") as out:
+            for n in range(index, count, 2):
+                out.write(json.dumps({"id": n, "prompt": f"prompt number {n}"}) + "\n")
+        halves.append((part, work / f"half{index}.out.jsonl"))
+    srv.reset()
+    srv.script("openai", count, echo=True)
+    fake_cpu = srv.cpu()
+    started = time.monotonic()
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(
+            pool.map(
+                lambda half: m.run_once(
+                    [m.PYTHON, __file__, "--bare", str(half[0]), str(half[1]), "32"], env,
+                    timeout=600,
+                ).check(),
+                halves,
+            )
+        )  # fmt: skip
+    wall = time.monotonic() - started
+    fake_cpu = srv.cpu() - fake_cpu
+    for (_, out), run in zip(halves, runs, strict=True):
+        answered(out, count // 2, run)
+        out.unlink()
+    row.rates.append(count / wall)
+    row.cpu_ms.append(sum(r.cpu for r in runs) * 1000 / count)
+    row.rss.append(max(r.max_rss for r in runs))
+    row.fake_ms.append(fake_cpu * 1000 / count)
 
 
 def ask_rates(row: Row, env: dict[str, str], sandbox: m.Sandbox, sample: int) -> None:

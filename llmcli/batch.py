@@ -740,15 +740,42 @@ class Job:
             self._notice(f"concurrency back to {limit}")
 
     async def _feed(self) -> None:
-        assert self.limiter is not None
-        sequence = 0
+        """Send the lines through `concurrency` workers, each taking the next line as soon as
+        its last call has ended.
+
+        Not a task per line started by one feeder: a call that ended would wait a turn or two
+        of the event loop for the feeder to start the next, and its connection would sit idle
+        meanwhile. At 64 calls in flight a quarter to a half of the connections were idle at
+        any moment, and the HTTP client checks every idle connection (a system call) each time
+        a request starts or ends: more CPU per answer than llmcli's own work."""
+        lines = self._lines()
+        workers = [asyncio.create_task(self._worker(lines)) for _ in range(self.concurrency)]
+        self._tasks.update(workers)
+        for worker in workers:
+            worker.add_done_callback(self._tasks.discard)
+        outcomes = await asyncio.gather(*workers, return_exceptions=True)
+        for outcome in outcomes:  # the input could not be read again, or a bug: raised
+            if isinstance(outcome, Exception):
+                raise outcome
+
+    def _lines(self) -> Iterator[tuple[int, Item, core.Call]]:
+        """The lines to send, numbered in input order, with their calls (shared by the
+        workers: each takes the next)."""
         calls = Calls(self.flags, self.env, require_key=True)
+        sequence = 0
         for item in self.source.items():
             if not wanted(item, self.skip, self.bad_lines):
                 continue
             if self._stopping:
                 return
-            call = calls(item)
+            yield sequence, item, calls(item)
+            sequence += 1
+
+    async def _worker(self, lines: Iterator[tuple[int, Item, core.Call]]) -> None:
+        assert self.limiter is not None
+        for sequence, item, call in lines:
+            if self._stopping:
+                return
             if self.ordered:
                 # Finished answers wait for an earlier slow one: only so many.
                 await self._window.wait_for(
@@ -763,10 +790,10 @@ class Job:
                 self.limiter.release()
                 return
             self.reserved += worst
-            task = asyncio.create_task(self._one(item, call, worst, generation, sequence))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            sequence += 1
+            with contextlib.suppress(Exception):
+                # As when each line was a task of its own: an unforeseen failure of one call
+                # loses that line only (no output line: the next run sends it again).
+                await self._one(item, call, worst, generation, sequence)
 
     @property
     def _stopping(self) -> bool:
