@@ -227,7 +227,9 @@ def main() -> int:
             [
                 row.name + (f" {row.note}" if row.note else ""),
                 spread(row.rates, ".0f"),
-                f"{row.rate / floor:.3g}",
+                f"{row.rate / floor:.2f}"
+                if row.rate / floor >= 0.01
+                else f"{row.rate / floor:.4f}",
                 spread(row.cpu_ms, ".2f"),
                 spread(row.fake_ms, ".2f") if row.fake_ms else "",
                 f"{statistics.median(row.rss) / 2**20:.0f}",
