@@ -129,7 +129,9 @@ class Store(SqlLog):
             yield
         finally:
             self._grouping = False
-            self.commit()
+        # After a failure the group is left for `close` to commit: a second failure here
+        # would hide the first.
+        self.commit()
 
     @contextmanager
     def _in_the_group(self) -> Iterator[None]:
