@@ -46,6 +46,10 @@ FATAL = (
 )
 # Successes in a row (at the current limit, at most this many) before one more call may run.
 RECOVERY_RUN = 10
+# Output lines wait at most this long (seconds), or until there are this many, to be written
+# together after one commit of their log rows (`Job._write_out`).
+WRITE_EVERY = 0.05
+WRITE_LINES = 256
 SHOWN_BAD_LINES = 20
 
 
@@ -300,6 +304,40 @@ def prepare(
                         require_key=require_key)  # fmt: skip
 
 
+class Calls:
+    """`prepare` for many lines, done once per distinct set of line options.
+
+    Preparing a call (settings, checks, credentials, the provider, prices.toml) takes about a
+    tenth of a millisecond, as long as everything else llmcli does for an answer; what it
+    produces depends on the options only, never on the prompt. So the call prepared for the
+    first line with given options serves every later one, with that line's prompt put in."""
+
+    KEEP = 256  # distinct option sets remembered (a file may give each line its own)
+
+    def __init__(
+        self, flags: Mapping[str, Any], env: config.Environment, *, require_key: bool
+    ) -> None:
+        self.flags = flags
+        self.env = env
+        self.require_key = require_key
+        self._made: dict[str, core.Call] = {}
+
+    def __call__(self, item: Item) -> core.Call:
+        from llmcli.types import Message
+
+        key = json.dumps(item.options, sort_keys=True, default=str) if item.options else ""
+        call = self._made.get(key)
+        if call is None:
+            call = prepare(item, self.flags, self.env, require_key=self.require_key)
+            if len(self._made) >= self.KEEP:
+                self._made.clear()
+            self._made[key] = call
+            return call
+        return call._replace(
+            request=call.request._replace(messages=(Message("user", item.prompt),))
+        )
+
+
 class Checked(NamedTuple):
     """What the first pass found: the lines to send, the bad ones, and the providers used."""
 
@@ -317,6 +355,7 @@ def check(
 
     Duplicate ids are bad lines too: resuming goes by id, so two lines with one id could not both
     be answered. `total` counts the good lines not in `skip` (answered by an earlier run)."""
+    calls = Calls(flags, env, require_key=False)
     seen: set[str] = set()
     bad: list[BadLine] = []
     used: set[str] = set()
@@ -331,7 +370,7 @@ def check(
             continue
         seen.add(key)
         try:
-            call = prepare(item, flags, env, require_key=False)
+            call = calls(item)
         except errors.UsageError as exc:  # a ConfigError is the settings', not the line's: raised
             bad.append(BadLine(item.line, _own_words(exc.message, item)))
             continue
@@ -360,6 +399,23 @@ def check_keys(providers_used: set[str], env: config.Environment) -> None:
 
     for name in sorted(providers_used):
         config.credentials(name, env, required=True)
+
+
+def _grouped_log(journal: Journal) -> Any:
+    """The journal's log when the job may group its commits (`Store.group_writes`): the local
+    SQLite log, with the log on. None otherwise (a team's PostgreSQL log commits row by row;
+    `--no-log` opens no log unless a budget needs it, and this must not open one)."""
+    if not journal.enabled or journal.target.shared:
+        return None
+    from llmcli.calllog import LogFailure
+    from llmcli.store import Store
+
+    try:
+        # Journal opens its log on first use and keeps it; there is no public accessor yet.
+        log = journal._open()
+    except LogFailure:
+        return None  # the first row will say why, as it would without grouping
+    return log if isinstance(log, Store) else None
 
 
 def batch_id(out: Path) -> str:
@@ -604,6 +660,13 @@ class Job:
         SIGINT, SIGTERM and SIGHUP stop it between two lines of output: calls in flight are
         cancelled (logged as interrupted, sent again on resumption), what has been answered is
         written, and the signal is raised again as `errors.Terminated` (or KeyboardInterrupt)."""
+        from llmcli import startup
+
+        # The command line pauses the garbage collector until the first answer is printed, and
+        # a job prints none: left paused, every reference cycle of every call (the SDK makes
+        # some) would be kept, about 12 KiB an answer, 1 GiB at 100,000 lines. Start-up is over
+        # here. (Nothing happens when llmcli is a library: only the command line pauses it.)
+        startup.settle()
         with self._signals():
             asyncio.run(self._main())
         if self.signal is not None:
@@ -646,15 +709,26 @@ class Job:
         self._pending: dict[int, dict[str, Any]] = {}  # --ordered: finished, waiting their turn
         self._next = 0  # --ordered: the sequence number to write next
         self._window = Wakeup()  # --ordered: the feeder waits for the oldest answer
+        self._unwritten: list[str] = []  # output lines waiting for their rows' commit
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._log = _grouped_log(self.journal)
         try:
-            with self.out.open("a", encoding="utf-8") as self._handle:
-                await self._feed()
-                if self._tasks:
-                    await asyncio.gather(*self._tasks, return_exceptions=True)
-                self._flush_pending(force=True)
+            with (
+                self._log.group_writes() if self._log is not None else contextlib.nullcontext(),
+                self.out.open("a", encoding="utf-8") as self._handle,
+            ):
+                try:
+                    await self._feed()
+                    if self._tasks:
+                        await asyncio.gather(*self._tasks, return_exceptions=True)
+                    self._flush_pending(force=True)
+                finally:
+                    self._write_out()
         except OSError as exc:
             raise errors.LlmcliError(f"cannot write {self.out}: {exc.strerror or exc}") from None
         finally:
+            if self._flush_timer is not None:
+                self._flush_timer.cancel()
             for sig in self._watched:
                 with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
                     loop.remove_signal_handler(sig)
@@ -666,14 +740,42 @@ class Job:
             self._notice(f"concurrency back to {limit}")
 
     async def _feed(self) -> None:
-        assert self.limiter is not None
+        """Send the lines through `concurrency` workers, each taking the next line as soon as
+        its last call has ended.
+
+        Not a task per line started by one feeder: a call that ended would wait a turn or two
+        of the event loop for the feeder to start the next, and its connection would sit idle
+        meanwhile. At 64 calls in flight a quarter to a half of the connections were idle at
+        any moment, and the HTTP client checks every idle connection (a system call) each time
+        a request starts or ends: more CPU per answer than llmcli's own work."""
+        lines = self._lines()
+        workers = [asyncio.create_task(self._worker(lines)) for _ in range(self.concurrency)]
+        self._tasks.update(workers)
+        for worker in workers:
+            worker.add_done_callback(self._tasks.discard)
+        outcomes = await asyncio.gather(*workers, return_exceptions=True)
+        for outcome in outcomes:  # the input could not be read again, or a bug: raised
+            if isinstance(outcome, Exception):
+                raise outcome
+
+    def _lines(self) -> Iterator[tuple[int, Item, core.Call]]:
+        """The lines to send, numbered in input order, with their calls (shared by the
+        workers: each takes the next)."""
+        calls = Calls(self.flags, self.env, require_key=True)
         sequence = 0
         for item in self.source.items():
             if not wanted(item, self.skip, self.bad_lines):
                 continue
             if self._stopping:
                 return
-            call = prepare(item, self.flags, self.env, require_key=True)
+            yield sequence, item, calls(item)
+            sequence += 1
+
+    async def _worker(self, lines: Iterator[tuple[int, Item, core.Call]]) -> None:
+        assert self.limiter is not None
+        for sequence, item, call in lines:
+            if self._stopping:
+                return
             if self.ordered:
                 # Finished answers wait for an earlier slow one: only so many.
                 await self._window.wait_for(
@@ -688,10 +790,10 @@ class Job:
                 self.limiter.release()
                 return
             self.reserved += worst
-            task = asyncio.create_task(self._one(item, call, worst, generation, sequence))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            sequence += 1
+            with contextlib.suppress(Exception):
+                # As when each line was a task of its own: an unforeseen failure of one call
+                # loses that line only (no output line: the next run sends it again).
+                await self._one(item, call, worst, generation, sequence)
 
     @property
     def _stopping(self) -> bool:
@@ -801,8 +903,51 @@ class Job:
         self._window.notify()
 
     def _emit(self, line: dict[str, Any]) -> None:
+        """Queue an output line; it is written, with the others, once their rows are committed
+        (`_write_out`): at most WRITE_EVERY seconds or WRITE_LINES lines later."""
+        self._unwritten.append(_json(line) + "\n")
+        if len(self._unwritten) >= WRITE_LINES:
+            self._write_out_now()
+        elif self._flush_timer is None:
+            loop = asyncio.get_running_loop()
+            self._flush_timer = loop.call_later(WRITE_EVERY, self._write_out_now)
+
+    def _write_out_now(self) -> None:
+        """`_write_out` from a task or a timer: a failure stops the job (as `_main` would)."""
+        try:
+            self._write_out()
+        except OSError as exc:
+            if self.stop_error is None:
+                self.stop_error = errors.LlmcliError(
+                    f"cannot write {self.out}: {exc.strerror or exc}"
+                )
+            for task in self._tasks:
+                task.cancel()
+
+    def _write_out(self) -> None:
+        """Commit the log's rows of the queued lines, then write the lines.
+
+        In that order, so that every line in the output has its row in the log: a job killed
+        between the two has rows without lines (sent again when it is resumed), never lines
+        without rows. One write of whole lines, flushed: a kill leaves complete lines (and at
+        worst one cut short, which the next run drops)."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if not self._unwritten:
+            return
+        if self._log is not None:
+            from llmcli.calllog import LogFailure
+
+            try:
+                self._log.commit()
+            except LogFailure as exc:  # the log must never cost an answer: warned, written
+                from llmcli import logtrouble
+
+                self.journal.problem = str(
+                    logtrouble.describe(exc.error, self.journal.where, writing=True)
+                )
+        lines, self._unwritten = self._unwritten, []
         handle: IO[str] = self._handle
-        # One write of a whole line, flushed: a kill leaves complete lines (and at worst one cut
-        # short, which the next run drops).
-        handle.write(_json(line) + "\n")
+        handle.write("".join(lines))
         handle.flush()

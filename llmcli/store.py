@@ -14,12 +14,13 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from llmcli import migrations
-from llmcli.calllog import CallRecord, LogFailure
+from llmcli.calllog import CallRecord, LogFailure, Reservation, Window
 from llmcli.sqllog import COLUMNS, Dialect, SqlLog, failures, row_values
 
 __all__ = ["COLUMNS", "MIGRATIONS", "CallRecord", "Store", "row_values"]
@@ -33,6 +34,8 @@ class Store(SqlLog):
 
     DIALECT = Dialect("sqlite", "length(key) + length(CAST(response AS BLOB))", "{expr}", True)
     FAILURES = (sqlite3.Error,)
+    _grouping = False  # writes share one transaction until `commit` (`group_writes`)
+    _in_group = False  # that transaction has begun
 
     def __init__(self, path: Path) -> None:
         try:
@@ -81,6 +84,8 @@ class Store(SqlLog):
                 time.sleep(0.02)
 
     def close(self) -> None:
+        with suppress(LogFailure):  # a group's last rows; a failure was reported by `commit`
+            self.commit()
         self.db.close()
 
     def __enter__(self) -> Store:
@@ -91,6 +96,10 @@ class Store(SqlLog):
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        if self._grouping:
+            with self._in_the_group():
+                yield self.db
+            return
         # IMMEDIATE takes the write lock up front, so concurrent writers queue on the busy timeout
         # instead of failing halfway with "database is locked".
         self.db.execute("BEGIN IMMEDIATE")
@@ -100,6 +109,63 @@ class Store(SqlLog):
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+
+    # --- grouped writes (`batch run`) ---------------------------------------------------------
+
+    @contextmanager
+    def group_writes(self) -> Iterator[None]:
+        """Inside, writes are not committed one by one but together, by `commit`.
+
+        A commit is most of what a row costs (about 0.06 of its 0.1 ms), and a batch job writes
+        hundreds of rows a second: committing them every few dozen milliseconds instead halves
+        the log's share of each answer. What is not committed yet is lost if the process dies,
+        so the caller commits before it acts on those rows (a batch job writes an answer's
+        output line only after its row is committed). Each write is still all or nothing (a
+        savepoint), a budget reservation is committed at once (`reserve`: a hold must outlive
+        this process), and other processes' writes wait for the group's commit (the write
+        lock is held from the group's first write to its commit: keep groups short)."""
+        self._grouping = True
+        try:
+            yield
+        finally:
+            self._grouping = False
+        # After a failure the group is left for `close` to commit: a second failure here
+        # would hide the first.
+        self.commit()
+
+    @contextmanager
+    def _in_the_group(self) -> Iterator[None]:
+        if not self._in_group:
+            self.db.execute("BEGIN IMMEDIATE")
+            self._in_group = True
+        self.db.execute("SAVEPOINT llmcli_write")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK TO llmcli_write")
+            self.db.execute("RELEASE llmcli_write")
+            raise
+        self.db.execute("RELEASE llmcli_write")
+
+    @failures
+    def commit(self) -> None:
+        """Commit the writes grouped so far (`group_writes`); nothing when there are none."""
+        if not self._in_group:
+            return
+        self._in_group = False
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.Error:
+            with suppress(sqlite3.Error):  # SQLite may have rolled back already
+                self.db.execute("ROLLBACK")
+            raise
+
+    def reserve(
+        self, amount: Decimal, windows: Sequence[Window], ttl_s: float, tag: str | None = None
+    ) -> Reservation:
+        held = super().reserve(amount, windows, ttl_s, tag)
+        self.commit()  # never left in a group: the hold must count even if this process dies
+        return held
 
     @property
     def version(self) -> int:
