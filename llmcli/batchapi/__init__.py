@@ -136,6 +136,11 @@ class Adapter:
         return Retrier(RetryPolicy(retries), self.provider.translate_error).run(attempt)[0]
 
 
+def field(value: Any, name: str) -> Any:
+    """`name` of an SDK object or of the same thing as plain JSON (a result line), or None."""
+    return value.get(name) if isinstance(value, dict) else getattr(value, name, None)
+
+
 def read_entries(path: Path) -> Iterator[dict[str, Any]]:
     """The requests written by `submit`'s check, one per line."""
     with path.open(encoding="utf-8") as handle:

@@ -15,6 +15,7 @@ from llmcli.batchapi import (
     Status,
     canceled,
     expired,
+    field,
     http_error,
     read_entries,
 )
@@ -34,10 +35,6 @@ STATUS_OF = {
     "timeout_error": 504,
     "overloaded_error": 529,
 }
-
-
-def _get(value: Any, name: str) -> Any:
-    return value.get(name) if isinstance(value, dict) else getattr(value, name, None)
 
 
 class AnthropicBatches(Adapter):
@@ -70,7 +67,7 @@ class AnthropicBatches(Adapter):
         found: dict[str, int | None] = {}
         if counts is not None:
             found = {
-                name: _get(counts, name)
+                name: field(counts, name)
                 for name in ("processing", "succeeded", "errored", "canceled", "expired")
             }
         return Status(state, raw, found)
@@ -105,18 +102,18 @@ class AnthropicBatches(Adapter):
     def _result(self, line: Any) -> Result:
         custom_id = str(line.custom_id)
         result = line.result
-        kind = _get(result, "type")
+        kind = field(result, "type")
         if kind == "succeeded":
-            message = _get(result, "message")
-            return Result(custom_id, _reply(message, self.name, _get(message, "model") or ""))
+            message = field(result, "message")
+            return Result(custom_id, _reply(message, self.name, field(message, "model") or ""))
         if kind == "expired":
             return Result(custom_id, error=expired(self.name))
         if kind == "canceled":
             return Result(custom_id, error=canceled(self.name))
-        outer = _get(result, "error")
-        inner = _get(outer, "error") or outer
-        error_type = _get(inner, "type") or "api_error"
-        body = {"error": {"type": error_type, "message": _get(inner, "message") or error_type}}
+        outer = field(result, "error")
+        inner = field(outer, "error") or outer
+        error_type = field(inner, "type") or "api_error"
+        body = {"error": {"type": error_type, "message": field(inner, "message") or error_type}}
         return Result(
             custom_id, error=http_error(self.provider, STATUS_OF.get(error_type, 500), body)
         )

@@ -17,6 +17,7 @@ from llmcli.batchapi import (
     Status,
     canceled,
     expired,
+    field,
     http_error,
 )
 from llmcli.providers.openai import _reply
@@ -32,10 +33,6 @@ STATES = {
     "expired": "expired",
     "cancelled": "cancelled",
 }
-
-
-def _field(value: Any, name: str) -> Any:
-    return value.get(name) if isinstance(value, dict) else getattr(value, name, None)
 
 
 class OpenAIBatches(Adapter):
@@ -79,12 +76,12 @@ class OpenAIBatches(Adapter):
                 "errored": counts.failed,
             }
         error = None
-        data = _field(batch.errors, "data") or []
+        data = field(batch.errors, "data") or []
         if raw == "failed" and data:
             first = data[0]
-            line = _field(first, "line")
+            line = field(first, "line")
             where = f" (input line {line})" if line else ""
-            error = f"{_field(first, 'message') or _field(first, 'code')}{where}"
+            error = f"{field(first, 'message') or field(first, 'code')}{where}"
         return Status(STATES.get(raw, raw), raw, found, error)
 
     def status(self, job_id: str) -> Status:
