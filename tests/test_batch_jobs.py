@@ -409,3 +409,17 @@ def test_answers_are_checked_against_their_lines_schema(cli, fake, tmp_path):
     assert by_id["a"]["parsed"] == {"n": 1} and "error" not in by_id["a"]
     assert by_id["b"]["exit_code"] == 8 and "$.n" in by_id["b"]["error"]
     assert by_id["c"]["content"] == "hi" and "parsed" not in by_id["c"]
+
+
+def test_cancelling_a_finished_job_says_so_and_succeeds(cli, fake, tmp_path):
+    """OpenAI refuses with a 409, Anthropic and Gemini return the job unchanged: either way the
+    job had ended, nothing was cancelled, and that is not an error."""
+    for provider in PROVIDERS:
+        fake.script(provider, *_replies())
+        job = _submit(cli, _input(tmp_path), provider)
+        assert cli("batch", "status", job).code == 0  # the fake's job ends at the first read
+
+        cancelled = cli("batch", "cancel", job)
+        assert cancelled.code == 0, (provider, cancelled.err)
+        assert job in cancelled.out and "ended" in cancelled.out
+        assert cancelled.err == f"{job} had already ended: nothing was cancelled\n"

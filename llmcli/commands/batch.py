@@ -599,6 +599,9 @@ def list_jobs(limit: int, form: str) -> None:
         render.answer(_job_line(job))
 
 
+_FINISHED = ("ended", "failed", "expired")
+
+
 @batch.command("cancel", context_settings=CONTEXT)
 @click.argument("job_id", metavar="ID")
 def cancel(job_id: str) -> None:
@@ -616,11 +619,20 @@ def cancel(job_id: str) -> None:
     try:
         job = _find_job(log, job_id)
         adapter = batchapi.adapter(batchjobs.connect(job.provider, env))
-        batchjobs.apply(job, adapter.cancel(job.job_id))
+        try:
+            batchjobs.apply(job, adapter.cancel(job.job_id))
+        except errors.LlmcliError:
+            # OpenAI refuses to cancel a finished batch (409): if it has finished, say so
+            # below; if not, the refusal stands.
+            batchjobs.apply(job, adapter.status(job.job_id))
+            if job.state not in _FINISHED:
+                raise
         _logged(lambda: log.job_update(job), log)
     finally:
         log.close()
     render.answer(_job_line(job))
+    if job.state in _FINISHED:
+        render.diag(f"{job.job_id} had already {job.state}: nothing was cancelled")
 
 
 @batch.command("fetch", context_settings=CONTEXT)
