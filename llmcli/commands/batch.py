@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -18,6 +19,47 @@ from llmcli import errors, render
 from llmcli.cli import CONTEXT, FLOAT, INTEGER, PROVIDER, environment
 
 PROGRESS_EVERY = 0.1  # seconds between two redraws of the progress line
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    """Several click options as one decorator, in the order `--help` lists them."""
+
+    def apply(command: F) -> F:
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
+
+    return apply
+
+
+# How `run` and `submit` read FILE, and what they ask of every line that does not say.
+_reading_options = _options(
+    click.option(
+        "--format",
+        "form",
+        type=click.Choice(["jsonl", "text", "csv"]),
+        help="The input's form.  [default: from the file name: .jsonl, .csv, else text]",
+    ),
+    click.option("--column", metavar="NAME", help="CSV: the column that holds the prompt."),
+    click.option(
+        "--id-column",
+        metavar="NAME",
+        help="CSV: the column that holds the id.  [default: row number]",
+    ),
+    click.option(
+        "--template",
+        metavar="TEXT",
+        help="Fill the prompt from each line's fields: 'Classify: {text}' (CSV columns, JSON "
+        "fields; a text line is {text}).",
+    ),
+)
+_request_options = _options(
+    click.option("-s", "--system", help="System prompt for lines that have none."),
+    click.option("-t", "--temperature", type=FLOAT, help="Sampling temperature."),
+    click.option("--max-tokens", type=INTEGER, help="Most tokens per answer.  [default: 1000]"),
+    click.option("--schema", metavar="SCHEMA", help="Answer with JSON matching this schema."),
+)
 
 
 @click.group(context_settings=CONTEXT)
@@ -45,22 +87,7 @@ def batch() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Append one JSON line per input line here; ids already in it are skipped.",
 )
-@click.option(
-    "--format",
-    "form",
-    type=click.Choice(["jsonl", "text", "csv"]),
-    help="The input's form.  [default: from the file name: .jsonl, .csv, else text]",
-)
-@click.option("--column", metavar="NAME", help="CSV: the column that holds the prompt.")
-@click.option(
-    "--id-column", metavar="NAME", help="CSV: the column that holds the id.  [default: row number]"
-)
-@click.option(
-    "--template",
-    metavar="TEXT",
-    help="Fill the prompt from each line's fields: 'Classify: {text}' (CSV columns, JSON "
-    "fields; a text line is {text}).",
-)
+@_reading_options
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 512),
@@ -91,10 +118,7 @@ def batch() -> None:
     help="Provider for lines that name none.  [env: LLM_PROVIDER; default: openai]",
 )
 @click.option("-m", "--model", help="Model for lines that name none.  [env: LLM_MODEL]")
-@click.option("-s", "--system", help="System prompt for lines that have none.")
-@click.option("-t", "--temperature", type=FLOAT, help="Sampling temperature.")
-@click.option("--max-tokens", type=INTEGER, help="Most tokens per answer.  [default: 1000]")
-@click.option("--schema", metavar="SCHEMA", help="Answer with JSON matching this schema.")
+@_request_options
 @click.option("--timeout", type=FLOAT, help="Seconds each attempt may take.  [default: 600]")
 @click.option("--retries", type=INTEGER, help="Retries after the first attempt.  [default: 3]")
 @click.option(
@@ -347,22 +371,7 @@ def _refresh(job: Any, env: Any, log: Any) -> Any:
 
 @batch.command("submit", context_settings=CONTEXT)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--format",
-    "form",
-    type=click.Choice(["jsonl", "text", "csv"]),
-    help="The input's form.  [default: from the file name: .jsonl, .csv, else text]",
-)
-@click.option("--column", metavar="NAME", help="CSV: the column that holds the prompt.")
-@click.option(
-    "--id-column", metavar="NAME", help="CSV: the column that holds the id.  [default: row number]"
-)
-@click.option(
-    "--template",
-    metavar="TEXT",
-    help="Fill the prompt from each line's fields: 'Classify: {text}' (CSV columns, JSON "
-    "fields; a text line is {text}).",
-)
+@_reading_options
 @click.option(
     "--skip-bad", is_flag=True, help="Submit the good lines when some are bad (and list the bad)."
 )
@@ -374,10 +383,7 @@ def _refresh(job: Any, env: Any, log: Any) -> Any:
     "[env: LLM_PROVIDER; default: openai]",
 )
 @click.option("-m", "--model", help="The job's model (one for every line).  [env: LLM_MODEL]")
-@click.option("-s", "--system", help="System prompt for lines that have none.")
-@click.option("-t", "--temperature", type=FLOAT, help="Sampling temperature.")
-@click.option("--max-tokens", type=INTEGER, help="Most tokens per answer.  [default: 1000]")
-@click.option("--schema", metavar="SCHEMA", help="Answer with JSON matching this schema.")
+@_request_options
 @click.option("--tag", help="The tag the answers get in the log when fetched.  [env: LLM_TAG]")
 def submit(file: Path, **params: Any) -> None:
     """Submit every line of FILE to the provider's Batch API as one job (half price, answered
