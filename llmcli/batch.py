@@ -411,8 +411,7 @@ def _grouped_log(journal: Journal) -> Any:
     from llmcli.store import Store
 
     try:
-        # Journal opens its log on first use and keeps it; there is no public accessor yet.
-        log = journal._open()
+        log = journal.log()
     except LogFailure:
         return None  # the first row will say why, as it would without grouping
     return log if isinstance(log, Store) else None
@@ -660,13 +659,6 @@ class Job:
         SIGINT, SIGTERM and SIGHUP stop it between two lines of output: calls in flight are
         cancelled (logged as interrupted, sent again on resumption), what has been answered is
         written, and the signal is raised again as `errors.Terminated` (or KeyboardInterrupt)."""
-        from llmcli import startup
-
-        # The command line pauses the garbage collector until the first answer is printed, and
-        # a job prints none: left paused, every reference cycle of every call (the SDK makes
-        # some) would be kept, about 12 KiB an answer, 1 GiB at 100,000 lines. Start-up is over
-        # here. (Nothing happens when llmcli is a library: only the command line pauses it.)
-        startup.settle()
         with self._signals():
             asyncio.run(self._main())
         if self.signal is not None:

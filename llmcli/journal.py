@@ -127,7 +127,11 @@ class Journal:
             logdb.require_driver(self.target)
         self.enabled = on
 
-    def _open(self) -> CallLog:
+    def log(self) -> CallLog:
+        """The log, opened on first use and kept for the run (LogFailure when it cannot be).
+
+        Public for what runs many calls through one journal and works on the log around them
+        (`batch run` groups the commits of its rows)."""
         if self._down is not None:
             raise self._down  # tried once this run: the next call would wait as long again
         if self._log is None:
@@ -220,7 +224,7 @@ class Journal:
         if not self.enabled:
             record.system_prompt = record.messages = record.answer = record.error_message = None
         try:
-            log = self._open()
+            log = self.log()
             if reservation is not None:
                 return Logged(log.settle(reservation, record), record.uid)
             return Logged(log.add(record), record.uid)
@@ -278,7 +282,7 @@ class Journal:
         if not self.target.shared:
             paths.private_folder(self.path.parent)
         try:
-            return self._open().reserve(
+            return self.log().reserve(
                 worst, limits.windows(), budget.reservation_ttl(call), tag=call.settings.tag
             )
         except OverLimit as over:
@@ -294,7 +298,7 @@ class Journal:
     def release(self, reservation: Reservation) -> None:
         """Drop a reservation whose call was never sent (or is not to be recorded)."""
         try:
-            self._open().release(reservation)
+            self.log().release(reservation)
         except Exception as exc:  # it expires on its own; the user is told
             self.problem = f"could not release a budget reservation in {self.where}: {exc}"
 
@@ -319,7 +323,7 @@ class Journal:
         try:
             if not self.target.shared and not self.path.is_file():
                 return None  # nothing stored yet; a read must not create the log
-            found = self._open().cache_get(key, since)
+            found = self.log().cache_get(key, since)
             return cache.answer(found) if found is not None else None
         except Exception as exc:  # a damaged entry or log: ask the provider instead
             self._trouble(exc, writing=False)
@@ -330,7 +334,7 @@ class Journal:
         from llmcli import cache
 
         try:
-            self._open().cache_put(cache.entry(key, response))
+            self.log().cache_put(cache.entry(key, response))
         except Exception as exc:
             self._trouble(exc, writing=True)
 
@@ -351,7 +355,7 @@ class Journal:
                 "there is no conversation to continue yet", "start one without -c/--continue"
             )
         try:
-            found = self._open().conversation(conversation_id)
+            found = self.log().conversation(conversation_id)
         except LogFailure as exc:
             from llmcli import logtrouble
 

@@ -122,9 +122,17 @@ def _calc(
 
     genai-prices keeps batch prices as variants chosen by `price_context={"processing":
     "batch"}` (Anthropic's, from 2026-10-14); a model without one is priced at the standard
-    rate even when asked for batch, so the variant is looked for to tell the two apart."""
+    rate even when asked for batch, so the variant is looked for to tell the two apart.
+
+    `calc_price` finds the model, resolves its price for the date, checks every price and
+    orders the usage's units on each call: 0.1-0.2 ms, as much as the rest of a batch job's
+    work for an answer. All that depends on the model and the day only, so the first call for
+    a (provider, model, batch, day) keeps it (`_Plan`) and later calls only do the arithmetic,
+    with genai-prices' own functions, in its order (tests/test_pricing_cache.py checks the
+    two agree exactly)."""
     from genai_prices import Usage as PriceUsage
-    from genai_prices import calc_price
+
+    from llmcli import money
 
     tokens = PriceUsage(
         input_tokens=usage.input_tokens or 0,
@@ -133,6 +141,29 @@ def _calc(
         cache_write_tokens=usage.cache_write_tokens or None,
         cache_write_1h_tokens=usage.cache_write_1h_tokens or None,
     )
+    key = (provider_id, model, batch, _day(when))
+    plan = _plans.get(key, _UNPLANNED)
+    if isinstance(plan, _Plan):
+        total = plan.total(tokens)
+        if total is not None:
+            return money.exact(total), plan.own_batch_price
+    found = _calc_price(provider_id, model, tokens, when, batch)
+    if found is None:
+        return None
+    result, own_batch_price = found
+    if plan is _UNPLANNED:
+        if len(_plans) >= _PLANS_KEPT:
+            _plans.clear()
+        _plans[key] = _Plan.make(result, own_batch_price)
+    return money.exact(result.total_price), own_batch_price
+
+
+def _calc_price(
+    provider_id: str, model: str, tokens: Any, when: dt.datetime, batch: bool
+) -> tuple[Any, bool] | None:
+    """genai-prices' `calc_price` for one call, and whether it used its own batch price."""
+    from genai_prices import calc_price
+
     context = {"processing": "batch"} if batch else None
     try:
         result = calc_price(
@@ -141,14 +172,131 @@ def _calc(
         )  # fmt: skip
     except LookupError:
         return None
-    from llmcli import money
-
     own_batch_price = batch and any(
         variant.when.get("processing") == "batch"
         and (variant.constraint is None or variant.constraint.active(when))
         for variant in getattr(result.model, "price_variants", None) or ()
     )
-    return money.exact(result.total_price), own_batch_price
+    return result, own_batch_price
+
+
+def _day(when: dt.datetime) -> dt.date:
+    """The UTC day, which is what genai-prices' dated prices go by (a naive time is UTC)."""
+    if when.tzinfo is not None:
+        when = when.astimezone(dt.timezone.utc)
+    return when.date()
+
+
+_PLANS_KEPT = 256  # (provider, model, batch, day) plans kept; a process rarely uses more than a few
+
+
+class _Plan(NamedTuple):
+    """One model's price for one day, resolved once: the priced units in the order genai-prices
+    decomposes the usage (most specific first), each with the more specific units it contains.
+
+    Built from genai-prices' own (private) helpers; where they are missing, or the price is
+    not one to keep (`make` gives None), every call of that model goes through `calc_price`."""
+
+    own_batch_price: bool
+    units: tuple[tuple[Any, tuple[str, ...]], ...]  # (unit, the usage keys it contains)
+    priced: tuple[tuple[Any, Any], ...]  # (unit, price) in the order the prices are summed
+    tiered: bool
+    requests: bool
+    # What genai-prices infers for a usage key not reported (0, or None where it refuses),
+    # which depends only on which keys are reported above 0: worked out once per such shape.
+    inferred: dict[tuple[frozenset[str], str], int | None]
+
+    @classmethod
+    def make(cls, result: Any, own_batch_price: bool) -> _Plan | None:
+        try:
+            from genai_prices.decompose import is_descendant_or_self
+            from genai_prices.types import (
+                TieredPrices,
+                _collect_resolved_model_prices,
+                calc_unit_price,  # noqa: F401 (used by `total`; checked here)
+            )
+            from genai_prices.units import _get_registry
+        except ImportError:
+            return None
+        if not _fixed_for_the_day(result.model) or result.provider.id == "groq":
+            return None  # a time-of-day price, or groq's per-request audio minimum
+        priced = _collect_resolved_model_prices(result.model_price, _get_registry())
+        by_key = {unit.usage_key: unit for unit, _ in priced if unit.usage_key != "requests"}
+        ordered = sorted(by_key.values(), key=lambda unit: (-len(unit.dimensions), unit.usage_key))
+        units = tuple(
+            (
+                unit,
+                tuple(
+                    other.usage_key
+                    for other in ordered
+                    if other is not unit and is_descendant_or_self(unit, other)
+                ),
+            )
+            for unit in ordered
+        )
+        return cls(
+            own_batch_price,
+            units,
+            tuple(priced),
+            any(isinstance(price, TieredPrices) for _, price in priced),
+            any(unit.usage_key == "requests" for unit, _ in priced),
+            {},
+        )
+
+    def total(self, tokens: Any) -> Decimal | None:
+        """The usage's price (as `ModelPrice.calc_price` sums it), or None when genai-prices
+        itself must answer (a usage it would reject: its error is then its own)."""
+        from decimal import Decimal
+
+        from genai_prices._usage import subtract_usage_values
+        from genai_prices.types import calc_unit_price
+
+        reported = vars(tokens)  # the keys given a value, as genai-prices' Usage stores them
+        shape: frozenset[str] | None = None
+        counts: dict[str, Any] = {}
+        for unit, contained in self.units:
+            key = unit.usage_key
+            raw = reported.get(key)
+            if raw is None:
+                if shape is None:
+                    shape = frozenset(k for k, v in reported.items() if v > 0)
+                raw = self._infer(tokens, shape, key)
+                if raw is None:
+                    return None
+            leaf = subtract_usage_values(raw, (counts[k] for k in contained))
+            if leaf < 0:
+                return None  # more of a part than of the whole: genai-prices says so
+            counts[key] = leaf
+        if self.requests:
+            counts["requests"] = 1
+        threshold = tokens.input_tokens if self.tiered else 0
+        total = Decimal(0)
+        for unit, price in self.priced:
+            total += calc_unit_price(price, counts[unit.usage_key], threshold, unit.per)
+        return total
+
+    def _infer(self, tokens: Any, shape: frozenset[str], key: str) -> int | None:
+        if (shape, key) not in self.inferred:
+            try:
+                value = getattr(tokens, key, None)
+            except ValueError:  # e.g. cache writes reported without the input they are part of
+                value = None
+            self.inferred[(shape, key)] = 0 if value == 0 else None
+        return self.inferred[(shape, key)]
+
+
+def _fixed_for_the_day(model: Any) -> bool:
+    """Whether every price of the model is the same all day: no constraint, or a start date."""
+    from genai_prices.types import StartDateConstraint
+
+    prices = model.prices if isinstance(model.prices, list) else ()
+    constraints = [p.constraint for p in prices]
+    constraints += [v.constraint for v in getattr(model, "price_variants", None) or ()]
+    return all(c is None or isinstance(c, StartDateConstraint) for c in constraints)
+
+
+_UNPLANNED = object()
+_plans: dict[tuple[str, str, bool, dt.date], _Plan | None] = {}
 
 
 #: What the providers charge for work done through their Batch APIs, where genai-prices has no

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import operator
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields
@@ -39,6 +40,17 @@ from llmcli.jobstore import JobSql
 # The columns a `CallRecord` fills, in order (amounts in USD are stored as whole picodollars).
 _PICO_COLUMNS = {"cost_usd": "cost_picousd", "saved_usd": "saved_picousd"}
 COLUMNS = tuple(_PICO_COLUMNS.get(f.name, f.name) for f in fields(CallRecord))
+# One row's INSERT; a uid already present (a retried copy) is left as it is.
+INSERT = (
+    f"INSERT INTO calls ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)}) "
+    "ON CONFLICT (uid) DO NOTHING RETURNING id"
+)
+# A record's fields in the order of COLUMNS, and where the ones stored otherwise are: a batch
+# job writes hundreds of rows a second, so a row is read in one call, not copied as a dict.
+_FIELDS = operator.attrgetter(*(f.name for f in fields(CallRecord)))
+_MESSAGES = COLUMNS.index("messages")
+_PICOS = tuple(COLUMNS.index(column) for column in _PICO_COLUMNS.values())
+_CACHED = COLUMNS.index("cached")
 # What `cost --by` groups by: the SQL for each grouping's value.
 GROUP_KEYS = {
     "provider": "provider",
@@ -55,16 +67,15 @@ T = TypeVar("T")
 
 def row_values(record: CallRecord) -> list[Any]:
     """A record as the values of `COLUMNS`, in order (messages as JSON, cost in picodollars)."""
-    data = dict(record.__dict__)
-    data["messages"] = (
-        json.dumps(record.messages, ensure_ascii=False) if record.messages is not None else None
-    )
-    for name, column in _PICO_COLUMNS.items():
-        amount = data[name]
-        data[column] = None if amount is None else money.to_pico(amount)
-    if data["cached"] is not None:  # an INTEGER column in every backend (PostgreSQL is strict)
-        data["cached"] = int(data["cached"])
-    return [data[c] for c in COLUMNS]
+    values = list(_FIELDS(record))
+    if values[_MESSAGES] is not None:
+        values[_MESSAGES] = json.dumps(values[_MESSAGES], ensure_ascii=False)
+    for index in _PICOS:
+        if values[index] is not None:
+            values[index] = money.to_pico(values[index])
+    if values[_CACHED] is not None:  # an INTEGER column in every backend (PostgreSQL is strict)
+        values[_CACHED] = int(values[_CACHED])
+    return values
 
 
 def record_of(row: Any) -> CallRecord:
@@ -155,12 +166,7 @@ class SqlLog(JobSql):
     # --- writing ---------------------------------------------------------------------------------
 
     def _insert(self, record: CallRecord) -> int:
-        placeholders = ", ".join("?" for _ in COLUMNS)
-        row = self._one(
-            f"INSERT INTO calls ({', '.join(COLUMNS)}) VALUES ({placeholders}) "
-            "ON CONFLICT (uid) DO NOTHING RETURNING id",
-            row_values(record),
-        )
+        row = self._one(INSERT, row_values(record))
         if row is None:  # already there (a retried copy): its id
             row = self._one("SELECT id FROM calls WHERE uid = ?", (record.uid,))
         return int(row["id"])
@@ -174,15 +180,10 @@ class SqlLog(JobSql):
     @failures
     def add_many(self, records: Sequence[CallRecord]) -> int:
         """Insert calls in one transaction, each at most once (by uid); how many were new."""
-        placeholders = ", ".join("?" for _ in COLUMNS)
-        sql = (
-            f"INSERT INTO calls ({', '.join(COLUMNS)}) VALUES ({placeholders}) "
-            "ON CONFLICT (uid) DO NOTHING RETURNING id"
-        )
         added = 0
         with self.transaction():
             for record in records:
-                added += self._one(sql, row_values(record)) is not None
+                added += self._one(INSERT, row_values(record)) is not None
         return added
 
     def _spent(self, window: Window, now: str) -> Spent:

@@ -133,11 +133,14 @@ class Store(SqlLog):
         # would hide the first.
         self.commit()
 
-    @contextmanager
-    def _in_the_group(self) -> Iterator[None]:
+    def _begin_group(self) -> None:
         if not self._in_group:
             self.db.execute("BEGIN IMMEDIATE")
             self._in_group = True
+
+    @contextmanager
+    def _in_the_group(self) -> Iterator[None]:
+        self._begin_group()
         self.db.execute("SAVEPOINT llmcli_write")
         try:
             yield
@@ -146,6 +149,17 @@ class Store(SqlLog):
             self.db.execute("RELEASE llmcli_write")
             raise
         self.db.execute("RELEASE llmcli_write")
+
+    @failures
+    def add(self, record: CallRecord) -> int:
+        """`SqlLog.add`; in a group without a savepoint of its own: the row is one INSERT (its
+        `spend_days` trigger included), which SQLite undoes by itself if it fails, leaving the
+        group's other rows as they were. Two statements fewer for each of a batch job's rows."""
+        if not self._grouping:
+            with self.transaction():
+                return self._insert(record)
+        self._begin_group()
+        return self._insert(record)
 
     @failures
     def commit(self) -> None:

@@ -214,6 +214,12 @@ def run(file: Path, output: Path, **params: Any) -> None:
         on_progress=view.progress,
         on_notice=view.notice,
     )
+    from llmcli import startup
+
+    # The command line pauses the garbage collector until the first answer is printed, and a
+    # job prints none: left paused, every reference cycle of every call (the SDK makes some)
+    # would be kept, about 12 KiB an answer, 1 GiB at 100,000 lines. Start-up is over here.
+    startup.settle()
     try:
         job.run()
     finally:
