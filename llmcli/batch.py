@@ -355,11 +355,22 @@ def check(
 
     Duplicate ids are bad lines too: resuming goes by id, so two lines with one id could not both
     be answered. `total` counts the good lines not in `skip` (answered by an earlier run)."""
-    calls = Calls(flags, env, require_key=False)
-    seen: set[str] = set()
     bad: list[BadLine] = []
     used: set[str] = set()
     total = 0
+    for item, call in good_lines(source, Calls(flags, env, require_key=False), bad):
+        used.add(call.request.provider)
+        total += id_key(item.id) not in skip
+    return Checked(total, bad, used, source.sha256.hexdigest())
+
+
+def good_lines(
+    source: Source, calls: Callable[[Item], core.Call], bad: list[BadLine]
+) -> Iterator[tuple[Item, core.Call]]:
+    """Each good line of `source` with its call; the others are appended to `bad` with why: a
+    line that cannot be read, an id an earlier line has (resuming goes by id), options that
+    make no call. A ConfigError is the settings', not a line's: it is raised."""
+    seen: set[str] = set()
     for item in source.items(hashing=True):
         if isinstance(item, BadLine):
             bad.append(item)
@@ -371,12 +382,10 @@ def check(
         seen.add(key)
         try:
             call = calls(item)
-        except errors.UsageError as exc:  # a ConfigError is the settings', not the line's: raised
+        except errors.UsageError as exc:
             bad.append(BadLine(item.line, _own_words(exc.message, item)))
             continue
-        used.add(call.request.provider)
-        total += key not in skip
-    return Checked(total, bad, used, source.sha256.hexdigest())
+        yield item, call
 
 
 def _own_words(message: str, item: Item) -> str:

@@ -87,7 +87,6 @@ def prepare(
     bad line. A provider limit passed is a usage error at once, before the rest is read."""
     from llmcli import batch
 
-    seen: set[str] = set()
     bad: list[BadLine] = []
     items: list[list[Any]] = []
     schemas: dict[str, int] = {}
@@ -98,20 +97,8 @@ def prepare(
     path = Path(handle.name)
     try:
         with handle:
-            for item in source.items(hashing=True):
-                if isinstance(item, BadLine):
-                    bad.append(item)
-                    continue
-                key = id_key(item.id)
-                if key in seen:
-                    bad.append(BadLine(item.line, f"the id {key} is used by an earlier line"))
-                    continue
-                seen.add(key)
-                try:
-                    call = batch.prepare(item, flags, env, require_key=False)
-                except errors.UsageError as exc:
-                    bad.append(BadLine(item.line, batch._own_words(exc.message, item)))
-                    continue
+            calls = batch.Calls(flags, env, require_key=False)
+            for item, call in batch.good_lines(source, calls, bad):
                 request = call.request
                 if (request.provider, request.model) != (provider, model):
                     bad.append(BadLine(item.line, _other_model(request.provider, request.model,
@@ -354,26 +341,9 @@ class Fetcher:
             record.messages = [Message("user", prompt[0]).to_dict()]
             record.system_prompt = prompt[1]
         if response is not None:
-            usage = response.usage
-            record.model = response.model
-            record.answer = response.text
-            record.finish_reason = response.finish_reason.value
-            record.raw_finish_reason = response.raw_finish_reason
-            record.input_tokens = usage.input_tokens
-            record.output_tokens = usage.output_tokens
-            record.cached_input_tokens = usage.cached_input_tokens
-            record.cache_write_tokens = usage.cache_write_tokens
-            record.cache_write_1h_tokens = usage.cache_write_1h_tokens
-            record.reasoning_tokens = usage.reasoning_tokens
-            record.cost_usd = response.cost_usd
-            record.price_source = response.price_source
-            record.response_id = response.request_id
-            record.attempts = 1
-            record.exit_code = 0
+            record.take_answer(response)
         if error is not None:
-            record.error_class = type(error).__name__
-            record.error_message = error.message
-            record.exit_code = int(error.exit_code)
+            record.take_error(error)
         self.records.append(record)
 
     def _flush_log(self) -> None:

@@ -18,7 +18,11 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    from llmcli.errors import LlmcliError
+    from llmcli.types import Response
 
 
 def utc_now() -> str:
@@ -71,6 +75,35 @@ class CallRecord:
     os_user: str | None = None  # the account on it that ran llmcli
     source: str | None = None  # the command that made it: ask, stream, chat, serve or batch
     batch_id: str | None = None  # `batch run`'s job (`cost --by batch`)
+
+    def take_answer(self, response: Response) -> None:
+        """Fill the row from an answer: the one place a `Response` becomes columns."""
+        usage = response.usage
+        self.model = response.model
+        self.answer = response.text
+        self.finish_reason = response.finish_reason.value
+        self.raw_finish_reason = response.raw_finish_reason
+        self.input_tokens = usage.input_tokens
+        self.output_tokens = usage.output_tokens
+        self.cached_input_tokens = usage.cached_input_tokens
+        self.cache_write_tokens = usage.cache_write_tokens
+        self.cache_write_1h_tokens = usage.cache_write_1h_tokens
+        self.reasoning_tokens = usage.reasoning_tokens
+        self.cost_usd = response.cost_usd
+        self.price_source = response.price_source
+        self.duration_ms = response.duration_ms
+        self.ttft_ms = response.ttft_ms
+        self.attempts = response.attempts
+        self.response_id = response.request_id
+        self.saved_usd = response.saved_usd
+        self.exit_code = 0
+
+    def take_error(self, error: LlmcliError) -> None:
+        """Fill the row from the error that ended the call."""
+        self.error_class = type(error).__name__
+        self.error_message = error.message
+        self.exit_code = int(error.exit_code)
+        self.attempts = self.attempts or error.attempts
 
 
 class Conversation(NamedTuple):

@@ -195,32 +195,11 @@ class Journal:
             batch_id=self.batch_id,
         )
         if response is not None:
-            usage = response.usage
-            record.model = response.model
-            record.answer = response.text
-            record.finish_reason = response.finish_reason.value
-            record.raw_finish_reason = response.raw_finish_reason
-            record.input_tokens = usage.input_tokens
-            record.output_tokens = usage.output_tokens
-            record.cached_input_tokens = usage.cached_input_tokens
-            record.cache_write_tokens = usage.cache_write_tokens
-            record.cache_write_1h_tokens = usage.cache_write_1h_tokens
-            record.reasoning_tokens = usage.reasoning_tokens
-            record.cost_usd = response.cost_usd
-            record.price_source = response.price_source
-            record.duration_ms = response.duration_ms
-            record.ttft_ms = response.ttft_ms
-            record.attempts = response.attempts
-            record.response_id = response.request_id
-            record.saved_usd = response.saved_usd
-            record.exit_code = 0
+            record.take_answer(response)
         if partial_text is not None and record.answer is None:
             record.answer = partial_text
         if error is not None:
-            record.error_class = type(error).__name__
-            record.error_message = error.message
-            record.exit_code = int(error.exit_code)
-            record.attempts = record.attempts or error.attempts
+            record.take_error(error)
         if not self.enabled:
             record.system_prompt = record.messages = record.answer = record.error_message = None
         try:
