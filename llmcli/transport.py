@@ -162,23 +162,28 @@ def _vetted(current: _Guard, response: httpx2.Response) -> bool:
 
 
 def _socket(response: httpx2.Response) -> Any:
-    """The reply's socket (sync: a `socket.socket`; async: asyncio's `TransportSocket`), if any."""
+    """The reply's socket (sync: a `socket.socket`; async: the event loop's stand-in for it),
+    if any."""
     stream = response.extensions.get("network_stream")
     sock = stream.get_extra_info("socket") if stream is not None else None
-    return sock if hasattr(sock, "shutdown") else None
+    return sock if hasattr(sock, "fileno") else None
 
 
 def _cut(sock: Any) -> None:
     """End the connection under a read that is waiting on it: the read returns at once.
 
     `socket.socket.shutdown`, not an `ssl.SSLSocket`'s own method: that one also drops the TLS
-    state that the blocked read is using.
+    state that the blocked read is using. An event loop's socket (asyncio's `TransportSocket`,
+    uvloop's `PseudoSocket`, which refuses `shutdown` with a TypeError) is shut down through a
+    duplicate of its descriptor: the duplicate shares the connection, so shutting it down ends
+    the loop's read too, and closing it leaves the loop's own descriptor open for it to close.
     """
     with contextlib.suppress(OSError):  # already closed: nothing is waiting on it
         if isinstance(sock, socket.socket):
             socket.socket.shutdown(sock, socket.SHUT_RDWR)
-        else:
-            sock.shutdown(socket.SHUT_RDWR)
+            return
+        with socket.fromfd(sock.fileno(), sock.family, sock.type) as twin:
+            twin.shutdown(socket.SHUT_RDWR)
 
 
 def _overdue(current: _Guard) -> bool:

@@ -553,6 +553,41 @@ def test_upstream_failures_become_statuses(api, fake, reply, status, code, strea
     assert "Traceback" not in api.stderr
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_llm_timeout_cuts_a_silent_upstream_under_either_event_loop(fake, tmp_path, loop):
+    pytest.importorskip(loop)
+    served = start_server(fake, tmp_path / "home", LLM_TIMEOUT="2", LLMCLI_SERVE_LOOP=loop)
+    gate = threading.Event()
+    # "a" at once, "b" at 1.8 s, then silence: each read may wait 2 s, the attempt may not.
+    fake.script("openai", Reply(chunks=["a", "b", "c"], chunk_delay=1.8, gate=gate))
+    try:
+        conn, response = _open_stream(served, {"message": "go", "provider": "openai"})
+        events = list(_events(response))
+        ended = time.monotonic()
+        conn.close()
+    finally:
+        gate.set()
+    try:
+        (request,) = fake.requests_for("openai")
+        assert ended - request.started_at < 3.0  # 2 s, not 1.8 + 2
+        assert events[:2] == [{"token": "a"}, {"token": "b"}]
+        assert events[2]["error"]["code"] == "upstream_timeout"
+        assert events[3:] == ["[DONE]"]
+        row = served.row_where(lambda r: r["provider"] == "openai")
+        assert (row["status"], row["answer"]) == ("error", "ab")
+        assert "Traceback" not in served.stderr and "Exception" not in served.stderr
+    finally:
+        stop_server(served)
+
+
+def test_an_unknown_event_loop_is_refused_at_start(fake, tmp_path):
+    env = base_env(fake)
+    env.update({"LLMCLI_HOME": str(tmp_path), "LLMCLI_SERVE_LOOP": "trio"})
+    result = run_cli("serve", "--port", str(free_port()), env=env, timeout=20)
+    assert result.code == 3
+    assert result.err.startswith("Error: LLMCLI_SERVE_LOOP must be auto, asyncio or uvloop")
+
+
 def test_a_retry_is_one_line_in_the_server_log(fake, tmp_path):
     served = start_server(fake, tmp_path / "home", LLM_MAX_RETRIES="1")
     try:
