@@ -51,6 +51,10 @@ class _Guard:
         self.head = bytearray()
 
 
+# What a closed body points at instead of its attempt's guard (`_Watch._release`): no deadline,
+# nothing to keep.
+_SPENT = _Guard("", None, "json")
+
 _CURRENT: contextvars.ContextVar[_Guard | None] = contextvars.ContextVar(
     "llmcli_guard", default=None
 )
@@ -230,6 +234,16 @@ class _Watch:
             self.alarm.cancel()
             self.alarm = None
 
+    def _release(self) -> None:
+        """Closed: let go of the guard, which holds the reply, which holds this body. Kept, that
+        loop would leave every request's objects (reply, request, connection streams: about 30
+        a request) to the cyclic collector, whose full passes over them paused a busy `serve`
+        for tens of milliseconds (docs/performance.md, "serve"); let go, they are freed as soon
+        as the SDK drops the reply. The guard keeps the reply and its first bytes for
+        `describe()`."""
+        self._disarm()
+        self.current = _SPENT
+
 
 class _Watched(_Watch, httpx2.SyncByteStream):
     """A body that checks the deadline as its bytes arrive and keeps the first ones.
@@ -258,7 +272,7 @@ class _Watched(_Watch, httpx2.SyncByteStream):
             self._disarm()
 
     def close(self) -> None:
-        self._disarm()
+        self._release()
         self.inner.close()
 
 
@@ -285,7 +299,7 @@ class _AsyncWatched(_Watch, httpx2.AsyncByteStream):
             self._disarm()
 
     async def aclose(self) -> None:
-        self._disarm()
+        self._release()
         await self.inner.aclose()
 
 
