@@ -18,9 +18,9 @@ What is measured, for each target (the fake alone, serve, the peer), non-streame
   queueing behind the other 99 clients. Only the requests per second are reported.
 * **Added latency, open loop**: `--clients` clients, each with its own keep-alive connection
   (reopened when the server closes it, as the fake does after a stream), send at a fixed total
-  rate: Poisson arrivals, `--rate` requests per second across all clients (default: a tenth of
-  the fake's own closed-loop throughput measured in the same run, the `--fraction`, but at most
-  half the slowest server's, so that no target compared is saturated). The rate does
+  rate: Poisson arrivals, `--rate` requests per second across all clients (default: a quarter,
+  the `--fraction`, of the slowest server's own closed-loop throughput measured in the same
+  run, so that every server compared is a quarter busy, whatever the machine). The rate does
   not slow down when a server does, and a request's latency counts from the moment it was due,
   not from when it went out, so a server that falls behind shows it. At a rate the machine can
   carry, "added by serve" (serve's percentile minus the fake's, with all rounds' samples pooled)
@@ -33,6 +33,9 @@ What is measured, for each target (the fake alone, serve, the peer), non-streame
   /proc (the process and its children, for `--workers`). The footer says how far behind its
   schedule the load generator itself fell (p99): a figure near the latencies would mean the
   generator, not the server, set them.
+* `--variant LABEL:VAR=VALUE,...`: one more serve with those environment variables, measured
+  in the same rounds (`PYTHONPATH=DIR` runs an older copy of the llmcli package: before/after
+  in one run).
 * `--streams` streams opened through serve at once and held open (the fake sends a word every
   0.5 s): all must complete, and serve's peak RSS then.
 
@@ -170,12 +173,21 @@ class Serve(Target):
     name = "serve"
     model = "openai/gpt-4o-mini"
 
-    def __init__(self, fake: m.ServerProcess, home: Path, workers: int) -> None:
+    def __init__(
+        self,
+        fake: m.ServerProcess,
+        home: Path,
+        workers: int,
+        label: str = "",
+        extra: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(free_port())
+        if label:
+            self.name = f"serve ({label})"
         env = clean_env()
         # The default retry policy, as in use: the fake (one thread per connection, a listen
         # backlog of 64) resets a few of 500 connections opened at once.
-        env.update({**fake.env, **KEYS, "LLMCLI_HOME": str(home)})
+        env.update({**fake.env, **KEYS, "LLMCLI_HOME": str(home), **(extra or {})})
         argv = [LLMCLI, "serve", "--port", str(self.port), "--workers", str(workers)]
         self.proc = subprocess.Popen(
             argv,
@@ -427,12 +439,16 @@ def pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def offered_rate(closed: dict[str, dict[str, Any]], direct: str, fraction: float) -> float:
-    """The open loop's rate: `fraction` of the fake's own throughput, but at most half of the
-    slowest server's, so that every target compared is below saturation (a server past it
-    queues without end, and its latency says only that)."""
+    """The open loop's rate: `fraction` of the slowest server's own closed-loop throughput.
+
+    A fixed share of the server's capacity, not of the fake's: the queueing a server's own cost
+    causes grows with how busy it is (about fraction / (1 - fraction) of its service time), so
+    tying the rate to the server keeps that share the same on any machine, while a share of the
+    fake's throughput put serve anywhere from a tenth to half busy depending on how fast the fake
+    happened to be (docs/performance.md, "serve")."""
     throughput = {name: len(run["total"]) / run["wall"] for name, run in closed.items()}
     slowest = min(v for name, v in throughput.items() if name != direct)
-    return max(5.0, round(min(throughput[direct] * fraction, slowest / 2)))
+    return max(5.0, round(slowest * fraction))
 
 
 def signed(seconds: float) -> str:
@@ -444,12 +460,22 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--requests", type=int, default=20, help="per client, closed loop")
     parser.add_argument("--rate", type=float, default=0, help="requests/s in all, open loop")
-    parser.add_argument("--fraction", type=float, default=0.1, help="of the fake's throughput")
+    parser.add_argument(
+        "--fraction", type=float, default=0.25, help="of the slowest server's throughput"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0, help="per target per round")
     parser.add_argument("--workers", type=int, default=1, help="serve's (and the peer's)")
     parser.add_argument("--streams", type=int, default=500)
     parser.add_argument("--litellm", help="LiteLLM's `litellm` executable, to run as the peer")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL:VAR=VALUE,...",
+        help="one more serve, with these environment variables (PYTHONPATH=DIR runs the llmcli "
+        "package in DIR: older code), measured in the same rounds; repeatable",
+    )
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()
     if args.litellm and not shutil.which(args.litellm):
@@ -464,6 +490,8 @@ def main() -> None:
         targets: list[Target] = [Target(int(fake.url.rsplit(":", 1)[1]))]
         try:
             targets.append(Serve(fake, Path(home), args.workers))
+            for label, extra in variants(args.variant):
+                targets.append(Serve(fake, Path(home), args.workers, label, extra))
             if args.litellm:
                 targets.append(LiteLLM(fake, args.litellm, Path(home), args.workers))
             direct, served = targets[0], targets[1]
@@ -506,12 +534,19 @@ def main() -> None:
                 for name, found in opened.items():
                     if found["failures"]:
                         notes.append(f"{mode}, {name}: {found['failures']}")
-            fake.script("openai", args.streams, chunk_delay=0.5)
-            held = run_load(
-                served, path="/stream", stream=True, mode="hold", clients=args.streams, close=True
-            )
+            held: dict[str, Any] = {"total": [], "errors": 0, "wall": 0.0}
+            if args.streams:
+                fake.script("openai", args.streams, chunk_delay=0.5)
+                held = run_load(
+                    served,
+                    path="/stream",
+                    stream=True,
+                    mode="hold",
+                    clients=args.streams,
+                    close=True,
+                )
             peaks = {t.name: t.peak_rss() for t in targets[1:]}
-            retried = retried_streams(Path(home), args.streams)
+            retried = retried_streams(Path(home), args.streams) if args.streams else 0
         finally:
             for target in targets:
                 target.stop()
@@ -551,6 +586,16 @@ def main() -> None:
     print(text)
     if args.write_docs:
         m.replace_block(ROOT / "docs" / "performance.md", "serve", text)
+
+
+def variants(given: list[str]) -> list[tuple[str, dict[str, str]]]:
+    """`--variant LABEL:VAR=VALUE,...` as (label, environment)."""
+    found = []
+    for text in given:
+        label, _, pairs = text.partition(":")
+        extra = dict(pair.split("=", 1) for pair in pairs.split(",") if pair)
+        found.append((label, extra))
+    return found
 
 
 def table_rows(

@@ -51,6 +51,10 @@ class _Guard:
         self.head = bytearray()
 
 
+# What a closed body points at instead of its attempt's guard (`_Watch._release`): no deadline,
+# nothing to keep.
+_SPENT = _Guard("", None, "json")
+
 _CURRENT: contextvars.ContextVar[_Guard | None] = contextvars.ContextVar(
     "llmcli_guard", default=None
 )
@@ -162,23 +166,28 @@ def _vetted(current: _Guard, response: httpx2.Response) -> bool:
 
 
 def _socket(response: httpx2.Response) -> Any:
-    """The reply's socket (sync: a `socket.socket`; async: asyncio's `TransportSocket`), if any."""
+    """The reply's socket (sync: a `socket.socket`; async: the event loop's stand-in for it),
+    if any."""
     stream = response.extensions.get("network_stream")
     sock = stream.get_extra_info("socket") if stream is not None else None
-    return sock if hasattr(sock, "shutdown") else None
+    return sock if hasattr(sock, "fileno") else None
 
 
 def _cut(sock: Any) -> None:
     """End the connection under a read that is waiting on it: the read returns at once.
 
     `socket.socket.shutdown`, not an `ssl.SSLSocket`'s own method: that one also drops the TLS
-    state that the blocked read is using.
+    state that the blocked read is using. An event loop's socket (asyncio's `TransportSocket`,
+    uvloop's `PseudoSocket`, which refuses `shutdown` with a TypeError) is shut down through a
+    duplicate of its descriptor: the duplicate shares the connection, so shutting it down ends
+    the loop's read too, and closing it leaves the loop's own descriptor open for it to close.
     """
     with contextlib.suppress(OSError):  # already closed: nothing is waiting on it
         if isinstance(sock, socket.socket):
             socket.socket.shutdown(sock, socket.SHUT_RDWR)
-        else:
-            sock.shutdown(socket.SHUT_RDWR)
+            return
+        with socket.fromfd(sock.fileno(), sock.family, sock.type) as twin:
+            twin.shutdown(socket.SHUT_RDWR)
 
 
 def _overdue(current: _Guard) -> bool:
@@ -225,6 +234,16 @@ class _Watch:
             self.alarm.cancel()
             self.alarm = None
 
+    def _release(self) -> None:
+        """Closed: let go of the guard, which holds the reply, which holds this body. Kept, that
+        loop would leave every request's objects (reply, request, connection streams: about 30
+        a request) to the cyclic collector, whose full passes over them paused a busy `serve`
+        for tens of milliseconds (docs/performance.md, "serve"); let go, they are freed as soon
+        as the SDK drops the reply. The guard keeps the reply and its first bytes for
+        `describe()`."""
+        self._disarm()
+        self.current = _SPENT
+
 
 class _Watched(_Watch, httpx2.SyncByteStream):
     """A body that checks the deadline as its bytes arrive and keeps the first ones.
@@ -253,7 +272,7 @@ class _Watched(_Watch, httpx2.SyncByteStream):
             self._disarm()
 
     def close(self) -> None:
-        self._disarm()
+        self._release()
         self.inner.close()
 
 
@@ -280,7 +299,7 @@ class _AsyncWatched(_Watch, httpx2.AsyncByteStream):
             self._disarm()
 
     async def aclose(self) -> None:
-        self._disarm()
+        self._release()
         await self.inner.aclose()
 
 

@@ -553,6 +553,85 @@ def test_upstream_failures_become_statuses(api, fake, reply, status, code, strea
     assert "Traceback" not in api.stderr
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_llm_timeout_cuts_a_silent_upstream_under_either_event_loop(fake, tmp_path, loop):
+    pytest.importorskip(loop)
+    served = start_server(fake, tmp_path / "home", LLM_TIMEOUT="2", LLMCLI_SERVE_LOOP=loop)
+    gate = threading.Event()
+    # "a" at once, "b" at 1.8 s, then silence: each read may wait 2 s, the attempt may not.
+    fake.script("openai", Reply(chunks=["a", "b", "c"], chunk_delay=1.8, gate=gate))
+    try:
+        conn, response = _open_stream(served, {"message": "go", "provider": "openai"})
+        events = list(_events(response))
+        ended = time.monotonic()
+        conn.close()
+    finally:
+        gate.set()
+    try:
+        (request,) = fake.requests_for("openai")
+        assert ended - request.started_at < 3.0  # 2 s, not 1.8 + 2
+        assert events[:2] == [{"token": "a"}, {"token": "b"}]
+        assert events[2]["error"]["code"] == "upstream_timeout"
+        assert events[3:] == ["[DONE]"]
+        row = served.row_where(lambda r: r["provider"] == "openai")
+        assert (row["status"], row["answer"]) == ("error", "ab")
+        assert "Traceback" not in served.stderr and "Exception" not in served.stderr
+    finally:
+        stop_server(served)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_a_guarded_reply_is_freed_without_the_cyclic_collector(fake, stream):
+    """Every call's reply, request and connection streams go when the SDK drops them: left in a
+    reference loop for the cyclic collector, they made its full passes pause a busy serve for
+    tens of milliseconds (the streamed p99 of docs/performance.md, "serve")."""
+    import asyncio
+    import gc
+    import weakref
+
+    from llmcli import transport
+
+    fake.script("openai", Reply(text="hi there"))
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    if stream:
+        body["stream"] = True
+
+    async def call() -> weakref.ref:
+        async with transport.async_client() as client:
+            with transport.guard("openai", 10, expect="stream" if stream else "json"):
+                request = client.build_request(
+                    "POST",
+                    fake.url + "/v1/chat/completions",
+                    json=body,
+                    headers={"Authorization": f"Bearer {KEYS['OPENAI_API_KEY']}"},
+                )
+                response = await client.send(request, stream=stream)
+                if stream:
+                    async for _ in response.aiter_bytes():
+                        pass
+                    await response.aclose()
+                assert response.status_code == 200
+                gone = weakref.ref(response)
+            del response, request
+            return gone
+
+    gc.collect()
+    gc.disable()
+    try:
+        gone = asyncio.run(call())
+        assert gone() is None
+    finally:
+        gc.enable()
+
+
+def test_an_unknown_event_loop_is_refused_at_start(fake, tmp_path):
+    env = base_env(fake)
+    env.update({"LLMCLI_HOME": str(tmp_path), "LLMCLI_SERVE_LOOP": "trio"})
+    result = run_cli("serve", "--port", str(free_port()), env=env, timeout=20)
+    assert result.code == 3
+    assert result.err.startswith("Error: LLMCLI_SERVE_LOOP must be auto, asyncio or uvloop")
+
+
 def test_a_retry_is_one_line_in_the_server_log(fake, tmp_path):
     served = start_server(fake, tmp_path / "home", LLM_MAX_RETRIES="1")
     try:
