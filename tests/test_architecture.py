@@ -81,7 +81,7 @@ def test_only_the_serve_command_imports_the_server():
 PROVIDER_SDKS = {"openai", "anthropic", "google.genai"}
 # What each command may not load: a provider SDK it does not call, and libraries it does not need.
 # The web server's libraries load for `serve` alone.
-WEB = {"fastapi", "uvicorn", "starlette", "httptools", "llmcli.serve"}
+WEB = {"fastapi", "uvicorn", "starlette", "httptools", "uvloop", "llmcli.serve"}
 LIGHT = PROVIDER_SDKS | WEB | {"httpx2", "pydantic", "genai_prices", "tabulate"}
 STARTUP_CASES = [
     (["--help"], LIGHT | {"sqlite3", "dotenv"}),
