@@ -29,6 +29,45 @@ KEYS = {
 SCRUBBED_PREFIXES = ("OPENAI_", "ANTHROPIC_", "GEMINI_", "GOOGLE_", "LLM_", "LLMCLI_", "NO_COLOR")
 
 
+# Longest first: xdist (`--dist loadgroup`, pyproject.toml) hands tests out in collection order,
+# so a slow test or a grouped module collected last keeps one worker busy while the other has
+# nothing left to do. These go out first, the slowest (measured, single worker) at the top; every
+# other test keeps its place. Node-id prefixes: a file, or one test of it (all its parameters).
+SLOW_FIRST = (
+    "tests/test_serve.py",  # a group: about 90 tests on one worker
+    "tests/test_budget.py::test_eight_racing_processes_never_pass_the_limit",
+    "tests/test_team.py::test_cost_json_is_byte_identical_on_both_backends",
+    "tests/test_batch_jobs.py::test_fetching_twice_adds_no_line_and_no_log_row_twice",
+    "tests/test_log.py::test_concurrent_processes_all_land_their_rows",
+    "tests/test_conversations.py::test_costs_are_exact_in_json_the_log_and_the_sums",
+    "tests/test_batch.py::test_retry_failed_sends_only_the_failed_lines_again",
+    "tests/test_batch_jobs.py::test_cancel_then_fetch_lists_the_unanswered_requests_as_cancelled",
+    "tests/test_batch.py::test_memory_stays_flat_however_many_lines",
+    "tests/test_batch_jobs.py::test_list_shows_jobs_newest_first_and_refreshes_only_unfinished_ones",
+    "tests/test_batch.py::test_a_job_killed_outright_leaves_no_line_without_its_logged_call",
+    "tests/test_batch_jobs.py::test_submit_status_fetch_maps_answers_back_to_the_input_ids",
+    "tests/test_serve_browser.py",  # a group: a browser and a server of its own
+    "tests/test_hardening.py::test_a_key_for_another_provider_echoed_back_is_masked",
+    "tests/test_team.py::test_sixteen_processes_writing_at_once_lose_no_row",
+    "tests/test_team.py::test_twenty_processes_migrate_a_fresh_database_once",
+    "tests/test_cache.py::test_a_fallback_s_answer_is_not_looked_up_in_its_place",
+    "tests/test_batch_jobs.py::test_the_provider_limits_are_checked_before_anything_is_sent",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put SLOW_FIRST's tests at the front, in its order (stable: the same order on every worker,
+    as xdist requires)."""
+
+    def rank(item: pytest.Item) -> int:
+        for n, prefix in enumerate(SLOW_FIRST):
+            if item.nodeid == prefix or item.nodeid.startswith((prefix + "[", prefix + "::")):
+                return n
+        return len(SLOW_FIRST)
+
+    items.sort(key=rank)
+
+
 @pytest.fixture(scope="session")
 def server():
     from tests.fakeserver import FakeServer

@@ -24,6 +24,9 @@ import pytest
 from tests.conftest import KEYS, LLMCLI, base_env, run_cli
 from tests.fakeserver import Reply
 
+# On one xdist worker: the module's server (`served`) then starts once, not once per worker.
+pytestmark = pytest.mark.xdist_group("serve")
+
 TOKEN = "serve-test-token-0123456789abcdef"
 TIMEOUT = 3  # LLM_TIMEOUT of the server: long enough for a loaded machine, short for the 504 test
 MODELS = {

@@ -15,6 +15,9 @@ import pytest
 from tests.fakeserver import Reply
 from tests.test_serve import TOKEN, start_server, stop_server
 
+# On one xdist worker: the browser and the page's server then start once, not once per worker.
+pytestmark = pytest.mark.xdist_group("serve-browser")
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 WAIT = 10  # seconds for anything to appear in the page
