@@ -62,6 +62,22 @@ _request_options = _options(
 )
 
 
+def _read(file: Path, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """FILE as the reading options say, and the request options every line gets by default:
+    one reading for `run` and `submit`."""
+    from llmcli import batch as job_module
+
+    source = job_module.Source(
+        file,
+        params["form"],
+        column=params["column"],
+        id_column=params["id_column"],
+        template=params["template"],
+    )
+    names = ("provider", "model", "system", "temperature", "max_tokens", "schema")
+    return source, {name: params[name] for name in names}
+
+
 @click.group(context_settings=CONTEXT)
 def batch() -> None:
     """Many prompts from one file: JSON Lines, plain text or CSV (see docs/batch.md).
@@ -171,17 +187,7 @@ def run(file: Path, output: Path, **params: Any) -> None:
         raise errors.UsageError("-o names the input file", "write the answers to another file")
     if not output.resolve().parent.is_dir():
         raise errors.UsageError(f"-o {output}: no folder {output.parent}")
-    source = job_module.Source(
-        file,
-        params["form"],
-        column=params["column"],
-        id_column=params["id_column"],
-        template=params["template"],
-    )
-    flags = {
-        name: params[name]
-        for name in ("provider", "model", "system", "temperature", "max_tokens", "schema")
-    }
+    source, flags = _read(file, params)
     flags.update(timeout=params["timeout"], retries=params["retries"], tag=params["tag"])
     caching = cache.resolve(params["cache"], params["no_cache"], env)
 
@@ -404,23 +410,12 @@ def submit(file: Path, **params: Any) -> None:
       llmcli batch submit prompts.jsonl -p openai -m gpt-4o-mini
       llmcli batch submit tickets.csv --column text -p anthropic --tag triage
     """
-    from llmcli import batch as job_module
     from llmcli import batchapi, batchjobs, config, providers
     from llmcli.jobstore import Job
     from llmcli.journal import who
 
     env = environment()
-    source = job_module.Source(
-        file,
-        params["form"],
-        column=params["column"],
-        id_column=params["id_column"],
-        template=params["template"],
-    )
-    flags = {
-        name: params[name]
-        for name in ("provider", "model", "system", "temperature", "max_tokens", "schema")
-    }
+    source, flags = _read(file, params)
     flags["tag"] = params["tag"]
     settings = config.resolve(flags, env)
     provider, model = settings.provider, settings.model
