@@ -299,9 +299,13 @@ def _open_log_early(recorder: _Recorder) -> None:
     journal = recorder.journal
     if not journal.enabled or not journal.target.shared:
         return
-    from llmcli import logdb
+    from llmcli import logdb, providers
 
-    logdb.open_early(journal.target)
+    if not providers.spec(recorder.call.request.provider).remote:
+        return  # no request goes out (echo): nothing to overlap, and no HTTP client to load
+    from llmcli import transport
+
+    logdb.open_early(journal.target, transport.when_sent)
 
 
 def _run_one(

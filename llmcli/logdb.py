@@ -36,7 +36,6 @@ EXTRA_HINT = "install it with: pip install 'llmcli[postgres]'"
 # database as away (the call then goes to the spool). Far above the connect timeout (2 s): only
 # a server that accepted the connection and then hangs (a migration lock never released) gets here.
 EARLY_WAIT_S = 20.0
-EARLY_POLL_S = 0.02  # each poll takes the GIL from a busy caller for a moment: not too often
 
 
 @dataclass(frozen=True)
@@ -176,14 +175,16 @@ _early: dict[str, _Early] = {}  # by URL: opened in the background, not yet take
 _tried: set[str] = set()  # URLs opened early once already in this process
 
 
-def open_early(where: Target) -> None:
+def open_early(where: Target, when_sent: Callable[[Callable[[], None]], None]) -> None:
     """Start opening a team's log in a background thread, to be taken by `open_log`.
 
-    The thread waits until the calling thread is idle (`_idle`: waiting for the provider's
-    answer) before it imports the driver: until then the caller is busy on the CPU (importing
-    the provider's SDK, building the request) and would wait for the GIL as long as our import
-    holds it, so its request would leave that much later. Nothing is started for the local log,
-    for a team's log this process already has open, or twice in one process (a log that failed
+    The thread begins when the provider's request is on the wire (`when_sent`, from
+    `transport.when_sent`): until then the caller is busy on the CPU (importing the provider's
+    SDK, building the request) and would wait for the GIL as long as our import holds it, so
+    its request would leave that much later; once it is out, the caller only waits. A call
+    whose request is never sent (the echo provider, a failure before sending) opens the log
+    when it writes the row, as without `open_early`. Nothing is started for the local log, for
+    a team's log this process already has open, or twice in one process (a log that failed
     once is not tried again by the same run: `journal.Journal`). The thread is a daemon: a
     process that ends without taking the log does not wait for it.
     """
@@ -193,72 +194,19 @@ def open_early(where: Target) -> None:
     if any(getattr(log, "url", None) == url and not log.closed for log in list(_opened)):
         return
     _tried.add(url)
-    _early[url] = _Early(where, _idle())
-
-
-def _idle() -> Callable[[], bool]:
-    """A test another thread can run: has the calling thread been idle for the last two polls
-    (on a CPU, or ready and waiting for one, under a fifth of the time)? A thread that waits
-    for a CPU on a busy machine is not idle: it still has its SDK to import. Read from Linux's
-    schedstat; elsewhere from the thread's CPU clock, or (Windows) always true: the log then
-    opens at once, in the background."""
-    import time
-
-    clock = _schedstat(threading.get_native_id())
-    if clock is None:
-        try:
-            cpu_clock = time.pthread_getcpuclockid(threading.get_ident())
-            time.clock_gettime(cpu_clock)
-        except (AttributeError, OSError):
-            return lambda: True
-
-        def clock() -> float | None:
-            try:
-                return time.clock_gettime(cpu_clock)
-            except OSError:  # the thread has ended
-                return None
-
-    last = [time.monotonic(), clock()]
-    quiet = [0]
-
-    def idle() -> bool:
-        used = clock()
-        now = time.monotonic()
-        if used is None or last[1] is None:
-            return True
-        busy = used - last[1] > 0.2 * (now - last[0])
-        last[:] = [now, used]
-        quiet[0] = 0 if busy else quiet[0] + 1
-        return quiet[0] >= 2
-
-    return idle
-
-
-def _schedstat(tid: int) -> Callable[[], float | None] | None:
-    """Seconds thread `tid` of this process has spent on a CPU or waiting for one (Linux),
-    or None where the kernel does not say."""
-    path = f"/proc/self/task/{tid}/schedstat"
-
-    def read() -> float | None:
-        try:
-            with open(path, "rb") as stat:
-                running, waiting = stat.read().split()[:2]
-        except (OSError, ValueError):
-            return None
-        return (int(running) + int(waiting)) / 1e9
-
-    return read if read() is not None else None
+    early = _early[url] = _Early(where)
+    when_sent(early.go.set)
 
 
 class _Early:
     """A team's log being opened by a background thread; whoever claims the work first does it:
-    the thread once `ready()`, or the caller of `result` if it comes first (then no thread
-    work is waited for, and the log opens exactly as it would have without `open_early`)."""
+    the thread once `go` is set (the request is out), or the caller of `result` if it comes
+    first (then no thread work is waited for, and the log opens exactly as it would have
+    without `open_early`)."""
 
-    def __init__(self, where: Target, ready: Callable[[], bool]) -> None:
+    def __init__(self, where: Target) -> None:
         self.where = where
-        self.ready = ready
-        self.wanted = threading.Event()  # `result` was called: stop waiting for `ready`
+        self.go = threading.Event()  # the request is out, or `result` wants the log now
         self.claim = threading.Lock()
         self.done = threading.Event()
         self.log: CallLog | None = None
@@ -267,8 +215,7 @@ class _Early:
         thread.start()
 
     def _background(self) -> None:
-        while not self.wanted.wait(EARLY_POLL_S) and not self.ready():
-            pass
+        self.go.wait()
         if self.claim.acquire(blocking=False):
             self._open()
 
@@ -281,7 +228,7 @@ class _Early:
             self.done.set()
 
     def result(self) -> CallLog:
-        self.wanted.set()
+        self.go.set()
         if self.claim.acquire(blocking=False):
             self._open()  # the thread had not begun: open it here, now
         elif not self.done.wait(EARLY_WAIT_S):

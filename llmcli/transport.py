@@ -26,7 +26,7 @@ import contextvars
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx2
@@ -303,6 +303,24 @@ class _AsyncWatched(_Watch, httpx2.AsyncByteStream):
         await self.inner.aclose()
 
 
+# Callbacks waiting for the next request to be on the wire (`when_sent`).
+_on_sent: list[Callable[[], None]] = []
+
+
+def when_sent(callback: Callable[[], None]) -> None:
+    """Call `callback` once, as soon as the next request through a guarded client has been sent
+    and its answer is awaited: the moment work in another thread overlaps the provider's answer
+    without holding back the request (`logdb.open_early`). Called from the sending thread."""
+    _on_sent.append(callback)
+
+
+def _trace(name: str, info: dict[str, Any]) -> None:
+    """httpcore's trace hook: the response headers are awaited once the request is out."""
+    if name.endswith("receive_response_headers.started"):
+        while _on_sent:
+            _on_sent.pop(0)()
+
+
 def _before(client: Any, request: httpx2.Request) -> _Guard | None:
     current = _CURRENT.get()
     if current is not None and current.timeout is not None:
@@ -319,6 +337,8 @@ class Client(httpx2.Client):
     """An httpx2 client whose requests obey the current `guard`."""
 
     def send(self, request: httpx2.Request, *, stream: bool = False, **kwargs: Any) -> Any:
+        if _on_sent:
+            request.extensions.setdefault("trace", _trace)
         current = _before(self, request)
         if current is None:
             return super().send(request, stream=stream, **kwargs)
