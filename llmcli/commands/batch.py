@@ -606,9 +606,6 @@ def list_jobs(limit: int, form: str) -> None:
         render.answer(_job_line(job))
 
 
-_FINISHED = ("ended", "failed", "expired")
-
-
 @batch.command("cancel", context_settings=CONTEXT)
 @click.argument("job_id", metavar="ID")
 def cancel(job_id: str) -> None:
@@ -620,7 +617,9 @@ def cancel(job_id: str) -> None:
       llmcli batch cancel batch_6744f0c2
     """
     from llmcli import batchapi, batchjobs
+    from llmcli.jobstore import FINAL_STATES
 
+    finished = FINAL_STATES - {"cancelled"}  # ended on its own: there was nothing to cancel
     env = environment()
     log = _jobs_log(env)
     try:
@@ -632,13 +631,13 @@ def cancel(job_id: str) -> None:
             # OpenAI refuses to cancel a finished batch (409): if it has finished, say so
             # below; if not, the refusal stands.
             batchjobs.apply(job, adapter.status(job.job_id))
-            if job.state not in _FINISHED:
+            if job.state not in finished:
                 raise
         _logged(lambda: log.job_update(job), log)
     finally:
         log.close()
     render.answer(_job_line(job))
-    if job.state in _FINISHED:
+    if job.state in finished:
         render.diag(f"{job.job_id} had already {job.state}: nothing was cancelled")
 
 
