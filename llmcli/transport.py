@@ -207,6 +207,7 @@ class _Watch:
         self.current = current
         self.sock = sock
         self.alarm: Any = None  # a threading.Timer, or an event loop's TimerHandle
+        self.rang = False  # the alarm went off and cut the connection
 
     def _left(self) -> float | None:
         """Seconds to the deadline, if there is one and a socket an alarm can cut."""
@@ -223,10 +224,18 @@ class _Watch:
         if _overdue(self.current):
             raise _still_arriving(self.current)
 
+    def _ring(self) -> None:
+        """The alarm: note that it rang, then cut the read. The note, not the clock, says the
+        failure that follows was ours: uvloop's timers keep whole milliseconds of loop time, so
+        one may ring a fraction of a millisecond before `time.monotonic()` reaches the
+        deadline, and the read it cut would otherwise be reported as a dropped connection."""
+        self.rang = True
+        _cut(self.sock)
+
     def _failed(self) -> None:
         """After a read failed: the deadline's doing (the alarm cut it, or it timed out at the
         deadline) is our Timeout; anything else is re-raised by the caller."""
-        if _overdue(self.current):
+        if self.rang or _overdue(self.current):
             raise _still_arriving(self.current) from None
 
     def _disarm(self) -> None:
@@ -255,7 +264,7 @@ class _Watched(_Watch, httpx2.SyncByteStream):
     def __iter__(self) -> Iterator[bytes]:
         left = self._left()
         if left is not None:
-            self.alarm = threading.Timer(left, _cut, (self.sock,))
+            self.alarm = threading.Timer(left, self._ring)
             self.alarm.daemon = True
             self.alarm.start()
         try:
@@ -284,7 +293,7 @@ class _AsyncWatched(_Watch, httpx2.AsyncByteStream):
 
         left = self._left()
         if left is not None:
-            self.alarm = asyncio.get_running_loop().call_later(left, _cut, self.sock)
+            self.alarm = asyncio.get_running_loop().call_later(left, self._ring)
         try:
             async for chunk in self.inner:
                 self._seen(chunk)

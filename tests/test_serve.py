@@ -583,6 +583,48 @@ def test_llm_timeout_cuts_a_silent_upstream_under_either_event_loop(fake, tmp_pa
         stop_server(served)
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_read_the_alarm_cut_is_a_timeout_even_before_the_clock_reaches_the_deadline(fake, loop):
+    """uvloop's timers keep whole milliseconds, so the alarm may ring a little before
+    `time.monotonic()` reaches the deadline: the read it cut is still our timeout, never a
+    dropped connection (`upstream_error`). The alarm is rung by hand here, seconds early."""
+    import asyncio
+
+    from llmcli import errors, transport
+
+    module = pytest.importorskip(loop)
+    gate = threading.Event()
+    fake.script("openai", Reply(chunks=["a", "b"], gate=gate))  # "a", then held
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+
+    async def call() -> list[bytes]:
+        got: list[bytes] = []
+        async with transport.async_client() as client:
+            with transport.guard("openai", 30, expect="stream"):
+                request = client.build_request(
+                    "POST",
+                    fake.url + "/v1/chat/completions",
+                    json={**body, "stream": True},
+                    headers={"Authorization": f"Bearer {KEYS['OPENAI_API_KEY']}"},
+                )
+                response = await client.send(request, stream=True)
+                watch = response.stream
+                asyncio.get_running_loop().call_later(0.3, watch._ring)
+                try:
+                    async for chunk in response.aiter_bytes():
+                        got.append(chunk)
+                finally:
+                    await response.aclose()
+        return got
+
+    runner = asyncio.run if loop == "asyncio" else module.run
+    try:
+        with pytest.raises(errors.Timeout, match="still arriving after 30s"):
+            runner(asyncio.wait_for(call(), 10))
+    finally:
+        gate.set()
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
 def test_a_guarded_reply_is_freed_without_the_cyclic_collector(fake, stream):
     """Every call's reply, request and connection streams go when the SDK drops them: left in a
