@@ -32,8 +32,9 @@ Then memory: `batch run -p echo` (no network) on `--rss-lines` lines (100,000) a
 them: the input is streamed, so peak RSS must not grow with the file (goal <= 150 MiB at 100,000
 lines, issue #17). The runs against the fake give the RSS with the SDK loaded.
 
-Goal (issue #17): >= 500 answers/s through `batch run --concurrency 64` against the fake. Exits 1
-when the rate or the memory goal is missed.
+Goal (issue #17): >= 500 answers/s through `batch run --concurrency 64` against the fake, on
+10,000 prompts (shorter runs, `--quick` among them, report the rate but do not judge it: start-up
+weighs more in them). Exits 1 when the rate or the memory goal is missed.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ import _measure as m
 ROOT = Path(__file__).resolve().parent.parent
 CONCURRENCY = 64
 RATE_GOAL = 500.0
+GOAL_PROMPTS = 10_000  # the issue's run: the rate goal is judged on runs at least this long
 RSS_GOAL_MIB = 150
 
 
@@ -241,7 +243,13 @@ def main() -> int:
          "peak RSS MiB"],
     )  # fmt: skip
     text += "\n\n" + m.table(rss_rows, ["batch run -p echo", "answers/s", "peak RSS MiB"])
-    goal = "met" if logged.rate >= RATE_GOAL else "not met"
+    # The goal is the issue's: 10,000 prompts. A shorter run spreads start-up (about 0.4 s of
+    # CPU, the SDK's import above all) over fewer answers, so its rate says less about the goal.
+    judged = args.prompts >= GOAL_PROMPTS
+    rate_ok = logged.rate >= RATE_GOAL or not judged
+    goal = f"not judged under {GOAL_PROMPTS:,} prompts"
+    if judged:
+        goal = "met" if logged.rate >= RATE_GOAL else "not met"
     text += (
         f"\n\n{args.prompts:,} prompts per run, median (min–max) of {args.rounds} interleaved "
         f"rounds; goal >= {RATE_GOAL:.0f} answers/s with the log on: {goal} "
@@ -253,7 +261,7 @@ def main() -> int:
     if args.write_docs:
         m.replace_block(ROOT / "docs" / "performance.md", "batch", text)
     rss_ok = all(float(r[2]) <= RSS_GOAL_MIB for r in rss_rows)
-    return 0 if logged.rate >= RATE_GOAL and rss_ok else 1
+    return 0 if rate_ok and rss_ok else 1
 
 
 def two_bare(row: Row, srv: m.ServerProcess, env: dict[str, str], work: Path, count: int) -> None:
