@@ -94,8 +94,10 @@ Provider details:
   the answers in ``metadata.output.inlinedResponses.inlinedResponses``) or
   ``inputConfig.fileName`` (a JSONL of ``{"key", "request"}`` lines uploaded by the resumable
   protocol; the answers in the file ``metadata.output.responsesFile`` as ``{"key",
-  "response"}`` / ``{"key", "error"}`` lines); camelCase and snake_case keys both work. Errors
-  carry ``details: []`` (surprise 7). ``batchStats`` counts are strings. Lists:
+  "response"}`` / ``{"key", "error"}`` lines); camelCase and snake_case keys both work. A
+  request's error carries its live error's ``details`` (Google's error objects when the reply
+  is scripted with an ``error_code``: what google-genai refuses, surprise 7); an expired or
+  cancelled request's, ``details: []``. ``batchStats`` counts are strings. Lists:
   ``operations``, ``pageSize`` (default 50), ``pageToken``; no ``nextPageToken`` on the last
   page. ``DELETE`` answers ``{}``. The upload URL (``x-goog-upload-url``) points back at the fake
   and needs no key, as a real signed upload URL.
@@ -1070,7 +1072,9 @@ class BatchStore:
                 entry["error"] = {
                     "code": error.get("code", item.status),
                     "message": error.get("message", ""),
-                    "details": [],  # google-genai refuses objects here (surprise 7)
+                    # As the live error's: Google's error objects where it has them, which
+                    # google-genai's typed `details: list[str]` refuses (surprise 7).
+                    "details": error.get("details", []),
                 }
             else:
                 entry["response"] = item.answer

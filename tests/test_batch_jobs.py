@@ -278,7 +278,8 @@ def test_a_gemini_job_over_20_mb_goes_as_an_uploaded_file(cli, fake, tmp_path):
     prompts = [f"{n} " + "x" * (7 * 1024 * 1024) for n in range(3)]
     big.write_text("".join(json.dumps({"id": f"b{n}", "prompt": p}) + "\n"
                            for n, p in enumerate(prompts)))  # fmt: skip
-    fake.script("gemini", *_replies())
+    one, _, three = _replies()
+    fake.script("gemini", one, _refused_with_google_details(), three)
     job = _submit(cli, big, "gemini")
     [held] = fake.batches("gemini")
     assert held["input"] == "file" and held["custom_ids"] == ["r0", "r1", "r2"]
@@ -286,12 +287,36 @@ def test_a_gemini_job_over_20_mb_goes_as_an_uploaded_file(cli, fake, tmp_path):
 
     out = tmp_path / "out.jsonl"
     fetched = cli("batch", "fetch", job, "-o", str(out))
-    assert fetched.code == 0, fetched.err
-    assert {line["id"]: line["content"] for line in _lines(out)} == {
-        "b0": "one",
-        "b1": "two",
-        "b2": "three",
-    }
+    assert fetched.code == 8, fetched.err
+    by_id = {line["id"]: line for line in _lines(out)}
+    assert (by_id["b0"]["content"], by_id["b2"]["content"]) == ("one", "three")
+    assert "not this one" in by_id["b1"]["error"] and by_id["b1"]["exit_code"] == 9
+
+
+def _refused_with_google_details():
+    """A 400 whose error carries a `google.rpc.ErrorInfo` object in `details`, as Google's do."""
+    return Reply(status=400, error_message="not this one", error_code="BAD_THING")
+
+
+def test_a_gemini_job_whose_errors_carry_google_details_is_still_read(cli, fake, tmp_path):
+    """google-genai types those details as strings and refuses to read such a job at all
+    (wire-wave2.md surprise 7): its status and the other answers must still come through."""
+    one, _, three = _replies()
+    fake.script("gemini", one, _refused_with_google_details(), three)
+    job = _submit(cli, _input(tmp_path), "gemini")
+    [held] = fake.batches("gemini")
+    assert held["input"] == "inline"
+
+    status = cli("batch", "status", job, "--format", "json")
+    assert status.code == 0, status.err
+    assert json.loads(status.out)["counts"] == {"succeeded": 2, "errored": 1}
+
+    out = tmp_path / "out.jsonl"
+    fetched = cli("batch", "fetch", job, "-o", str(out))
+    assert fetched.code == 8, fetched.err
+    by_id = {line["id"]: line for line in _lines(out)}
+    assert (by_id["ticket 1/a"]["content"], by_id[3]["content"]) == ("one", "three")
+    assert "not this one" in by_id["é-2"]["error"] and by_id["é-2"]["exit_code"] == 9
 
 
 LIVE_KIND = {"openai": "chat", "anthropic": "messages", "gemini": "generate"}

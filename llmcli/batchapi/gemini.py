@@ -107,15 +107,22 @@ class GeminiBatches(Adapter):
     def _get(self, job_id: str) -> Any:
         import pydantic
 
+        from llmcli import transport
+
         client = self.provider.client()
 
         def get() -> Any:
             try:
                 return client.batches.get(name=job_name(job_id))
             except pydantic.ValidationError:
-                # google-genai types a result's error details as strings; the usual Google
-                # error objects there make it fail to read the job (wire-wave2.md surprise 7).
-                raise malformed(self.name, "a batch job the SDK could not read") from None
+                # google-genai types a result's error details as strings, so the usual Google
+                # error objects there (one errored request is enough) make it fail to read the
+                # whole job (wire-wave2.md surprise 7). The job is read again from the same
+                # reply with each such detail as its JSON text.
+                job = _job_from(transport.reply_json())
+                if job is None:
+                    raise malformed(self.name, "a batch job the SDK could not read") from None
+                return job
 
         return self.call(get)
 
@@ -176,7 +183,7 @@ class GeminiBatches(Adapter):
             line = json.loads(raw)
             custom_id = str(line.get("key") or f"#{position}")
             if isinstance(line.get("error"), dict):
-                error = types.JobError.model_validate(line["error"])
+                error = types.JobError.model_validate(_plain_details(line["error"]))
                 yield Result(custom_id, error=self._error(error, state))
             elif line.get("response") is not None:
                 response = types.GenerateContentResponse.model_validate(line["response"])
@@ -193,6 +200,37 @@ class GeminiBatches(Adapter):
             return expired(self.name)
         body = {"error": {"message": error.message or "", "code": None}}
         return http_error(self.provider, code, body)
+
+
+def _plain_details(error: dict[str, Any]) -> dict[str, Any]:
+    """A request's error with each of its `details` as a string, as google-genai types them:
+    Google's own error objects (`google.rpc.ErrorInfo` and the like) become their JSON text."""
+    details = error.get("details")
+    if not isinstance(details, list):
+        return error
+    plain = [d if isinstance(d, str) else json.dumps(d, ensure_ascii=False) for d in details]
+    return {**error, "details": plain}
+
+
+def _job_from(raw: Any) -> Any:
+    """The SDK's `BatchJob` from the operation's JSON, every request's error details made
+    plain; None if that cannot be done (not an operation, or the SDK's converter changed)."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        from google.genai import batches as sdk
+        from google.genai import types
+
+        output = raw.get("metadata", {}).get("output", {})
+        inlined = output.get("inlinedResponses", {}).get("inlinedResponses")
+        for entry in inlined or ():
+            if isinstance(entry, dict) and isinstance(entry.get("error"), dict):
+                entry["error"] = _plain_details(entry["error"])
+        # The same converter and model `batches.get` uses (private: if it goes, we say the
+        # job could not be read, as before).
+        return types.BatchJob._from_response(response=sdk._BatchJob_from_mldev(raw), kwargs={})
+    except Exception:  # any failure here is the same "could not read"
+        return None
 
 
 ADAPTER = GeminiBatches
