@@ -172,9 +172,28 @@ class JobSql:
         return [_job(row, with_items=True) for row in rows]
 
     @_failures
+    def job_count(self) -> int:
+        """How many jobs the log remembers."""
+        return int(self._one("SELECT COUNT(*) AS n FROM batch_jobs")["n"])
+
+    @_failures
     def jobs(self, limit: int = 50) -> list[Job]:
         """The most recently submitted jobs, newest first, without their items."""
         rows = self._all(
             f"SELECT {_SUMMARY} FROM batch_jobs ORDER BY created DESC, id DESC LIMIT ?", (limit,)
         )
         return [_job(row, with_items=False) for row in rows]
+
+
+def copy_jobs(source: Any, destination: Any) -> tuple[int, int]:
+    """Copy every job `source` remembers into `destination`, each at most once (by provider and
+    id; a job already there keeps what it says): (jobs read, jobs new to the destination).
+    `log migrate` moves them with the calls, so `batch status`, `fetch` and `list` go on
+    working against the team log for jobs submitted before it."""
+    before = destination.job_count()
+    jobs = source.jobs(limit=source.job_count())
+    for summary in jobs:
+        for job in source.jobs_named(summary.job_id):
+            if job.provider == summary.provider:
+                destination.job_add(job)
+    return len(jobs), destination.job_count() - before

@@ -14,7 +14,8 @@ from decimal import Decimal
 
 import pytest
 
-from tests.conftest import base_env, modules_loaded, table_rows
+from tests import pg
+from tests.conftest import base_env, modules_loaded, run_cli, table_rows
 from tests.fakeserver import Reply
 
 PROVIDERS = ("openai", "anthropic", "gemini")
@@ -448,3 +449,32 @@ def test_cancelling_a_finished_job_says_so_and_succeeds(cli, fake, tmp_path):
         assert cancelled.code == 0, (provider, cancelled.err)
         assert job in cancelled.out and "ended" in cancelled.out
         assert cancelled.err == f"{job} had already ended: nothing was cancelled\n"
+
+
+def test_log_migrate_takes_the_batch_jobs_to_the_team_log(cli, fake, tmp_path):
+    """A job submitted before the team log existed is still found there after `log migrate`,
+    once however often it runs."""
+    name, url = pg.create_database()
+    try:
+        _migrate_a_job(cli, fake, tmp_path, url)
+    finally:
+        pg.drop_database(name)
+
+
+def _migrate_a_job(cli, fake, tmp_path, url):
+    fake.script("anthropic", *_replies())
+    job = _submit(cli, _input(tmp_path), "anthropic")
+
+    for new in (1, 0):
+        migrated = cli("log", "migrate", "--to", url)
+        assert migrated.code == 0, migrated.err
+        assert migrated.out.rstrip().endswith(f"And 1 batch job: {new} new."), migrated.out
+
+    team = {**base_env(fake), "LLMCLI_DB": url}
+    listed = run_cli("batch", "list", "--format", "json", env=team)
+    assert listed.code == 0, listed.err
+    assert [entry["id"] for entry in json.loads(listed.out)] == [job]
+    out = tmp_path / "out.jsonl"
+    fetched = run_cli("batch", "fetch", job, "-o", str(out), env=team)
+    assert fetched.code == 0, fetched.err
+    assert sorted(line["content"] for line in _lines(out)) == ["one", "three", "two"]

@@ -421,7 +421,8 @@ def sync() -> None:
 )
 def migrate(url: str | None) -> None:
     """Copy this machine's log ($LLMCLI_HOME/logs.db) into a team log, with a progress line on
-    stderr. Run it again at any time: a call already copied is not copied twice.
+    stderr: its calls, and the provider batch jobs it remembers (so `batch fetch` and `batch
+    list` find them there). Run it again at any time: nothing already copied is copied twice.
 
     \b
     Examples:
@@ -430,6 +431,7 @@ def migrate(url: str | None) -> None:
     """
     from llmcli import logdb, logtrouble
     from llmcli.calllog import LogFailure
+    from llmcli.jobstore import copy_jobs
 
     where, team = _team_log(url, sync=True)
     local = logdb.Target(where.path)  # this machine's SQLite log
@@ -451,6 +453,7 @@ def migrate(url: str | None) -> None:
                     render.diag(line)
 
             read, new = logdb.copy_log(source, team, progress)
+            jobs_read, jobs_new = copy_jobs(source, team)
     except LogFailure as exc:
         trouble = logtrouble.describe(exc.error, exc.location, writing=True)
         raise errors.ConfigError(trouble.message, trouble.hint) from None
@@ -460,6 +463,10 @@ def migrate(url: str | None) -> None:
             render.write_stderr("\n")
     already = read - new
     note = f"; {already:,} were there already" if already else ""
+    jobs = ""
+    if jobs_read:
+        jobs = f" And {plural(jobs_read, 'batch job')}: {jobs_new:,} new."
     render.answer(
         f"Copied {plural(read, 'call')} from {local.path} to {where.location}: {new:,} new{note}."
+        + jobs
     )
