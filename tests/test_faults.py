@@ -222,6 +222,7 @@ FAULTS = [
     Fault("529-persistent", (Reply(status=529),) * 3, 6, 3, needle="anthropic is overloaded (529)", only=("anthropic",)),
     Fault("408-once", (Reply(status=408), Reply(text=OK)), 0, 2, retry_line="timed out"),
     Fault("409-once", (Reply(status=409), Reply(text=OK)), 0, 2, retry_line="conflict (409)"),
+    Fault("409-persistent", (Reply(status=409),) * 2, 6, 2, needle="{p} refused the request as a conflict (409)", retries=1),
     Fault("stream-overloaded-before-output", lambda p: (Reply(stream_error_after=0, error_type=OVERLOADED[p]), Reply(text=OK)), 0, 2, retry_line="overloaded", stream=True, text=OK),
     Fault("stream-overloaded-persistent", lambda p: (Reply(stream_error_after=0, error_type=OVERLOADED[p]),) * 3, 6, 3, needle="mid-stream", stream=True),
     Fault("stream-overloaded-after-output", lambda p: (Reply(chunks=CHUNKS, stream_error_after=2, error_type=OVERLOADED[p]),), 6, 1, needle="stream broken off after 9 characters", stream=True, text="Once upon"),

@@ -380,8 +380,16 @@ def error_for_status(
             status=status,
             retry_after=retry_after,
         )
-    if status >= 500 or status == 409 or status < 400:
-        return (errors.Conflict if status == 409 else errors.ServerError)(
+    if status == 409:
+        return errors.Conflict(
+            f"{provider} refused the request as a conflict ({status}): {detail}",
+            "it collided with another request or a change of state; try again",
+            provider=provider,
+            status=status,
+            retry_after=retry_after,
+        )
+    if status >= 500 or status < 400:
+        return errors.ServerError(
             f"{provider} server error ({status}): {detail}",
             "the provider is having trouble; try again later",
             provider=provider,
