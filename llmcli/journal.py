@@ -246,10 +246,15 @@ class Journal:
                 return Logged(log.settle(reservation, record), record.uid, record.request_uid)
             return Logged(log.add(record), record.uid, record.request_uid)
         except Exception as exc:  # the log must never cost the user an answer or its exit code
-            if self.target.shared and self._spool(record, exc):
-                return None
-            self._trouble(exc, writing=True)
+            self.not_written(record, exc)
             return None
+
+    def not_written(self, record: CallRecord, exc: Exception) -> None:
+        """A row the log refused with `exc`: kept in the spool for a team's log, else `problem`
+        says why."""
+        if self.target.shared and self._spool(record, exc):
+            return
+        self._trouble(exc, writing=True)
 
     def _spool(self, record: CallRecord, exc: Exception) -> bool:
         """Keep a call the team's log could not take in the local spool; whether it was kept.

@@ -4,8 +4,9 @@ A row costs the loop little CPU (about 0.07 ms) but its commit waits for the dis
 8-13 ms on a busy machine, and on a team's PostgreSQL log a network round trip every time.
 Written on the loop, that wait stalled every request in flight (docs/performance.md, "serve").
 Here one thread per serve worker owns the log's connection and takes its work from a queue:
-the rows queued while it was writing are written together, in one transaction (`add_many`), and
-SQLite and psycopg let go of the GIL while they wait, so the loop goes on serving meanwhile.
+the rows queued within `GROUP_WAIT_S` of each other, or while it was writing, are written
+together, in one transaction (`add_many`), and SQLite and psycopg let go of the GIL while they
+wait, so the loop goes on serving meanwhile.
 
 What does not change: a row that cannot be written is spooled for a team's log, or warned
 about (`warn`, one line per group), as `Journal.record` does; nothing queued is lost when the
@@ -37,6 +38,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 _STOP = object()  # queued by `close`: everything before it is written, then the thread ends
+# How long the thread lets rows gather before it writes them: at a few hundred requests a second
+# that makes groups of a few rows, one wake-up and one commit for them all instead of one each
+# (about 0.1-0.3 ms less CPU a request, docs/performance.md). Work a request waits for (a
+# budget's hold) does not wait this out (`_urgent`).
+GROUP_WAIT_S = 0.01
 
 
 class QueuedJournal(Journal):
@@ -66,6 +72,7 @@ class QueuedJournal(Journal):
         self._queue: SimpleQueue[Any] = SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stopped = False
+        self._urgent = threading.Event()  # a request waits for queued work: no gathering
 
     # --- what the loop asks ----------------------------------------------------------------------
 
@@ -86,7 +93,7 @@ class QueuedJournal(Journal):
         wanted = self.budget_of(call)
         if wanted is None:
             return None
-        return self._submit(lambda: self.hold(call, *wanted)).result()
+        return self._submit(lambda: self.hold(call, *wanted), waited=True).result()
 
     async def areserve(self, call: Call) -> Reservation | None:
         """The hold, taken on the thread while the loop serves others. A call cancelled while
@@ -94,7 +101,7 @@ class QueuedJournal(Journal):
         wanted = self.budget_of(call)
         if wanted is None:
             return None
-        held = self._submit(lambda: self.hold(call, *wanted))
+        held = self._submit(lambda: self.hold(call, *wanted), waited=True)
         try:
             return await asyncio.wrap_future(held)
         except asyncio.CancelledError:
@@ -112,13 +119,14 @@ class QueuedJournal(Journal):
         self._submit(lambda: Journal.release(self, reservation))
 
     def cached(self, key: str, policy: Policy) -> Response | None:
-        return self._submit(lambda: Journal.cached(self, key, policy)).result()
+        return self._submit(lambda: Journal.cached(self, key, policy), waited=True).result()
 
     def keep(self, key: str, response: Response) -> None:
         self._submit(lambda: Journal.keep(self, key, response))
 
     def conversation(self, conversation_id: str | None) -> Conversation:
-        return self._submit(lambda: Journal.conversation(self, conversation_id)).result()
+        found = self._submit(lambda: Journal.conversation(self, conversation_id), waited=True)
+        return found.result()
 
     def close(self) -> None:
         """Write everything queued, then close the log: a stopping server loses no row."""
@@ -129,6 +137,7 @@ class QueuedJournal(Journal):
             Journal.close(self)
             return
         self._queue.put(_STOP)
+        self._urgent.set()
         self._thread.join()
 
     # --- the queue -------------------------------------------------------------------------------
@@ -150,15 +159,21 @@ class QueuedJournal(Journal):
         self._start()
         self._queue.put(item)
 
-    def _submit(self, job: Callable[[], T]) -> Future[T]:
+    def _submit(self, job: Callable[[], T], *, waited: bool = False) -> Future[T]:
+        """Queue `job`; `waited`: a request waits for its result, so it is done at once."""
         done: Future[T] = Future()
         self._put((job, done))
+        if waited:
+            self._urgent.set()
         return done
 
     def _serve(self) -> None:
         stop = False
         while not stop:
             group = [self._queue.get()]
+            if isinstance(group[0], CallRecord):  # nobody waits for a row: let others join it
+                self._urgent.wait(GROUP_WAIT_S)
+            self._urgent.clear()
             while True:  # everything queued meanwhile joins this group
                 try:
                     group.append(self._queue.get_nowait())
@@ -194,11 +209,14 @@ class QueuedJournal(Journal):
         return stop
 
     def _write_rows(self, rows: list[CallRecord]) -> None:
-        if len(rows) > 1:
+        """Rows in one transaction. If it fails, all of them did, each reported as one row
+        would be (not tried again one by one: a locked log would make each wait its busy
+        timeout, and what fails a group, a full disk or a database away, fails each row)."""
+        if len(rows) == 1:
+            self.write(rows[0])
+        elif rows:
             try:
                 self.log().add_many(rows)
-                return
-            except Exception:  # each again alone, below, spools or warns as one row would
-                pass
-        for record in rows:  # a uid already written is not written twice (`add`)
-            self.write(record)
+            except Exception as exc:
+                for record in rows:
+                    self.not_written(record, exc)
