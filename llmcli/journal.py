@@ -18,6 +18,9 @@ from llmcli import config, errors, paths
 from llmcli.types import Message, Response
 
 if TYPE_CHECKING:
+    from decimal import Decimal
+
+    from llmcli.budget import Budget
     from llmcli.cache import Policy
     from llmcli.calllog import CallLog, CallRecord, Conversation, LogFailure, Reservation
     from llmcli.core import Call
@@ -61,10 +64,13 @@ def who() -> tuple[str | None, str | None]:
 
 
 class Logged(NamedTuple):
-    """Where a call was recorded: its row id (shown to users) and uid (the same everywhere)."""
+    """Where a call was recorded: its row id (shown to users), its uid (the same everywhere) and
+    its request's uid (shared by a request's fallback attempts). The id is None for a row queued
+    to be written later (`llmcli.serve.writer`): an id is known only once the row is written."""
 
-    id: int
+    id: int | None
     uid: str
+    request_uid: str | None = None
 
 
 def _own_messages(
@@ -171,7 +177,34 @@ class Journal:
         model, tokens, cost, tag, status), no prompt or answer: otherwise `--no-log` would be a
         way around every budget.
         """
-        if not self.enabled and reservation is None:
+        record = self.row(
+            call,
+            conversation_id=conversation_id,
+            before=before,
+            response=response,
+            error=error,
+            status=status,
+            partial_text=partial_text,
+            request_uid=request_uid,
+            reserved=reservation is not None,
+        )
+        return None if record is None else self.write(record, reservation)
+
+    def row(
+        self,
+        call: Call,
+        *,
+        conversation_id: str | None,
+        before: Conversation | None = None,
+        response: Response | None = None,
+        error: errors.LlmcliError | None = None,
+        status: str = "ok",
+        partial_text: str | None = None,
+        request_uid: str | None = None,
+        reserved: bool = False,
+    ) -> CallRecord | None:
+        """The row `record` writes (None: nothing to write), without writing it."""
+        if not self.enabled and not reserved:
             return None
 
         from llmcli.calllog import CallRecord
@@ -202,16 +235,26 @@ class Journal:
             record.take_error(error)
         if not self.enabled:
             record.system_prompt = record.messages = record.answer = record.error_message = None
+        return record
+
+    def write(self, record: CallRecord, reservation: Reservation | None = None) -> Logged | None:
+        """Write a row made by `row` (settling `reservation`); None when it could not be
+        written (spooled for a team log, or `problem` says why)."""
         try:
             log = self.log()
             if reservation is not None:
-                return Logged(log.settle(reservation, record), record.uid)
-            return Logged(log.add(record), record.uid)
+                return Logged(log.settle(reservation, record), record.uid, record.request_uid)
+            return Logged(log.add(record), record.uid, record.request_uid)
         except Exception as exc:  # the log must never cost the user an answer or its exit code
-            if self.target.shared and self._spool(record, exc):
-                return None
-            self._trouble(exc, writing=True)
+            self.not_written(record, exc)
             return None
+
+    def not_written(self, record: CallRecord, exc: Exception) -> None:
+        """A row the log refused with `exc`: kept in the spool for a team's log, else `problem`
+        says why."""
+        if self.target.shared and self._spool(record, exc):
+            return
+        self._trouble(exc, writing=True)
 
     def _spool(self, record: CallRecord, exc: Exception) -> bool:
         """Keep a call the team's log could not take in the local spool; whether it was kept.
@@ -244,6 +287,17 @@ class Journal:
         or its price is unknown and unpriced calls are not allowed; a log that cannot be read
         cannot vouch for a budget, so it is a configuration error (exit 3), not a pass.
         """
+        wanted = self.budget_of(call)
+        return None if wanted is None else self.hold(call, *wanted)
+
+    async def areserve(self, call: Call) -> Reservation | None:
+        """`reserve` for `lifecycle.arun`: the same, at once (serve's journal awaits its
+        writer thread instead, `llmcli.serve.writer`)."""
+        return self.reserve(call)
+
+    def budget_of(self, call: Call) -> tuple[Decimal, Budget] | None:
+        """The call's worst case and the limits in force (None: no budget is set), read from
+        the settings, not the log (BudgetExceeded for an unpriced call that may not pass)."""
         from llmcli import budget, endpoints
 
         limits = budget.resolve(self.env, endpoints.current().budget)
@@ -256,6 +310,11 @@ class Journal:
             from decimal import Decimal
 
             worst = Decimal(0)
+        return worst, limits
+
+    def hold(self, call: Call, worst: Decimal, limits: Budget) -> Reservation:
+        """Take `worst` against `limits` in the log (`reserve`'s part that reads and writes it)."""
+        from llmcli import budget
         from llmcli.calllog import LogFailure, OverLimit
 
         if not self.target.shared:

@@ -90,6 +90,11 @@ class Outcome(NamedTuple):
     def log_id(self) -> int | None:
         return self.logged.id if self.logged else None
 
+    @property
+    def request_uid(self) -> str | None:
+        """The logged row's `request_uid`: known before the row is written (serve's answers)."""
+        return self.logged.request_uid if self.logged else None
+
 
 class _Recorder:
     """The recording rules of one call, shared by `run` and `arun`."""
@@ -141,6 +146,11 @@ class _Recorder:
     def reserve(self) -> None:
         """Hold the call's worst case against the budgets (BudgetExceeded: nothing is sent)."""
         self.reservation = self.journal.reserve(self.call)
+
+    async def areserve(self) -> None:
+        """`reserve` on the async path: serve's journal takes the hold on its writer thread,
+        after the rows queued before it, and the loop goes on meanwhile."""
+        self.reservation = await self.journal.areserve(self.call)
 
     def _record(self, **kwargs: object) -> Logged | None:
         reservation, self.reservation = self.reservation, None  # the row takes its place
@@ -385,7 +395,7 @@ async def _arun_one(
             recorder.stopped(exc)
             raise
         return recorder.finished(hit)
-    recorder.reserve()
+    await recorder.areserve()
     streamer: core.AsyncStream | None = None
     try:
         if stream:

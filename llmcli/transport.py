@@ -200,7 +200,16 @@ def _still_arriving(current: _Guard) -> errors.Timeout:
 
 class _Watch:
     """What the sync and async bodies share: the first bytes kept, the deadline checked, the
-    alarm that ends a read left waiting at the deadline."""
+    alarm that ends a read left waiting at the deadline.
+
+    An async body may be iterated twice: the openai SDK's async client reads a stream up to
+    `[DONE]`, then iterates the body again to drain it. There is one alarm per body, armed by
+    the first iteration and disarmed by whichever ends first or by `aclose`: an alarm armed by
+    each iteration left the first one set until the deadline (`LLM_TIMEOUT`, ten minutes by
+    default), holding the body, its reply and its connection; in serve, thousands of streams'
+    objects that every full pass of the cyclic collector then walked (the streamed p99 of
+    docs/performance.md, "serve").
+    """
 
     def __init__(self, inner: Any, current: _Guard, sock: Any) -> None:
         self.inner = inner
@@ -292,7 +301,7 @@ class _AsyncWatched(_Watch, httpx2.AsyncByteStream):
         import asyncio
 
         left = self._left()
-        if left is not None:
+        if left is not None and self.alarm is None:  # once: see `_Watch`
             self.alarm = asyncio.get_running_loop().call_later(left, self._ring)
         try:
             async for chunk in self.inner:

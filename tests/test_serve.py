@@ -669,6 +669,46 @@ def test_a_guarded_reply_is_freed_without_the_cyclic_collector(fake, stream):
         gc.enable()
 
 
+def test_a_stream_read_by_the_openai_sdk_is_let_go_once_closed_not_at_its_deadline(fake):
+    """The SDK reads a stream up to `[DONE]`, then iterates its body again to drain it. Each
+    iteration armed the deadline's alarm, and only the second was disarmed: the first held the
+    body, its reply and connection until `LLM_TIMEOUT` (ten minutes by default), thousands of
+    streams' objects in a busy serve, which every full pass of the cyclic collector walked (the
+    streamed p99 of docs/performance.md, "serve")."""
+    import asyncio
+    import gc
+    import weakref
+
+    from llmcli import transport
+
+    fake.script("openai", Reply(text="hi there"))
+
+    async def one(client: openai.AsyncOpenAI) -> weakref.ref:
+        """A request of serve's: a task of its own (its context, the guard's, goes with it)."""
+        with transport.guard("openai", 600, expect="stream"):
+            events = await client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+            body = weakref.ref(events.response.stream)
+            async with events:
+                text = [e.choices[0].delta.content async for e in events if e.choices]
+        assert "".join(t or "" for t in text) == "hi there"
+        return body
+
+    async def call() -> bool:
+        async with transport.async_client() as http:
+            client = openai.AsyncOpenAI(
+                base_url=fake.url + "/v1", api_key=KEYS["OPENAI_API_KEY"], http_client=http
+            )
+            body = await asyncio.create_task(one(client))
+            for _ in range(3):  # the SDK's suspended generators: garbage, closed by the loop
+                gc.collect()
+                await asyncio.sleep(0.01)
+            return body() is None  # asked while the loop (and any alarm on it) still runs
+
+    assert asyncio.run(call())
+
+
 def test_an_unknown_event_loop_is_refused_at_start(fake, tmp_path):
     env = base_env(fake)
     env.update({"LLMCLI_HOME": str(tmp_path), "LLMCLI_SERVE_LOOP": "trio"})

@@ -226,13 +226,15 @@ def start(
 
     usable = [r.provider for r in ready if r.ready]
     warm(env, usable)
-    app = build(State(env, secret, usable, log=log))
-    server = _server(uvicorn.Config(app, **common))
+    state = State(env, secret, usable, log=log)
+    server = _server(uvicorn.Config(build(state), **common))
     startup.settle()  # a server runs for long: collect again, start-up's objects set aside
     try:
         server.run()
     except SystemExit:  # uvicorn's way to say it could not bind (its reason is the line above)
         server.started = False
+    finally:
+        state.journal.close()  # the rows still queued are written before the exit
     if not server.started:
         raise errors.ConfigError(
             f"could not listen on {host}:{port}",

@@ -74,7 +74,7 @@ class CallResponse(Response):
         finally:
             for task in (work, gone):
                 task.cancel()
-            # The call records itself as interrupted on cancellation: wait for its row.
+            # The call records itself as interrupted on cancellation: wait for it to queue its row.
             await asyncio.gather(work, gone, return_exceptions=True)
 
 
@@ -171,21 +171,17 @@ def build(state: State) -> Any:
         return call, core.fallbacks(call, flags, state.env)
 
     async def run(call: Any, chain: Any, stream: bool, deliver: Any) -> lifecycle.Outcome:
-        try:
-            return await lifecycle.arun(
-                call,
-                state.journal,
-                conversation_id=new_conversation_id(),
-                stream=stream,
-                deliver=deliver,
-                on_retry=lambda notice: log.info("%s: %s", call.request.provider, notice),
-                fallbacks=chain,
-                on_fallback=lambda notice: log.info("%s", notice),
-            )
-        finally:
-            if state.journal.problem:
-                log.warning("warning: %s", state.journal.problem)
-                state.journal.problem = None
+        # A log that cannot be written is warned about by the journal's writer thread.
+        return await lifecycle.arun(
+            call,
+            state.journal,
+            conversation_id=new_conversation_id(),
+            stream=stream,
+            deliver=deliver,
+            on_retry=lambda notice: log.info("%s: %s", call.request.provider, notice),
+            fallbacks=chain,
+            on_fallback=lambda notice: log.info("%s", notice),
+        )
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -250,7 +246,7 @@ def _chat_whole(run: Runner, call: Any, chain: Any, cid: str, created: int) -> A
         except Exception as exc:
             await _send_error(send, _failure(exc))
             return
-        body = wire.completion(cid, created, outcome.response, outcome.log_id)
+        body = wire.completion(cid, created, outcome.response, outcome.request_uid)
         await JSONResponse(body)({"type": "http"}, _no_receive, send)
 
     return produce
@@ -286,7 +282,7 @@ def _chat_stream(
             last = wire.chunk(cid, created, response.model, {})
             last["choices"] = []
             last["usage"] = wire.usage(response.usage)
-            last["llmcli"] = wire.extra(response, outcome.log_id)
+            last["llmcli"] = wire.extra(response, outcome.request_uid)
             end += wire.sse(last)
         return end
 
@@ -317,7 +313,7 @@ def _token_stream(run: Runner, call: Any, chain: Any) -> Any:
             "cost_usd": wire.cost(response),
             "provider": response.provider,
             "model": response.model,
-            "log_id": outcome.log_id,
+            "request_id": outcome.request_uid,
         }
         return wire.sse(summary)
 

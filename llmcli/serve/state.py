@@ -7,25 +7,30 @@ from typing import TYPE_CHECKING
 from llmcli import config
 
 if TYPE_CHECKING:
-    from llmcli.journal import Journal
+    from llmcli.serve.writer import QueuedJournal
 
 
 class State:
     """Read once at start-up and shared by every request of one worker (one event loop).
 
-    The journal is shared too: its writes are synchronous and short, and one event loop makes
-    them one at a time, so a row is never interleaved with another.
+    The journal is shared too: one thread of its own writes the rows, in the order the loop
+    queues them (`llmcli.serve.writer`), so the loop never waits for the disk.
     """
 
     def __init__(
         self, env: config.Environment, token: str | None, ready: list[str], *, log: bool
     ) -> None:
-        from llmcli.journal import Journal
+        import logging
 
+        from llmcli.serve.writer import QueuedJournal
+
+        warn = logging.getLogger("llmcli.serve").warning
         self.env = env
         self.token = token.encode("utf-8") if token else None
         self.ready = ready
-        self.journal: Journal = Journal(env, enabled=log, source="serve")
+        self.journal: QueuedJournal = QueuedJournal(
+            env, enabled=log, source="serve", warn=lambda problem: warn("warning: %s", problem)
+        )
         self._models: list[tuple[str, str]] | None = None
         self._page: str | None = None
 

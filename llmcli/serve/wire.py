@@ -359,17 +359,21 @@ def cost(response: Response) -> float | None:
     return float(response.cost_usd) if response.cost_usd is not None else None
 
 
-def extra(response: Response, log_id: int | None) -> dict[str, Any]:
-    """What llmcli adds to OpenAI's shape (clients ignore unknown fields): who answered, the cost."""
+def extra(response: Response, request_id: str | None) -> dict[str, Any]:
+    """What llmcli adds to OpenAI's shape (clients ignore unknown fields): who answered, the
+    cost, and the log's `request_uid` of the call (None when it is not logged). Not the row's
+    id: that is known only once the row is written, which the answer does not wait for."""
     return {
         "provider": response.provider,
         "cost_usd": cost(response),
-        "log_id": log_id,
+        "request_id": request_id,
         "attempts": response.attempts,
     }
 
 
-def completion(cid: str, created: int, response: Response, log_id: int | None) -> dict[str, Any]:
+def completion(
+    cid: str, created: int, response: Response, request_id: str | None
+) -> dict[str, Any]:
     return {
         "id": cid,
         "object": "chat.completion",
@@ -389,7 +393,7 @@ def completion(cid: str, created: int, response: Response, log_id: int | None) -
             }
         ],
         "usage": usage(response.usage),
-        "llmcli": extra(response, log_id),
+        "llmcli": extra(response, request_id),
     }
 
 
