@@ -54,8 +54,15 @@ def _replies():
     )
 
 
+LIVE_KIND = {"openai": "chat", "anthropic": "messages", "gemini": "generate"}
+LIVE_OPTIONS = ("-s", "be brief", "--max-tokens", "77", "-t", "0.3")
+
+
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_submit_status_fetch_maps_answers_back_to_the_input_ids(cli, fake, tmp_path, provider):
+    """One job's whole life: submitted with options, read while running, fetched with --wait,
+    priced at half, cancelled once finished, and compared with a live call (one job for all of
+    it: a `batch submit` imports the provider's SDK)."""
     from llmcli import pricing
     from llmcli.types import Usage
 
@@ -63,7 +70,7 @@ def test_submit_status_fetch_maps_answers_back_to_the_input_ids(cli, fake, tmp_p
     # Running for two reads: `status` sees one, `fetch --wait` the other and must poll again
     # (this test also holds what a test of `--wait` alone did: one submission fewer).
     fake.batch_plan(provider, polls=2, order="reverse")
-    job = _submit(cli, _input(tmp_path), provider)
+    job = _submit(cli, _input(tmp_path), provider, *LIVE_OPTIONS)
 
     [held] = fake.batches(provider)
     assert job.endswith(held["id"].removeprefix("batches/"))
@@ -116,6 +123,12 @@ def test_submit_status_fetch_maps_answers_back_to_the_input_ids(cli, fake, tmp_p
     assert cancelled.code == 0, (provider, cancelled.err)
     assert job in cancelled.out and "ended" in cancelled.out
     assert cancelled.err == f"{job} had already ended: nothing was cancelled\n"
+
+    # Each request of the job is what a live call with the same options sends.
+    fake.script(provider, Reply(text="live"))
+    assert cli("ask", "-p", provider, *LIVE_OPTIONS, "first").code == 0
+    [live] = [r for r in fake.requests_for(provider) if r.kind == LIVE_KIND[provider]]
+    assert held["requests"][0] == live.body
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -287,22 +300,6 @@ def test_a_gemini_job_over_20_mb_goes_as_an_uploaded_file(cli, fake, tmp_path):
         "b1": "two",
         "b2": "three",
     }
-
-
-LIVE_KIND = {"openai": "chat", "anthropic": "messages", "gemini": "generate"}
-
-
-@pytest.mark.parametrize("provider", PROVIDERS)
-def test_each_request_is_what_a_live_call_would_send(cli, fake, tmp_path, provider):
-    options = ("-s", "be brief", "--max-tokens", "77", "-t", "0.3")
-    fake.script(provider, *_replies())
-    _submit(cli, _input(tmp_path), provider, *options)
-    [held] = fake.batches(provider)
-
-    fake.script(provider, Reply(text="live"))
-    assert cli("ask", "-p", provider, *options, "first").code == 0
-    [live] = [r for r in fake.requests_for(provider) if r.kind == LIVE_KIND[provider]]
-    assert held["requests"][0] == live.body
 
 
 def test_a_named_openai_compatible_endpoint_holds_its_job(cli, fake, tmp_path):
