@@ -55,14 +55,23 @@ def _replies():
     )
 
 
+LIVE_KIND = {"openai": "chat", "anthropic": "messages", "gemini": "generate"}
+LIVE_OPTIONS = ("-s", "be brief", "--max-tokens", "77", "-t", "0.3")
+
+
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_submit_status_fetch_maps_answers_back_to_the_input_ids(cli, fake, tmp_path, provider):
+    """One job's whole life: submitted with options, read while running, fetched with --wait,
+    priced at half, cancelled once finished, and compared with a live call (one job for all of
+    it: a `batch submit` imports the provider's SDK)."""
     from llmcli import pricing
     from llmcli.types import Usage
 
     fake.script(provider, *_replies())
-    fake.batch_plan(provider, polls=1, order="reverse")
-    job = _submit(cli, _input(tmp_path), provider)
+    # Running for two reads: `status` sees one, `fetch --wait` the other and must poll again
+    # (this test also holds what a test of `--wait` alone did: one submission fewer).
+    fake.batch_plan(provider, polls=2, order="reverse")
+    job = _submit(cli, _input(tmp_path), provider, *LIVE_OPTIONS)
 
     [held] = fake.batches(provider)
     assert job.endswith(held["id"].removeprefix("batches/"))
@@ -78,10 +87,15 @@ def test_submit_status_fetch_maps_answers_back_to_the_input_ids(cli, fake, tmp_p
     assert 0 <= shown["age_s"] < 60 and shown["counts"] is not None
 
     out = tmp_path / "out.jsonl"
-    fetched = cli("batch", "fetch", job, "-o", str(out))
+    reads = len([r for r in fake.requests if r.kind == "batch_get"])
+    started = time.monotonic()
+    fetched = cli("batch", "fetch", job, "-o", str(out), "--wait", "--timeout", "30")
     assert fetched.code == 0, fetched.err
+    assert time.monotonic() - started < 20
     assert fetched.out == ""
     assert "3 answered, 0 failed" in fetched.err
+    reads = len([r for r in fake.requests if r.kind == "batch_get"]) - reads
+    assert reads >= 3, reads  # it polled: 2 when the first read finds the job ended
     lines = _lines(out)
     assert {line["id"]: line["content"] for line in lines} == {
         "ticket 1/a": "one",
@@ -103,6 +117,19 @@ def test_submit_status_fetch_maps_answers_back_to_the_input_ids(cli, fake, tmp_p
     assert row["calls"] == 3
     assert Decimal(str(row["cost_usd"])) == standard.usd / 2
     assert sum(Decimal(str(line["cost_usd"])) for line in lines) == standard.usd / 2
+
+    # Cancelling the finished job: OpenAI refuses with a 409, Anthropic and Gemini return the
+    # job unchanged; either way it had ended, nothing was cancelled, and that is not an error.
+    cancelled = cli("batch", "cancel", job)
+    assert cancelled.code == 0, (provider, cancelled.err)
+    assert job in cancelled.out and "ended" in cancelled.out
+    assert cancelled.err == f"{job} had already ended: nothing was cancelled\n"
+
+    # Each request of the job is what a live call with the same options sends.
+    fake.script(provider, Reply(text="live"))
+    assert cli("ask", "-p", provider, *LIVE_OPTIONS, "first").code == 0
+    [live] = [r for r in fake.requests_for(provider) if r.kind == LIVE_KIND[provider]]
+    assert held["requests"][0] == live.body
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -144,34 +171,6 @@ def test_cancel_then_fetch_lists_the_unanswered_requests_as_cancelled(
     by_id = {line["id"]: line for line in _lines(out)}
     assert by_id["ticket 1/a"]["content"] == "one"
     assert "cancelled" in by_id["é-2"]["error"] and "cancelled" in by_id[3]["error"]
-
-
-@pytest.mark.parametrize("provider", PROVIDERS)
-def test_fetch_wait_polls_until_the_job_ends(cli, fake, tmp_path, provider):
-    fake.script(provider, *_replies())
-    fake.batch_plan(provider, polls=2)
-    job = _submit(cli, _input(tmp_path), provider)
-
-    out = tmp_path / "out.jsonl"
-    started = time.monotonic()
-    fetched = cli("batch", "fetch", job, "-o", str(out), "--wait", "--timeout", "30")
-    assert fetched.code == 0, fetched.err
-    assert time.monotonic() - started < 20
-    assert len(_lines(out)) == 3
-
-
-def test_fetch_of_an_unfinished_job_exits_11_and_writes_nothing(cli, fake, tmp_path):
-    fake.script("openai", *_replies())
-    fake.batch_plan("openai", polls=50)
-    job = _submit(cli, _input(tmp_path), "openai")
-
-    out = tmp_path / "out.jsonl"
-    fetched = cli("batch", "fetch", job, "-o", str(out))
-    assert fetched.code == 11
-    assert f"Error: {job} has not finished" in fetched.err and "--wait" in fetched.err
-    assert not out.exists() or out.read_text() == ""
-    waited = cli("batch", "fetch", job, "-o", str(out), "--wait", "--timeout", "1")
-    assert waited.code == 11, waited.err
 
 
 def test_fetching_twice_adds_no_line_and_no_log_row_twice(cli, fake, tmp_path, log_backend):
@@ -230,6 +229,15 @@ def test_list_shows_jobs_newest_first_and_refreshes_only_unfinished_ones(cli, fa
     assert len(gets) == 1
     data = json.loads(cli("batch", "list", "--format", "json").out)
     assert [job["id"] for job in data] == [second, first]
+
+    # The unfinished job cannot be fetched yet (a test of its own needed one submission more).
+    out = tmp_path / "out.jsonl"
+    fetched = cli("batch", "fetch", second, "-o", str(out))
+    assert fetched.code == 11
+    assert f"Error: {second} has not finished" in fetched.err and "--wait" in fetched.err
+    assert not out.exists() or out.read_text() == ""
+    waited = cli("batch", "fetch", second, "-o", str(out), "--wait", "--timeout", "1")
+    assert waited.code == 11, waited.err
 
 
 def test_an_unknown_job_id_is_a_clear_error(cli, fake):
@@ -318,22 +326,6 @@ def test_a_gemini_job_whose_errors_carry_google_details_is_still_read(cli, fake,
     by_id = {line["id"]: line for line in _lines(out)}
     assert (by_id["ticket 1/a"]["content"], by_id[3]["content"]) == ("one", "three")
     assert "not this one" in by_id["é-2"]["error"] and by_id["é-2"]["exit_code"] == 9
-
-
-LIVE_KIND = {"openai": "chat", "anthropic": "messages", "gemini": "generate"}
-
-
-@pytest.mark.parametrize("provider", PROVIDERS)
-def test_each_request_is_what_a_live_call_would_send(cli, fake, tmp_path, provider):
-    options = ("-s", "be brief", "--max-tokens", "77", "-t", "0.3")
-    fake.script(provider, *_replies())
-    _submit(cli, _input(tmp_path), provider, *options)
-    [held] = fake.batches(provider)
-
-    fake.script(provider, Reply(text="live"))
-    assert cli("ask", "-p", provider, *options, "first").code == 0
-    [live] = [r for r in fake.requests_for(provider) if r.kind == LIVE_KIND[provider]]
-    assert held["requests"][0] == live.body
 
 
 def test_a_named_openai_compatible_endpoint_holds_its_job(cli, fake, tmp_path):
@@ -435,20 +427,6 @@ def test_answers_are_checked_against_their_lines_schema(cli, fake, tmp_path):
     assert by_id["a"]["parsed"] == {"n": 1} and "error" not in by_id["a"]
     assert by_id["b"]["exit_code"] == 8 and "$.n" in by_id["b"]["error"]
     assert by_id["c"]["content"] == "hi" and "parsed" not in by_id["c"]
-
-
-def test_cancelling_a_finished_job_says_so_and_succeeds(cli, fake, tmp_path):
-    """OpenAI refuses with a 409, Anthropic and Gemini return the job unchanged: either way the
-    job had ended, nothing was cancelled, and that is not an error."""
-    for provider in PROVIDERS:
-        fake.script(provider, *_replies())
-        job = _submit(cli, _input(tmp_path), provider)
-        assert cli("batch", "status", job).code == 0  # the fake's job ends at the first read
-
-        cancelled = cli("batch", "cancel", job)
-        assert cancelled.code == 0, (provider, cancelled.err)
-        assert job in cancelled.out and "ended" in cancelled.out
-        assert cancelled.err == f"{job} had already ended: nothing was cancelled\n"
 
 
 def test_log_migrate_takes_the_batch_jobs_to_the_team_log(cli, fake, tmp_path):

@@ -127,27 +127,31 @@ def test_cost_has_a_saved_column(cli, fake):
 # --- the key -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "change",
-    [
-        ["-t", "0.5"],
-        ["-s", "Answer in one line."],
-        ["-m", "gpt-4o"],
-        ["--max-tokens", "50"],
-        ["--stop", "END"],
-        ["--seed", "7"],
-        ["--top-p", "0.5"],
-        ["--response-format", "json"],
-    ],
-    ids=lambda c: c[0],
-)
-def test_an_option_that_changes_the_answer_changes_the_key(cli, fake, change):
+CHANGES = [
+    ["-t", "0.5"],
+    ["-s", "Answer in one line."],
+    ["-m", "gpt-4o"],
+    ["--max-tokens", "50"],
+    ["--stop", "END"],
+    ["--seed", "7"],
+    ["--top-p", "0.5"],
+    ["--response-format", "json"],
+]
+
+
+def test_an_option_that_changes_the_answer_changes_the_key(cli, fake):
+    # One cache for every option (a test per option repeated the plain miss and its hit: 14
+    # processes more): each option's first ask must still be a miss, so none of them shares
+    # another's key or the plain request's.
     assert cli("ask", "-p", "openai", "--cache", PROMPT).code == 0
-    assert cli("ask", "-p", "openai", "--cache", *change, PROMPT).code == 0
-    assert sent(fake) == 2
-    assert cli("ask", "-p", "openai", "--cache", *change, PROMPT).code == 0  # its own entry
+    for n, change in enumerate(CHANGES, start=2):
+        assert cli("ask", "-p", "openai", "--cache", *change, PROMPT).code == 0, change
+        assert sent(fake) == n, change
+        assert cli("ask", "-p", "openai", "--cache", *change, PROMPT).code == 0  # its own entry
+        assert sent(fake) == n, change
+    # The plain request's entry is still there, whatever the others stored.
     assert cli("ask", "-p", "openai", "--cache", PROMPT).code == 0
-    assert sent(fake) == 2
+    assert sent(fake) == len(CHANGES) + 1
 
 
 def test_an_attachment_is_keyed_by_what_is_sent_not_where_it_was_read(cli, fake, tmp_path):
@@ -180,14 +184,12 @@ def test_another_endpoint_is_another_request(cli, fake):
     assert [r.prefix for r in fake.requests_for("openai")] == ["", "/proxy"]
 
 
-@pytest.mark.parametrize(
-    "same", [["--timeout", "30"], ["--retries", "0"], ["--tag", "nightly"]], ids=lambda c: c[0]
-)
-def test_options_that_do_not_change_the_answer_still_hit(cli, fake, same):
+def test_options_that_do_not_change_the_answer_still_hit(cli, fake):
     assert cli("ask", "-p", "openai", "--cache", PROMPT).code == 0
-    result = cli("ask", "-p", "openai", "--cache", *same, PROMPT)
-    assert (result.code, result.out) == (0, "Hello from the fake server.\n")
-    assert sent(fake) == 1
+    for same in (["--timeout", "30"], ["--retries", "0"], ["--tag", "nightly"]):
+        result = cli("ask", "-p", "openai", "--cache", *same, PROMPT)
+        assert (result.code, result.out) == (0, "Hello from the fake server.\n"), same
+        assert sent(fake) == 1, same
 
 
 def test_the_key_is_never_stored_and_another_key_still_hits(cli, fake):

@@ -169,9 +169,12 @@ def dime_prices():
 
 def test_costs_are_exact_in_json_the_log_and_the_sums(cli, fake, dime_prices):
     fake.script("openai", *[Reply(input_tokens=1, output_tokens=1)] * 10)
-    for _ in range(10):
-        result = cli("ask", "-p", "openai", "-m", "ft:dimes", "--json", "hi")
-        assert result.code == 0, result.err
+    # Nine calls in one chat, then one ask: a process each for the ten cost 9 SDK imports more.
+    chat = cli("chat", "-p", "openai", "-m", "ft:dimes", stdin="hi\n" * 9)
+    assert chat.code == 0, chat.err
+    assert len(fake.requests_for("openai")) == 9
+    result = cli("ask", "-p", "openai", "-m", "ft:dimes", "--json", "hi")
+    assert result.code == 0, result.err
     # 1 token at $0.1/M plus 1 at $0.2/M is $0.0000003 exactly; a float sum says 3.0000000000000004e-07.
     assert json.loads(result.out)["cost_usd"] == 3e-07
     assert '"cost_usd": 0.0000003,' in result.out  # written digit for digit
