@@ -158,36 +158,17 @@ class Journal:
             self._log = None
 
     def record(
-        self,
-        call: Call,
-        *,
-        conversation_id: str | None,
-        before: Conversation | None = None,
-        response: Response | None = None,
-        error: errors.LlmcliError | None = None,
-        status: str = "ok",
-        partial_text: str | None = None,
-        request_uid: str | None = None,
-        reservation: Reservation | None = None,
+        self, call: Call, *, reservation: Reservation | None = None, **row: Any
     ) -> Logged | None:
-        """Write one row for `call`, which continued `before` (if any); None if not logged.
+        """Write one row for `call` (the `row` made of the keywords, which `row` names); None if
+        not logged.
 
         A call that held a budget `reservation` settles it: the reservation becomes this row,
         in one transaction. With the log off the row keeps only what the budget counts (provider,
         model, tokens, cost, tag, status), no prompt or answer: otherwise `--no-log` would be a
         way around every budget.
         """
-        record = self.row(
-            call,
-            conversation_id=conversation_id,
-            before=before,
-            response=response,
-            error=error,
-            status=status,
-            partial_text=partial_text,
-            request_uid=request_uid,
-            reserved=reservation is not None,
-        )
+        record = self.row(call, reserved=reservation is not None, **row)
         return None if record is None else self.write(record, reservation)
 
     def row(

@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import tempfile
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -103,3 +107,32 @@ def cleanup() -> None:
     """At the end of the session: this process's template."""
     if _template is not None:
         drop_database(_template)
+
+
+TOOLS = Path(__file__).resolve().parent.parent / "tools"
+
+
+@contextlib.contextmanager
+def own_server() -> Iterator[tuple[Path, str]]:
+    """A PostgreSQL of the caller's own (folder, URL), which it may pause, resume, stop and
+    start (`server`); stopped at the end.
+
+    Its folder is made in the system's temporary folder, not pytest's: as root, the server
+    runs as the `postgres` user, who may not enter pytest's private folders.
+    """
+    require()
+    folder = Path(tempfile.mkdtemp(prefix="llmcli-pg-test-"))
+    started = subprocess.run([str(TOOLS / "pg-test-server"), "start", str(folder)],
+                             capture_output=True, text=True, timeout=120, cwd="/")  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    try:
+        yield folder, started.stdout.strip()
+    finally:
+        subprocess.run([str(TOOLS / "pg-test-server"), "stop", str(folder)], timeout=60, cwd="/")
+
+
+def server(folder: Path, action: str) -> None:
+    """`tools/pg-test-server ACTION FOLDER` (pause, resume, stop, start) on an `own_server`."""
+    done = subprocess.run([str(TOOLS / "pg-test-server"), action, str(folder)],
+                          capture_output=True, text=True, timeout=60, cwd="/")  # fmt: skip
+    assert done.returncode == 0, done.stderr

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
-import subprocess
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -176,20 +174,9 @@ def test_a_budget_still_stops_the_call_that_would_pass_it(fake, tmp_path):
 
 @pytest.fixture
 def own_server():
-    """A PostgreSQL of this test's own, which it pauses (as in tests/test_team.py)."""
-    pg.require()
-    folder = Path(tempfile.mkdtemp(prefix="llmcli-pg-test-"))
-    started = subprocess.run([str(TOOLS / "pg-test-server"), "start", str(folder)],
-                             capture_output=True, text=True, timeout=120, cwd="/")  # fmt: skip
-    assert started.returncode == 0, started.stderr
-    yield folder, started.stdout.strip()
-    subprocess.run([str(TOOLS / "pg-test-server"), "stop", str(folder)], timeout=60, cwd="/")
-
-
-def _pg(folder: Path, action: str) -> None:
-    done = subprocess.run([str(TOOLS / "pg-test-server"), action, str(folder)],
-                          capture_output=True, text=True, timeout=60, cwd="/")  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    """A PostgreSQL of this test's own, which it may pause and resume (`pg.own_server`)."""
+    with pg.own_server() as held:
+        yield held
 
 
 def _pg_uids(url: str) -> set[str]:
@@ -209,14 +196,14 @@ def test_a_team_log_gets_every_row_and_the_spool_those_it_could_not(fake, tmp_pa
         answers = burst(served, [f"call {n}" for n in range(20)])
         first = {a["llmcli"]["request_id"] for _, a in answers}
         wait_for(lambda: _pg_uids(url) == first, "the burst's rows in PostgreSQL")
-        _pg(folder, "pause")
+        pg.server(folder, "pause")
         started = time.monotonic()
         away = burst(served, [f"away {n}" for n in range(3)])
         assert [status for status, _ in away] == [200] * 3
         assert time.monotonic() - started < 5  # the answers do not wait for the database
         stop(served)  # the drain waits for the queued rows: spooled
         assert "kept in" in served.stderr and "log sync" in served.stderr
-        _pg(folder, "resume")
+        pg.server(folder, "resume")
         env = {**base_env(), "LLMCLI_HOME": str(served.home), "LLMCLI_DB": url}
         assert run_cli("log", "sync", env=env).code == 0
         assert _pg_uids(url) == first | {a["llmcli"]["request_id"] for _, a in away}

@@ -316,26 +316,9 @@ def test_cost_by_host_and_user_on_the_local_log():
 
 @pytest.fixture
 def own_server():
-    """A PostgreSQL of this test's own, which it may stop and start (tools/pg-test-server).
-
-    Its folder is made in the system's temporary folder, not pytest's: as root, the server
-    runs as the `postgres` user, who may not enter pytest's private folders.
-    """
-    import tempfile
-
-    pg.require()
-    folder = Path(tempfile.mkdtemp(prefix="llmcli-pg-test-"))
-    started = subprocess.run([str(TOOLS / "pg-test-server"), "start", str(folder)],
-                             capture_output=True, text=True, timeout=120, cwd="/")  # fmt: skip
-    assert started.returncode == 0, started.stderr
-    yield folder, started.stdout.strip()
-    subprocess.run([str(TOOLS / "pg-test-server"), "stop", str(folder)], timeout=60, cwd="/")
-
-
-def _server(folder: Path, action: str) -> None:
-    done = subprocess.run([str(TOOLS / "pg-test-server"), action, str(folder)],
-                          capture_output=True, text=True, timeout=60, cwd="/")  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    """A PostgreSQL of this test's own, which it may pause and resume (`pg.own_server`)."""
+    with pg.own_server() as held:
+        yield held
 
 
 def test_a_database_stopped_mid_chat_loses_no_turn_and_syncs_each_once(own_server):
@@ -364,7 +347,7 @@ def test_a_database_stopped_mid_chat_loses_no_turn_and_syncs_each_once(own_serve
 
     say("one", 1)
     say("two", 2)
-    _server(folder, "pause")
+    pg.server(folder, "pause")
     for word in ("three", "four", "five"):
         chat.stdin.write(f"{word}\n".encode())
         chat.stdin.flush()
@@ -377,7 +360,7 @@ def test_a_database_stopped_mid_chat_loses_no_turn_and_syncs_each_once(own_serve
     assert [a for a in answers if a] == ["one", "two", "three", "four", "five"]
     warnings = errs[0].decode().splitlines()
     assert len(warnings) == 1 and "3 calls are kept in" in warnings[0], warnings
-    _server(folder, "resume")
+    pg.server(folder, "resume")
     report = run_cli("cost", "--format", "json", env=env)  # reaches it: sends the spool first
     assert report.code == 0, report.err
     assert json.loads(report.out)["total"]["calls"] == 5
@@ -397,10 +380,10 @@ def _rows(url: str) -> int:
 def test_log_sync_sends_the_spool_and_says_how_many(own_server):
     folder, url = own_server
     env = {**base_env(), "LLMCLI_DB": url}
-    _server(folder, "pause")
+    pg.server(folder, "pause")
     for word in ("a", "b"):
         assert run_cli("ask", "-p", "echo", word, env=env).code == 0
-    _server(folder, "resume")
+    pg.server(folder, "resume")
     sync = run_cli("log", "sync", env=env)
     assert sync.code == 0, sync.err
     assert sync.out.startswith("Sent 2 calls from ") and "spool.db" in sync.out
