@@ -448,6 +448,75 @@ def test_stream_sends_each_token_as_it_arrives(api, fake):
     assert rest[4:] == ["[DONE]"]
 
 
+def _frames(sock: socket.socket) -> Any:
+    """The body of a chunked HTTP response read from `sock`, one chunk (one write of serve's) at
+    a time, as it arrives."""
+    buffer = b""
+
+    def more() -> None:
+        nonlocal buffer
+        data = sock.recv(65536)
+        assert data, "the connection closed mid-response"
+        buffer += data
+
+    while b"\r\n\r\n" not in buffer:
+        more()
+    head, buffer = buffer.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head.lower()
+    while True:
+        while b"\r\n" not in buffer:
+            more()
+        size_line, rest = buffer.split(b"\r\n", 1)
+        size = int(size_line, 16)
+        while len(rest) < size + 2:
+            more()
+            size_line, rest = buffer.split(b"\r\n", 1)
+        buffer = rest[size + 2 :]
+        if size == 0:
+            return
+        yield rest[:size]
+
+
+def test_tokens_that_arrive_together_leave_together_and_the_first_never_waits(api, fake):
+    """The fake sends 199 tokens back to back, then holds the last: serve writes the first
+    before the fake lets the last go, and joins tokens that reached it in one read, so the
+    client gets fewer writes than tokens (one write per token before)."""
+    gate = threading.Event()
+    words = [f" w{i}" for i in range(200)]
+    fake.script("openai", Reply(chunks=words, gate=gate))
+    sock = socket.create_connection(("127.0.0.1", api.port), timeout=10)
+    try:
+        body = json.dumps({"message": "go", "provider": "openai"}).encode()
+        sock.sendall(
+            b"POST /stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s"
+            % (TOKEN.encode(), len(body), body)
+        )
+        frames = _frames(sock)
+        held: list[bytes] = []
+        for frame in frames:
+            held.append(frame)
+            if b"w198" in frame:
+                break
+        assert b'"token": " w0"' in held[0] or b'"token":" w0"' in held[0]
+        rec = fake.requests_for("openai")[0]
+        assert not rec.done.is_set() and rec.chunks_sent == len(words) - 1  # the last is held
+        gate.set()
+        rest = list(frames)
+    finally:
+        gate.set()
+        sock.close()
+    events = [
+        json.loads(line[6:])
+        for frame in held + rest
+        for line in frame.split(b"\n")
+        if line.startswith(b"data: {")
+    ]
+    assert [e["token"] for e in events if "token" in e] == words
+    assert len(held) < len(words) - 1  # several tokens in one write
+    assert (held + rest)[-1].endswith(b"data: [DONE]\n\n")
+
+
 def test_a_failure_after_the_stream_began_is_an_error_event(api, fake):
     fake.script("anthropic", Reply(text="one two three", stream_error_after=2))
     conn, response = _open_stream(api, {"message": "go", "provider": "anthropic"})
