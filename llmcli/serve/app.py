@@ -257,8 +257,8 @@ class _Opener:
     the first time there is something to send: the first token, or the end. `first` goes out
     with that first piece, in one write.
 
-    Tokens are queued (`queue`) and written by a task of their own (`_pump`), which runs only
-    when the call's task waits, for the upstream's next bytes above all. So the tokens decoded
+    Tokens after the first are queued (`queue`) and written by a task of their own (`_pump`),
+    which runs only when the call's task waits, for the upstream's next bytes above all. So the tokens decoded
     from one upstream read go to the client in one ASGI message and one socket write, not one
     each (each write costs serve CPU time and the client a read: docs/performance.md, "serve"),
     and a token is never held for one that has not arrived yet. A client that reads slower
@@ -289,7 +289,12 @@ class _Opener:
         await _body(self.send, data, more)
 
     async def queue(self, data: bytes) -> None:
-        """Send `data` as soon as the call's task waits, with whatever else came by then."""
+        """Send `data` as soon as the call's task waits, with whatever else came by then; the
+        stream's first token at once (joined, it would wait while the tokens that came with it
+        are decoded: the first-token latency is the one a user sees)."""
+        if not self.started:
+            await self.write(data)
+            return
         writer = self.writer
         if writer is None:
             # Its first step runs once this task waits, with the tokens queued by then.
@@ -365,7 +370,7 @@ def _chat_stream(
             send,
             opened,
             lambda deliver: run(call, chain, True, deliver),
-            token=lambda text: wire.chunk(cid, created, model, {"content": text}),
+            token=wire.sse_of_text(wire.chunk(cid, created, model, {"content": ""}), "content"),
             failed=lambda error: error.body(),
             tail=tail,
         )
@@ -393,7 +398,7 @@ def _token_stream(run: Runner, call: Any, chain: Any) -> Any:
             send,
             _Opener(send),
             lambda deliver: run(call, chain, True, deliver),
-            token=lambda text: {"token": text},
+            token=wire.sse_of_text({"token": ""}, "token"),
             failed=lambda e: {"error": {"type": e.kind, "message": e.message, "code": e.code}},
             tail=tail,
         )
@@ -406,16 +411,16 @@ async def _stream_events(
     opened: _Opener,
     start: Callable[[Callable[[str], Awaitable[None]]], Awaitable[Any]],
     *,
-    token: Callable[[str], Any],
+    token: Callable[[str], bytes],
     failed: Callable[[wire.ApiError], Any],
     tail: Callable[[Any], bytes],
 ) -> None:
-    """A streamed call as server-sent events, for both streaming routes: each piece as
-    `token(text)`, then `tail(outcome)` and `[DONE]`. A failure before anything was sent is a
+    """A streamed call as server-sent events, for both streaming routes: each piece as the
+    event `token(text)`, then `tail(outcome)` and `[DONE]`. A failure before anything was sent is a
     plain error response with its status; after, it is one `failed(error)` event and `[DONE]`."""
 
     async def deliver(text: str) -> None:
-        await opened.queue(wire.sse(token(text)))
+        await opened.queue(token(text))
 
     try:
         try:
