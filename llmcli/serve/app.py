@@ -341,9 +341,11 @@ class _Opener:
 
     def close(self) -> None:
         """The call ended or was cancelled: nothing more is written."""
-        if self.writer is not None:
-            self.writer.cancel()
-            self.writer = None
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            if writer.done() and not writer.cancelled():
+                writer.exception()  # seen: the call has failed or ended already
+            writer.cancel()
 
 
 def _chat_stream(
