@@ -257,29 +257,15 @@ class _Opener:
     the first time there is something to send: the first token, or the end. `first` goes out
     with that first piece, in one write.
 
-    Tokens after the first are queued (`queue`) and written by a task of their own (`_pump`),
-    which runs only when the call's task waits, for the upstream's next bytes above all. So the tokens decoded
-    from one upstream read go to the client in one ASGI message and one socket write, not one
-    each (each write costs serve CPU time and the client a read: docs/performance.md, "serve"),
-    and a token is never held for one that has not arrived yet. A client that reads slower
-    than the tokens come still holds the call back, as a direct write would: `queue` waits
-    while a write waits for the client.
-    """
+    Each token is one write. Joining the tokens decoded from one upstream read into one write
+    was measured (docs/performance.md, "serve", fourth pass) and saved no CPU time here: the
+    fake's events mostly reach serve one or two per read, and the writer task it needs costs
+    what the writes saved."""
 
     def __init__(self, send: Send, first: bytes = b"") -> None:
         self.send = send
         self.first = first
         self.started = False
-        self.pending: list[bytes] = []
-        self.writer: asyncio.Task[None] | None = None
-        self.wake: asyncio.Future[None] | None = None  # the writer waits on it for a token
-        self.busy: asyncio.Future[None] | None = None  # set while a write waits for the client
-
-    @property
-    def opened(self) -> bool:
-        """Whether a token was sent or is on its way: an error after it is an event, not a
-        status."""
-        return self.started or bool(self.pending)
 
     async def write(self, data: bytes, more: bool = True) -> None:
         if not self.started:
@@ -287,65 +273,6 @@ class _Opener:
             await self.send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
             data = self.first + data
         await _body(self.send, data, more)
-
-    async def queue(self, data: bytes) -> None:
-        """Send `data` as soon as the call's task waits, with whatever else came by then; the
-        stream's first token at once (joined, it would wait while the tokens that came with it
-        are decoded: the first-token latency is the one a user sees)."""
-        if not self.started:
-            await self.write(data)
-            return
-        writer = self.writer
-        if writer is None:
-            # Its first step runs once this task waits, with the tokens queued by then.
-            self.writer = asyncio.ensure_future(self._pump())
-        elif writer.done():
-            writer.result()  # a write that failed fails the call here, as it used to
-        self.pending.append(data)
-        if self.wake is not None:
-            if not self.wake.done():
-                self.wake.set_result(None)
-            self.wake = None
-        if self.busy is not None:
-            await asyncio.shield(self.busy)
-
-    async def _pump(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self.pending:
-                self.wake = loop.create_future()
-                await self.wake
-                continue
-            data = b"".join(self.pending)
-            self.pending.clear()
-            self.busy = loop.create_future()
-            try:
-                await self.write(data)
-            finally:
-                self.busy.set_result(None)
-                self.busy = None
-
-    async def finish(self, data: bytes) -> None:
-        """The stream's last write: what is still queued, then `data`, ending the response."""
-        writer = self.writer
-        if writer is not None:
-            while self.busy is not None:
-                await asyncio.shield(self.busy)
-            if writer.done():
-                writer.result()
-            writer.cancel()
-            self.writer = None
-        data = b"".join(self.pending) + data
-        self.pending.clear()
-        await self.write(data, more=False)
-
-    def close(self) -> None:
-        """The call ended or was cancelled: nothing more is written."""
-        writer, self.writer = self.writer, None
-        if writer is not None:
-            if writer.done() and not writer.cancelled():
-                writer.exception()  # seen: the call has failed or ended already
-            writer.cancel()
 
 
 def _chat_stream(
@@ -422,23 +349,20 @@ async def _stream_events(
     plain error response with its status; after, it is one `failed(error)` event and `[DONE]`."""
 
     async def deliver(text: str) -> None:
-        await opened.queue(token(text))
+        await opened.write(token(text))
 
     try:
-        try:
-            outcome = await start(deliver)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            error = _failure(exc)
-            if not opened.opened:
-                await _send_error(send, error)
-                return
-            await opened.finish(wire.sse(failed(error)) + wire.sse("[DONE]"))
+        outcome = await start(deliver)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        error = _failure(exc)
+        if not opened.started:
+            await _send_error(send, error)
             return
-        await opened.finish(tail(outcome) + wire.sse("[DONE]"))
-    finally:
-        opened.close()
+        await _body(send, wire.sse(failed(error)) + wire.sse("[DONE]"), more=False)
+        return
+    await opened.write(tail(outcome) + wire.sse("[DONE]"), more=False)
 
 
 def _failure(exc: BaseException) -> wire.ApiError:
