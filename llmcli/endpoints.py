@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+import stat
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -84,6 +86,12 @@ class Endpoints(NamedTuple):
 
 _NONE = Endpoints(None)
 _cache: dict[tuple[str, int, int], Endpoints] = {}
+
+# How long a file's stat (and resolved path) is trusted. `serve` prepares every request, which
+# stats config.toml (resolving its path) and prices.toml: about 0.05 ms a request for files that
+# hardly ever change. A file written is still seen within this time (docs/serve.md).
+STAT_TTL_S = 1.0
+_seen: dict[tuple[str, str], tuple[float, Any]] = {}
 _registered: tuple[str, ...] = ()
 _current = _NONE
 
@@ -95,6 +103,43 @@ def current() -> Endpoints:
 
 def _problem(path: Path, where: str, what: str, fix: str) -> errors.ConfigError:
     return errors.ConfigError(f"{path}: {where}: {what}", fix)
+
+
+def _recent(kind: str, path: Path, look: Callable[[Path], Any]) -> Any:
+    """`look(path)` as it was at most `STAT_TTL_S` ago (a relative path, which depends on the
+    working directory, is looked at every time)."""
+    if not path.is_absolute():
+        return look(path)
+    key, now = (kind, os.fspath(path)), time.monotonic()
+    seen = _seen.get(key)
+    if seen is not None and now - seen[0] < STAT_TTL_S:
+        return seen[1]
+    value = look(path)
+    if len(_seen) >= 256:  # paths come from settings: a few; never let them grow unbounded
+        _seen.clear()
+    _seen[key] = (now, value)
+    return value
+
+
+def _stat(path: Path) -> os.stat_result | OSError:
+    try:
+        return os.stat(path)
+    except OSError as exc:
+        return exc
+
+
+def recent_stat(path: Path) -> os.stat_result:
+    """`path.stat()` as it was at most `STAT_TTL_S` ago; raises its OSError likewise."""
+    info = _recent("stat", path, _stat)
+    if isinstance(info, OSError):
+        raise info
+    return info
+
+
+def recent_is_file(path: Path) -> bool:
+    """`path.is_file()` as it was at most `STAT_TTL_S` ago."""
+    info = _recent("stat", path, _stat)
+    return not isinstance(info, OSError) and stat.S_ISREG(info.st_mode)
 
 
 def location(env: Environment) -> Path | None:
@@ -112,7 +157,7 @@ def location(env: Environment) -> Path | None:
     if found is not None:
         return Path(found[0].strip()).expanduser()
     default = paths.home(env) / "config.toml"
-    return default if default.is_file() else None
+    return default if recent_is_file(default) else None
 
 
 def load(env: Environment) -> Endpoints:
@@ -122,13 +167,13 @@ def load(env: Environment) -> Endpoints:
         _register(_NONE)
         return _NONE
     try:
-        info = path.stat()
+        info = recent_stat(path)
     except OSError as exc:
         raise errors.ConfigError(
             f"cannot read the config file {path}: {exc.strerror or exc}",
             "check the path given with --config or LLMCLI_CONFIG",
         ) from None
-    key = (str(path.resolve()), info.st_mtime_ns, info.st_size)
+    key = (_recent("resolved", path, lambda p: str(p.resolve())), info.st_mtime_ns, info.st_size)
     found = _cache.get(key)
     if found is None:
         found = _parse(path, _remembered(env, path, key))

@@ -77,7 +77,10 @@ def _price(value: Any) -> Decimal:
 
 def load_overrides(path: Path) -> dict[tuple[str, str], Override]:
     """Read `prices.toml`: one table per provider, one sub-table per model (docs/cost.md)."""
-    if not path.is_file():
+    from llmcli import endpoints
+
+    # Whether it exists, as seen within the last second: serve asks on every request.
+    if not endpoints.recent_is_file(path):
         return {}
     try:
         import tomllib

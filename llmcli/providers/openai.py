@@ -149,6 +149,28 @@ class _Chunks:
             yield Chunk(usage=_usage(event.usage), model=event.model)
 
 
+def _text_of(event: Any) -> str | None:
+    """The text of a streamed chunk of the usual shape (one choice with a text delta, no refusal,
+    no finish reason, no usage), read straight from its JSON; None for any other shape, which
+    `_Chunks.read` reads. Nearly every event of a stream is of this shape, and wrapping each in
+    `_Fields` cost more than the rest of llmcli's work on it (docs/performance.md, "serve")."""
+    if type(event) is not dict or event.get("usage") is not None:
+        return None
+    choices = event.get("choices")
+    if type(choices) is not list or len(choices) != 1:
+        return None
+    choice = choices[0]
+    if type(choice) is not dict or choice.get("finish_reason"):
+        return None
+    delta = choice.get("delta")
+    if type(delta) is not dict or delta.get("refusal"):
+        return None
+    content = delta.get("content")
+    if content is None:
+        return ""
+    return content if type(content) is str else None
+
+
 class OpenAIProvider(Provider):
     """OpenAI Chat Completions, and any server that speaks it (a named endpoint reuses this)."""
 
@@ -290,8 +312,13 @@ class OpenAIProvider(Provider):
             )
             async with events:
                 async for event in events:
-                    for chunk in chunks.read(_Fields.of(event)):
-                        yield chunk
+                    text = _text_of(event)
+                    if text is None:
+                        for chunk in chunks.read(_Fields.of(event)):
+                            yield chunk
+                    elif text:
+                        chunks.answered = True
+                        yield Chunk(text=text, model=event.get("model"), request_id=event.get("id"))
 
     def list_models(self, timeout: float = LIST_TIMEOUT) -> list[str]:
         from llmcli import transport
