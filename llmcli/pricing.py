@@ -14,6 +14,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import math
+import stat
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -75,13 +77,37 @@ def _price(value: Any) -> Decimal:
     return Decimal(str(value))
 
 
-def load_overrides(path: Path) -> dict[tuple[str, str], Override]:
-    """Read `prices.toml`: one table per provider, one sub-table per model (docs/cost.md)."""
+# The last parse of each price overrides file, by the file's identity (inode, size, mtime):
+# serve prepares every request with them, and reading the TOML each time cost more than the rest
+# of the price lookup.
+_parsed: dict[str, tuple[tuple[int, int, int], dict[tuple[str, str], Override]]] = {}
+
+
+def load_overrides(path: Path) -> Mapping[tuple[str, str], Override]:
+    """Read `prices.toml`: one table per provider, one sub-table per model (docs/cost.md).
+
+    The file as seen within the last second (`endpoints.recent_stat`: serve asks on every
+    request); parsed again only when it has changed."""
     from llmcli import endpoints
 
-    # Whether it exists, as seen within the last second: serve asks on every request.
-    if not endpoints.recent_is_file(path):
+    try:
+        info = endpoints.recent_stat(path)
+    except OSError:
         return {}
+    if not stat.S_ISREG(info.st_mode):
+        return {}
+    identity = (info.st_ino, info.st_size, info.st_mtime_ns)
+    held = _parsed.get(str(path))
+    if held is not None and held[0] == identity:
+        return held[1]
+    overrides = _parse_overrides(path)
+    if len(_parsed) >= 16:  # one path in use, a few in tests: never unbounded
+        _parsed.clear()
+    _parsed[str(path)] = (identity, overrides)
+    return overrides
+
+
+def _parse_overrides(path: Path) -> dict[tuple[str, str], Override]:
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
@@ -313,7 +339,7 @@ def cost(
     models: list[str | None],
     usage: Usage,
     *,
-    overrides: dict[tuple[str, str], Override] | None = None,
+    overrides: Mapping[tuple[str, str], Override] | None = None,
     when: dt.datetime | None = None,
     batch: bool = False,
 ) -> Price:

@@ -57,6 +57,12 @@ def test_a_price_override_written_while_serving_is_used_within_a_second(served, 
     written = time.monotonic()
     # 5 input and 4 output tokens at 1,000 USD a million each.
     _until(lambda: _summary(served)[1]["cost_usd"] == pytest.approx(0.009), written)
+    # Changed again: the parse kept since is not used any more (a file of the same size).
+    (served.home / "prices.toml").write_text(
+        '[openai."gpt-4o-mini"]\ninput = 2000\noutput = 2000\n'
+    )
+    written = time.monotonic()
+    _until(lambda: _summary(served)[1]["cost_usd"] == pytest.approx(0.018), written)
 
 
 def test_a_budget_written_to_config_while_serving_applies_within_a_second(served, fake):
