@@ -14,11 +14,12 @@ messages its call added (usually one user message) and the uid of the row it con
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from llmcli.errors import LlmcliError
@@ -181,6 +182,23 @@ class LogFailure(Exception):
         super().__init__(f"{location}: {error}")
         self.error = error
         self.location = location
+
+
+_T = TypeVar("_T")
+
+
+def failures(method: Callable[..., _T]) -> Callable[..., _T]:
+    """A log backend's method whose driver failures (the backend's `FAILURES`, and OSError)
+    leave as `LogFailure`, the one kind callers handle."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> _T:
+        try:
+            return method(self, *args, **kwargs)
+        except (*self.FAILURES, OSError) as exc:
+            raise LogFailure(self._failure(exc), self.location) from None
+
+    return wrapper
 
 
 class DatabaseTrouble(Exception):

@@ -12,16 +12,13 @@ team's PostgreSQL log, as the calls' do. Nothing here imports a database driver.
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
-from llmcli.calllog import LogFailure, utc_now
-
-T = TypeVar("T")
+from llmcli.calllog import failures, utc_now
 
 # Every column but `items`, which can hold 100,000 entries: `batch list` reads none of them.
 _SUMMARY = (
@@ -95,19 +92,6 @@ def _job(row: Any, with_items: bool) -> Job:
     )
 
 
-def _failures(method: Callable[..., T]) -> Callable[..., T]:
-    """As `llmcli.sqllog.failures` (which imports this module, so cannot be imported here)."""
-
-    @functools.wraps(method)
-    def wrapper(self: Any, *args: Any, **kwargs: Any) -> T:
-        try:
-            return method(self, *args, **kwargs)
-        except (*self.FAILURES, OSError) as exc:
-            raise LogFailure(self._failure(exc), self.location) from None
-
-    return wrapper
-
-
 class JobSql:
     """The `batch_jobs` statements, for any `SqlLog` backend (which provides `_run`, `_one`,
     `_all`, `transaction`, `FAILURES`, `_failure` and `location`)."""
@@ -130,7 +114,7 @@ class JobSql:
     def _failure(self, exc: BaseException) -> BaseException:
         return exc
 
-    @_failures
+    @failures
     def job_add(self, job: Job) -> None:
         """Remember a job just submitted (once: the same provider and id is not added twice)."""
         items = json.dumps(
@@ -150,7 +134,7 @@ class JobSql:
                  job.host, job.os_user),
             )  # fmt: skip
 
-    @_failures
+    @failures
     def job_update(self, job: Job) -> None:
         """Keep what the provider last said of a job: its state, counts and error."""
         job.updated = utc_now()
@@ -162,7 +146,7 @@ class JobSql:
                  job.provider, job.job_id),
             )  # fmt: skip
 
-    @_failures
+    @failures
     def jobs_named(self, job_id: str) -> list[Job]:
         """The jobs with this id (one, but two endpoints could each have issued it), with their
         items."""
@@ -171,12 +155,12 @@ class JobSql:
         )
         return [_job(row, with_items=True) for row in rows]
 
-    @_failures
+    @failures
     def job_count(self) -> int:
         """How many jobs the log remembers."""
         return int(self._one("SELECT COUNT(*) AS n FROM batch_jobs")["n"])
 
-    @_failures
+    @failures
     def jobs(self, limit: int = 50) -> list[Job]:
         """The most recently submitted jobs, newest first, without their items."""
         rows = self._all(

@@ -11,14 +11,13 @@ imports a database driver.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields
 from decimal import Decimal
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 from llmcli import money
 from llmcli.calllog import (
@@ -26,11 +25,11 @@ from llmcli.calllog import (
     CacheStats,
     CallRecord,
     Conversation,
-    LogFailure,
     OverLimit,
     Reservation,
     Spent,
     Window,
+    failures,
     full_messages,
     new_uid,
     utc_now,
@@ -62,7 +61,6 @@ GROUP_KEYS = {
     "source": "source",
     "batch": "batch_id",
 }
-T = TypeVar("T")
 
 
 def row_values(record: CallRecord) -> list[Any]:
@@ -87,19 +85,6 @@ def record_of(row: Any) -> CallRecord:
     data["cached"] = None if data["cached"] is None else bool(data["cached"])
     data["messages"] = json.loads(data["messages"]) if data["messages"] else None
     return CallRecord(**data)
-
-
-def failures(method: Callable[..., T]) -> Callable[..., T]:
-    """The driver's failures leave a backend as `LogFailure`, the one kind callers handle."""
-
-    @functools.wraps(method)
-    def wrapper(self: SqlLog, *args: Any, **kwargs: Any) -> T:
-        try:
-            return method(self, *args, **kwargs)
-        except (*self.FAILURES, OSError) as exc:
-            raise LogFailure(self._failure(exc), self.location) from None
-
-    return wrapper
 
 
 def later(seconds: float) -> str:
