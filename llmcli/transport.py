@@ -202,7 +202,7 @@ class _Watch:
     """What the sync and async bodies share: the first bytes kept, the deadline checked, the
     alarm that ends a read left waiting at the deadline.
 
-    An async body may be iterated twice: the openai SDK's async client reads a stream up to
+    A body may be iterated twice (so far only seen of an async one): the openai SDK's async client reads a stream up to
     `[DONE]`, then iterates the body again to drain it. There is one alarm per body, armed by
     the first iteration and disarmed by whichever ends first or by `aclose`: an alarm armed by
     each iteration left the first one set until the deadline (`LLM_TIMEOUT`, ten minutes by
@@ -223,6 +223,14 @@ class _Watch:
         if self.current.deadline is None or self.sock is None:
             return None
         return max(self.current.deadline - time.monotonic(), 0.0)
+
+    def _arm(self, start: Callable[[float], Any]) -> None:
+        """Set the alarm for the deadline (`start(seconds left)` makes it), once per body
+        however often the body is iterated (see above): a second alarm would leave the first
+        set, and ringing, it would cut a connection the pool may have lent to another request."""
+        left = self._left()
+        if left is not None and self.alarm is None:
+            self.alarm = start(left)
 
     def _seen(self, chunk: bytes) -> None:
         current = self.current
@@ -271,11 +279,7 @@ class _Watched(_Watch, httpx2.SyncByteStream):
     """
 
     def __iter__(self) -> Iterator[bytes]:
-        left = self._left()
-        if left is not None:
-            self.alarm = threading.Timer(left, self._ring)
-            self.alarm.daemon = True
-            self.alarm.start()
+        self._arm(self._timer)
         try:
             for chunk in self.inner:
                 self._seen(chunk)
@@ -289,6 +293,12 @@ class _Watched(_Watch, httpx2.SyncByteStream):
         finally:
             self._disarm()
 
+    def _timer(self, left: float) -> threading.Timer:
+        alarm = threading.Timer(left, self._ring)
+        alarm.daemon = True
+        alarm.start()
+        return alarm
+
     def close(self) -> None:
         self._release()
         self.inner.close()
@@ -300,9 +310,7 @@ class _AsyncWatched(_Watch, httpx2.AsyncByteStream):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         import asyncio
 
-        left = self._left()
-        if left is not None and self.alarm is None:  # once: see `_Watch`
-            self.alarm = asyncio.get_running_loop().call_later(left, self._ring)
+        self._arm(lambda left: asyncio.get_running_loop().call_later(left, self._ring))
         try:
             async for chunk in self.inner:
                 self._seen(chunk)
