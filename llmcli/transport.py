@@ -409,7 +409,13 @@ def client(**options: Any) -> Client:
 
 
 def async_client(**options: Any) -> AsyncClient:
-    return AsyncClient(**_defaults(options))
+    """The async twin of `client`, its direct connections on the event loop's own transports
+    (`aionet`: anyio's streams cost a timer per read)."""
+    from llmcli import aionet
+
+    found = AsyncClient(**_defaults(options))
+    aionet.install(found)
+    return found
 
 
 def _defaults(options: dict[str, Any]) -> dict[str, Any]:

@@ -53,7 +53,8 @@ the one exception is the Batch API's own calls, see tests/fakebatch.py):
   reads and writes (``cache_write_tokens`` → ``cache_creation_input_tokens``), the others'
   prompt counts include the cached tokens; OpenAI's and Anthropic's output counts include the
   reasoning, Gemini's ``candidatesTokenCount`` does not.
-* Streams use ``Transfer-Encoding: chunked`` plus ``Connection: close``. Chunked framing is what
+* Streams use ``Transfer-Encoding: chunked``, and the connection stays open after a stream that
+  ends normally, as the providers' do (a client reuses it). Chunked framing is what also
   makes an abrupt close detectable: without it an SSE body ends at EOF, so a dropped connection
   would look like a normal end of stream and the SDKs would raise nothing.
 * Gemini ``content_filter`` (and other blocking raw reasons such as ``RECITATION``): a
@@ -1811,14 +1812,12 @@ class _Exchange:
     def _send_stream(self, plan: _StreamPlan) -> None:
         """Send an SSE stream with chunked framing, applying the reply's stream faults."""
         reply, rec = self.reply, self.rec
-        self.h.close_connection = True
         self._start_response(
             200,
             [
                 ("Content-Type", plan.content_type),
                 ("Cache-Control", "no-cache"),
                 ("Transfer-Encoding", "chunked"),
-                ("Connection", "close"),
             ],
         )
         if reply.drop_after == 0:
@@ -2189,8 +2188,8 @@ _GEMINI_MODELS = ("gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.0-flash")
 class _Handler(BaseHTTPRequestHandler):
     """Parses and records each request, then hands it to an ``_Exchange``.
 
-    HTTP/1.1 keep-alive works for JSON replies (they carry Content-Length); streams close the
-    connection at their end.
+    HTTP/1.1 keep-alive, for JSON replies (they carry Content-Length) and for streams (chunked)
+    alike; a fault that drops the connection closes it.
     """
 
     protocol_version = "HTTP/1.1"

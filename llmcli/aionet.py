@@ -1,0 +1,250 @@
+"""The async SDK clients' network I/O on the event loop's own transports, not anyio's streams.
+
+httpcore2 (under httpx2, under each SDK's async client) does its socket I/O through a "network
+backend". Its default for asyncio is anyio's, which puts every read and every write in a
+cancel scope with a timeout: a task lookup, a timer scheduled and cancelled, and a context
+manager or two, for each read of a streamed reply. In `llmcli serve`, where every token is
+such a read, that was about a seventh of the server's CPU time (docs/performance.md, "serve",
+sixth pass). This backend reads from a buffer that an `asyncio.Protocol` fills as bytes arrive:
+a read that finds bytes waiting returns them without a timer or a task switch, and one that
+waits arms a single `call_later` for its timeout.
+
+It speaks httpcore2's backend interface (`httpcore2._backends.base`) with its exceptions
+(`ConnectError`, `ReadTimeout`, ...), so httpx2 and the SDKs see the same failures as before.
+Only a direct connection uses it (`install`): a proxy's tunnel keeps anyio's, whose TLS inside
+TLS is proven.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import ssl
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import httpcore2
+from httpcore2._backends.base import AsyncNetworkBackend, AsyncNetworkStream
+
+T = TypeVar("T")
+# Past this many unread bytes the connection stops reading until the reader catches up.
+HIGH_WATER = 256 * 1024
+
+
+class _Stream(asyncio.Protocol, AsyncNetworkStream):
+    """One connection: the protocol the loop feeds, and the stream httpcore2 reads."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._transport: Any = None
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._eof = False  # the peer has ended its side, or the connection is gone
+        self._error: BaseException | None = None  # how the connection broke, if it did
+        self._closed = False  # closed by us
+        self._waiter: asyncio.Future[None] | None = None
+        self._drained: asyncio.Future[None] | None = None  # set while writing is paused
+        self._paused = False
+
+    # --- what the loop calls ------------------------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > HIGH_WATER and not self._paused:
+            self._paused = True
+            self._transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        return False  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._error = exc
+        self._wake()
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    def pause_writing(self) -> None:
+        if self._drained is None or self._drained.done():
+            self._drained = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    # --- what httpcore2 calls -----------------------------------------------------------------
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        if not self._chunks and not self._eof:
+            if self._closed:
+                raise httpcore2.ReadError("the connection is closed")
+            await self._wait(timeout)
+        if self._chunks:
+            return self._take(max_bytes)
+        if self._error is not None:
+            raise httpcore2.ReadError(str(self._error) or type(self._error).__name__)
+        if self._closed:
+            raise httpcore2.ReadError("the connection is closed")
+        return b""  # the peer's orderly end
+
+    def _take(self, max_bytes: int) -> bytes:
+        data = self._chunks.popleft()
+        if len(data) > max_bytes:
+            self._chunks.appendleft(data[max_bytes:])
+            data = data[:max_bytes]
+        self._buffered -= len(data)
+        if self._paused and self._buffered <= HIGH_WATER // 4:
+            self._paused = False
+            _detached(self._transport.resume_reading)
+        return data
+
+    async def _wait(self, timeout: float | None) -> None:
+        self._waiter = waiter = self._loop.create_future()
+        timer = None
+        if timeout is not None:
+            timer = self._loop.call_later(timeout, _expire, waiter)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not buffer:
+            return
+        if self._error is not None or self._closed or self._transport.is_closing():
+            raise httpcore2.WriteError(str(self._error or "the connection is closed"))
+        self._transport.write(buffer)
+        drained = self._drained
+        if drained is not None and not drained.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(drained), timeout)
+            except TimeoutError:
+                raise httpcore2.WriteTimeout("timed out writing the request") from None
+        if self._error is not None:
+            raise httpcore2.WriteError(str(self._error) or type(self._error).__name__)
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._wake()
+            if self._transport is not None:
+                self._transport.close()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> AsyncNetworkStream:
+        try:
+            self._transport = await asyncio.wait_for(
+                self._loop.start_tls(
+                    self._transport, self, ssl_context, server_hostname=server_hostname
+                ),
+                timeout,
+            )
+        except TimeoutError:
+            await self.aclose()
+            raise httpcore2.ConnectTimeout("timed out in the TLS handshake") from None
+        except (OSError, ssl.SSLError, ConnectionError) as exc:
+            await self.aclose()
+            raise httpcore2.ConnectError(str(exc) or type(exc).__name__) from exc
+        return self
+
+    def get_extra_info(self, info: str) -> Any:
+        transport = self._transport
+        if info == "is_readable":  # an idle pooled connection the server has closed or spoken on
+            return bool(self._chunks) or self._eof or self._closed
+        if transport is None:
+            return None
+        if info == "ssl_object":
+            return transport.get_extra_info("ssl_object")
+        if info == "client_addr":
+            return transport.get_extra_info("sockname")
+        if info == "server_addr":
+            return transport.get_extra_info("peername")
+        if info == "socket":
+            return transport.get_extra_info("socket")
+        return None
+
+
+def _detached(function: Callable[..., T], *args: Any) -> T:
+    """`function(*args)` in an empty context. asyncio's transport keeps the context current
+    when it starts (or resumes) reading, for as long as the connection lives; a pooled
+    connection would otherwise keep the request that opened it (its `transport.guard`, reply
+    and body) alive, and run every later reply's callbacks in that request's context."""
+    return contextvars.Context().run(function, *args)
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(httpcore2.ReadTimeout("timed out waiting for the server"))
+
+
+class Backend(AsyncNetworkBackend):
+    """httpcore2's network backend on the running loop's transports."""
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> AsyncNetworkStream:
+        loop = asyncio.get_running_loop()
+        local = (local_address, 0) if local_address else None
+        connect = loop.create_connection(lambda: _Stream(loop), host, port, local_addr=local)
+        try:
+            _, stream = await asyncio.wait_for(_detached(loop.create_task, connect), timeout)
+        except TimeoutError:
+            raise httpcore2.ConnectTimeout(f"timed out connecting to {host}:{port}") from None
+        except OSError as exc:
+            raise httpcore2.ConnectError(str(exc) or type(exc).__name__) from exc
+        sock = stream.get_extra_info("socket")
+        for option in socket_options or ():
+            sock.setsockopt(*option)
+        return stream
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> AsyncNetworkStream:
+        loop = asyncio.get_running_loop()
+        connect = loop.create_unix_connection(lambda: _Stream(loop), path)
+        try:
+            _, stream = await asyncio.wait_for(_detached(loop.create_task, connect), timeout)
+        except TimeoutError:
+            raise httpcore2.ConnectTimeout(f"timed out connecting to {path}") from None
+        except OSError as exc:
+            raise httpcore2.ConnectError(str(exc) or type(exc).__name__) from exc
+        return stream
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+def install(client: Any) -> None:
+    """Give `client` (an httpx2.AsyncClient) this backend for its direct connections; a client
+    whose requests go through a proxy is left as it is."""
+    if any(transport is not None for transport in getattr(client, "_mounts", {}).values()):
+        return
+    pool = getattr(getattr(client, "_transport", None), "_pool", None)
+    if type(pool) is httpcore2.AsyncConnectionPool and hasattr(pool, "_network_backend"):
+        pool._network_backend = Backend()

@@ -1,0 +1,248 @@
+"""llmcli.aionet: the async clients' socket I/O on the event loop's transports.
+
+Every served and batched call already goes through it (test_serve, test_batch); these are the
+paths the fake provider server does not take: TLS, as every real provider speaks it (the real
+openai SDK through a TLS relay in front of the fake), an untrusted certificate, a silent
+server, a refused connection, a reset in the middle of a body, a body larger than the read
+buffer, a pooled connection the server closed, and a proxy (left to anyio). Under asyncio's
+loop and uvloop alike, since serve runs on either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import struct
+import subprocess
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx2
+import pytest
+import uvloop
+
+from llmcli import aionet, transport
+from tests.fakeserver import Reply
+
+LOOPS = ["asyncio", "uvloop"]
+
+
+def run(loop: str, main: Callable[[], Awaitable[Any]]) -> Any:
+    """`main()` on a fresh loop of that kind, bounded to 20 s."""
+    runner = uvloop.run if loop == "uvloop" else asyncio.run
+    return runner(asyncio.wait_for(main(), 20))
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1: (certificate file, key file)."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    return str(cert), str(key)
+
+
+async def tls_relay(certificate: tuple[str, str], target: str) -> asyncio.Server:
+    """A TLS server on 127.0.0.1 that relays each connection's bytes to `target` (host:port)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    host, port = target.rsplit(":", 1)
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    return await asyncio.start_server(relay, "127.0.0.1", 0, ssl=context)
+
+
+def port_of(server: asyncio.Server) -> int:
+    return server.sockets[0].getsockname()[1]
+
+
+def ours(client: httpx2.AsyncClient) -> bool:
+    return isinstance(client._transport._pool._network_backend, aionet.Backend)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_the_real_sdk_over_tls_whole_and_streamed(loop, fake, certificate):
+    import openai
+
+    fake.script("openai", Reply(text="Over TLS, whole."), Reply(text="Over TLS, streamed."))
+
+    async def main() -> tuple[str, str, int]:
+        relay = await tls_relay(certificate, fake.url.split("://", 1)[1])
+        http = transport.async_client(verify=ssl.create_default_context(cafile=certificate[0]))
+        assert ours(http)
+        client = openai.AsyncOpenAI(
+            api_key="sk-test", base_url=f"https://127.0.0.1:{port_of(relay)}/v1", http_client=http
+        )
+        async with relay, client:
+            messages = [{"role": "user", "content": "hi"}]
+            whole = await client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+            pieces = []
+            stream = await client.chat.completions.create(
+                model="gpt-4o-mini", messages=messages, stream=True
+            )
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    pieces.append(chunk.choices[0].delta.content)
+            return whole.choices[0].message.content, "".join(pieces), len(fake.requests)
+
+    whole, streamed, sent = run(loop, main)
+    assert (whole, streamed, sent) == ("Over TLS, whole.", "Over TLS, streamed.", 2)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_an_untrusted_certificate_is_a_connect_error(loop, fake, certificate):
+    async def main() -> None:
+        relay = await tls_relay(certificate, fake.url.split("://", 1)[1])
+        async with relay, transport.async_client() as http:
+            await http.get(f"https://127.0.0.1:{port_of(relay)}/v1/models")
+
+    with pytest.raises(httpx2.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        run(loop, main)
+    assert fake.requests == []
+
+
+async def raw_server(handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]):
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await handle(reader, writer)
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0)
+
+
+async def request_head(reader: asyncio.StreamReader) -> bytes:
+    return await reader.readuntil(b"\r\n\r\n")
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_silent_server_is_a_read_timeout(loop):
+    async def main() -> None:
+        async def silent(reader, writer):
+            await request_head(reader)
+            await reader.read()  # until the client gives up
+
+        server = await raw_server(silent)
+        async with server, transport.async_client(timeout=httpx2.Timeout(0.3)) as http:
+            await http.get(f"http://127.0.0.1:{port_of(server)}/")
+
+    with pytest.raises(httpx2.ReadTimeout):
+        run(loop, main)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_refused_connection_is_a_connect_error(loop):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, not listening: refused
+
+        async def main() -> None:
+            async with transport.async_client() as http:
+                await http.get(f"http://127.0.0.1:{port}/")
+
+        with pytest.raises(httpx2.ConnectError):
+            run(loop, main)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_reset_in_the_middle_of_a_body_is_a_read_error(loop):
+    async def main() -> None:
+        async def reset(reader, writer):
+            await request_head(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()  # RST, not FIN
+
+        server = await raw_server(reset)
+        async with server, transport.async_client() as http:
+            await http.get(f"http://127.0.0.1:{port_of(server)}/")
+
+    with pytest.raises((httpx2.ReadError, httpx2.RemoteProtocolError)):
+        run(loop, main)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_body_larger_than_the_buffer_arrives_whole_and_in_order(loop):
+    body = bytes(range(256)) * (12 * 1024)  # 3 MiB: reading pauses and resumes many times
+
+    async def main() -> bytes:
+        async def big(reader, writer):
+            await request_head(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+            for start in range(0, len(body), 100_000):
+                writer.write(body[start : start + 100_000])
+                await writer.drain()
+            await reader.read()
+
+        server = await raw_server(big)
+        async with server, transport.async_client() as http:
+            received = bytearray()
+            async with http.stream("GET", f"http://127.0.0.1:{port_of(server)}/") as reply:
+                async for piece in reply.aiter_raw():
+                    received += piece
+                    await asyncio.sleep(0)  # a slow reader: the buffer fills
+            return bytes(received)
+
+    assert run(loop, main) == body
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_pooled_connection_the_server_closed_is_replaced(loop):
+    async def main() -> tuple[list[int], list[str]]:
+        connections: list[int] = []
+
+        async def once(reader, writer):
+            connections.append(writer.get_extra_info("peername")[1])
+            await request_head(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+            writer.close()  # keep-alive was implied, yet the server hangs up
+
+        server = await raw_server(once)
+        texts = []
+        async with server, transport.async_client() as http:
+            for _ in range(3):
+                texts.append((await http.get(f"http://127.0.0.1:{port_of(server)}/")).text)
+                await asyncio.sleep(0.05)  # the FIN arrives while the connection is idle
+        return connections, texts
+
+    connections, texts = run(loop, main)
+    assert texts == ["ok", "ok", "ok"]
+    assert len(set(connections)) == 3
+
+
+def test_a_proxied_client_keeps_anyio():
+    assert ours(transport.async_client())
+    proxied = transport.async_client(proxy="http://127.0.0.1:9")
+    pools = [proxied._transport._pool]
+    pools += [t._pool for t in proxied._mounts.values() if t is not None]
+    assert len(pools) == 2
+    assert not any(isinstance(p._network_backend, aionet.Backend) for p in pools)
