@@ -2,13 +2,16 @@
 
     python bench/serve.py                     # about 2 minutes
     python bench/serve.py --litellm /tmp/litellm-venv/bin/litellm    # LiteLLM's proxy as the peer
+    python bench/serve.py --bare              # the floor: the openai SDK behind uvicorn alone
     python bench/serve.py --rounds 5 --seconds 5 --write-docs
 
 Four processes, so that none shares a GIL with another: the fake OpenAI server
 (tests/fakeserver.py, `_measure.ServerProcess`), `llmcli serve` pointed at it with the log on
-(every request is a row, as in use), optionally LiteLLM's proxy pointed at the same fake, and the
-load generator, started afresh for each measured run (`--drive`, below). This process only
-starts them and reads /proc.
+(every request is a row, as in use), optionally LiteLLM's proxy pointed at the same fake and the
+floor (`--bare`: bench/bare_proxy.py, the openai SDK's async client behind uvicorn and nothing
+else, what serve's added latency cannot go below while it calls the SDK), and the load
+generator, started afresh for each measured run (`--drive`, below). This process only starts
+them and reads /proc.
 
 What is measured, for each target (the fake alone, serve, the peer), non-streamed and streamed:
 
@@ -197,6 +200,26 @@ class Serve(Target):
             stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.port, self.proc, "llmcli serve")
+
+
+class BareProxy(Target):
+    """bench/bare_proxy.py: the openai SDK's async client behind uvicorn, nothing of llmcli's."""
+
+    name = "bare SDK proxy"
+    model = "gpt-4o-mini"
+
+    def __init__(self, fake: m.ServerProcess) -> None:
+        super().__init__(free_port())
+        env = clean_env()
+        env.update({**fake.env, **KEYS})
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("bare_proxy.py")), str(self.port)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, self.proc, "the bare SDK proxy")
 
 
 class LiteLLM(Target):
@@ -469,6 +492,11 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=500)
     parser.add_argument("--litellm", help="LiteLLM's `litellm` executable, to run as the peer")
     parser.add_argument(
+        "--bare",
+        action="store_true",
+        help="also the floor: the openai SDK's async client behind uvicorn (bench/bare_proxy.py)",
+    )
+    parser.add_argument(
         "--variant",
         action="append",
         default=[],
@@ -492,6 +520,8 @@ def main() -> None:
             targets.append(Serve(fake, Path(home), args.workers))
             for label, extra in variants(args.variant):
                 targets.append(Serve(fake, Path(home), args.workers, label, extra))
+            if args.bare:
+                targets.append(BareProxy(fake))
             if args.litellm:
                 targets.append(LiteLLM(fake, args.litellm, Path(home), args.workers))
             direct, served = targets[0], targets[1]

@@ -9,23 +9,28 @@ sixth pass). This backend reads from a buffer that an `asyncio.Protocol` fills a
 a read that finds bytes waiting returns them without a timer or a task switch, and one that
 waits arms a single `call_later` for its timeout.
 
-It speaks httpcore2's backend interface (`httpcore2._backends.base`) with its exceptions
-(`ConnectError`, `ReadTimeout`, ...), so httpx2 and the SDKs see the same failures as before.
-Only a direct connection uses it (`install`): a proxy's tunnel keeps anyio's, whose TLS inside
-TLS is proven.
+It speaks httpcore2's public backend interface (`httpcore2.AsyncNetworkBackend`) with its
+exceptions (`ConnectError`, `ReadTimeout`, ...), so httpx2 and the SDKs see the same failures
+as before. It is handed to the connection pool through the pool's private `_network_backend`
+(httpx2 offers no way in): `install` leaves the client as it is if that attribute is gone. Only
+a direct connection uses it: a proxy's tunnel keeps anyio's, whose TLS inside TLS is proven.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
+import itertools
+import socket
 import ssl
+from asyncio import staggered
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import httpcore2
-from httpcore2._backends.base import AsyncNetworkBackend, AsyncNetworkStream
+from httpcore2 import AsyncNetworkBackend, AsyncNetworkStream
 
 T = TypeVar("T")
 # Past this many unread bytes the connection stops reading until the reader catches up.
@@ -207,10 +212,10 @@ class Backend(AsyncNetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> AsyncNetworkStream:
         loop = asyncio.get_running_loop()
-        local = (local_address, 0) if local_address else None
-        connect = loop.create_connection(lambda: _Stream(loop), host, port, local_addr=local)
         try:
-            _, stream = await asyncio.wait_for(_detached(loop.create_task, connect), timeout)
+            _, stream = await asyncio.wait_for(
+                _detached(loop.create_task, _open(loop, host, port, local_address)), timeout
+            )
         except TimeoutError:
             raise httpcore2.ConnectTimeout(f"timed out connecting to {host}:{port}") from None
         except OSError as exc:
@@ -238,6 +243,74 @@ class Backend(AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+# How long an attempt at one address has before the next address is tried alongside it (RFC
+# 8305's "Connection Attempt Delay"), as anyio does: a host whose first address is unreachable
+# without a refusal (an IPv6 route that drops packets) still connects by the next one.
+ATTEMPT_DELAY_S = 0.25
+
+
+async def _open(
+    loop: asyncio.AbstractEventLoop, host: str, port: int, local_address: str | None
+) -> tuple[Any, _Stream]:
+    """A connection to `host`, by the first of its addresses to answer, on a `_Stream`.
+
+    Not `loop.create_connection(host=...)`: uvloop's tries one address after another, each
+    until the whole connect timeout, and asyncio's resolves even an IP address in a thread."""
+    addresses = await _addresses(loop, host, port)
+    sock = await connect_any(loop, addresses, local_address)
+    try:
+        return await loop.create_connection(lambda: _Stream(loop), sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+
+
+async def _addresses(loop: asyncio.AbstractEventLoop, host: str, port: int) -> list[Any]:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host.strip("[]"))
+        except OSError:
+            continue
+        return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host.strip("[]"), port))]
+    found = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if not found:
+        raise OSError(f"no address found for {host}")
+    # Families taken in turn, the resolver's first family first (RFC 8305).
+    first = [a for a in found if a[0] == found[0][0]]
+    other = [a for a in found if a[0] != found[0][0]]
+    return [a for pair in itertools.zip_longest(first, other) for a in pair if a is not None]
+
+
+async def connect_any(
+    loop: asyncio.AbstractEventLoop, addresses: list[Any], local_address: str | None = None
+) -> socket.socket:
+    """A connected socket to the first of `addresses` (getaddrinfo's tuples) to accept; a new
+    attempt starts every `ATTEMPT_DELAY_S`, or as soon as one fails, while earlier ones go on."""
+
+    async def attempt(address: Any) -> socket.socket:
+        family, kind, proto, _, where = address
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            if local_address:
+                sock.bind((local_address, 0))
+            await loop.sock_connect(sock, where)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    if len(addresses) == 1:
+        return await attempt(addresses[0])
+    sock, _, failures = await staggered.staggered_race(
+        [functools.partial(attempt, a) for a in addresses], ATTEMPT_DELAY_S
+    )
+    if sock is None:
+        reasons = "; ".join(str(f) for f in failures if f is not None)
+        raise OSError(f"could not connect to any address: {reasons}")
+    return sock
 
 
 def install(client: Any) -> None:

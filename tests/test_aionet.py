@@ -15,6 +15,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -246,3 +247,45 @@ def test_a_proxied_client_keeps_anyio():
     pools += [t._pool for t in proxied._mounts.values() if t is not None]
     assert len(pools) == 2
     assert not any(isinstance(p._network_backend, aionet.Backend) for p in pools)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_an_address_that_never_answers_does_not_hold_up_the_next(loop):
+    """A host's first address drops the connection attempt (no refusal, as a broken IPv6 route
+    does): the next address is tried after `ATTEMPT_DELAY_S`, not after the connect timeout."""
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)  # its queue, once full, drops new SYNs: a connect there waits, unanswered
+    silent = full.getsockname()
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(silent)
+        fillers.append(filler)
+    probe = socket.socket()
+    probe.settimeout(0.5)
+    try:
+        with pytest.raises(TimeoutError):  # the premise: this address does not answer
+            probe.connect(silent)
+
+        async def main() -> tuple[int, float]:
+            server = await raw_server(lambda reader, writer: reader.read())
+            addresses = [
+                (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", where)
+                for where in (silent, ("127.0.0.1", port_of(server)))
+            ]
+            async with server:
+                started = time.monotonic()
+                sock = await aionet.connect_any(asyncio.get_running_loop(), addresses)
+                took = time.monotonic() - started
+                peer = sock.getpeername()[1]
+                sock.close()
+                return peer, took
+
+        peer, took = run(loop, main)
+    finally:
+        for sock in (probe, full, *fillers):
+            sock.close()
+    assert peer != silent[1]
+    assert aionet.ATTEMPT_DELAY_S <= took < 3
