@@ -26,7 +26,7 @@ import socket
 import ssl
 from asyncio import staggered
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
 import httpcore2
@@ -212,18 +212,8 @@ class Backend(AsyncNetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> AsyncNetworkStream:
         loop = asyncio.get_running_loop()
-        try:
-            _, stream = await asyncio.wait_for(
-                _detached(loop.create_task, _open(loop, host, port, local_address)), timeout
-            )
-        except TimeoutError:
-            raise httpcore2.ConnectTimeout(f"timed out connecting to {host}:{port}") from None
-        except OSError as exc:
-            raise httpcore2.ConnectError(str(exc) or type(exc).__name__) from exc
-        sock = stream.get_extra_info("socket")
-        for option in socket_options or ():
-            sock.setsockopt(*option)
-        return stream
+        opening = _open(loop, host, port, local_address)
+        return await _connected(loop, opening, timeout, f"{host}:{port}", socket_options)
 
     async def connect_unix_socket(
         self,
@@ -232,17 +222,32 @@ class Backend(AsyncNetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> AsyncNetworkStream:
         loop = asyncio.get_running_loop()
-        connect = loop.create_unix_connection(lambda: _Stream(loop), path)
-        try:
-            _, stream = await asyncio.wait_for(_detached(loop.create_task, connect), timeout)
-        except TimeoutError:
-            raise httpcore2.ConnectTimeout(f"timed out connecting to {path}") from None
-        except OSError as exc:
-            raise httpcore2.ConnectError(str(exc) or type(exc).__name__) from exc
-        return stream
+        opening = loop.create_unix_connection(lambda: _Stream(loop), path)
+        return await _connected(loop, opening, timeout, path, socket_options)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+async def _connected(
+    loop: asyncio.AbstractEventLoop,
+    opening: Coroutine[Any, Any, tuple[Any, _Stream]],
+    timeout: float | None,
+    where: str,
+    socket_options: Iterable[Any] | None,
+) -> _Stream:
+    """The stream `opening` makes, within `timeout`, in httpcore2's terms: its failures as
+    `ConnectTimeout` and `ConnectError`, and `socket_options` set on its socket."""
+    try:
+        _, stream = await asyncio.wait_for(_detached(loop.create_task, opening), timeout)
+    except TimeoutError:
+        raise httpcore2.ConnectTimeout(f"timed out connecting to {where}") from None
+    except OSError as exc:
+        raise httpcore2.ConnectError(str(exc) or type(exc).__name__) from exc
+    sock = stream.get_extra_info("socket")
+    for option in socket_options or ():
+        sock.setsockopt(*option)
+    return stream
 
 
 # How long an attempt at one address has before the next address is tried alongside it (RFC
@@ -268,12 +273,13 @@ async def _open(
 
 
 async def _addresses(loop: asyncio.AbstractEventLoop, host: str, port: int) -> list[Any]:
+    literal = host.strip("[]")
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
-            socket.inet_pton(family, host.strip("[]"))
+            socket.inet_pton(family, literal)
         except OSError:
             continue
-        return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host.strip("[]"), port))]
+        return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (literal, port))]
     found = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     if not found:
         raise OSError(f"no address found for {host}")

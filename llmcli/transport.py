@@ -202,8 +202,8 @@ class _Watch:
     """What the sync and async bodies share: the first bytes kept, the deadline checked, the
     alarm that ends a read left waiting at the deadline.
 
-    A body may be iterated twice (so far only seen of an async one): the openai SDK's async client reads a stream up to
-    `[DONE]`, then iterates the body again to drain it. There is one alarm per body, armed by
+    A body may be iterated twice (so far only seen of an async one): the openai SDK's async
+    client reads a stream up to `[DONE]`, then iterates the body again to drain it. There is one alarm per body, armed by
     the first iteration and disarmed by whichever ends first or by `aclose`: an alarm armed by
     each iteration left the first one set until the deadline (`LLM_TIMEOUT`, ten minutes by
     default), holding the body, its reply and its connection; in serve, thousands of streams'
