@@ -203,12 +203,12 @@ class _Watch:
     alarm that ends a read left waiting at the deadline.
 
     A body may be iterated twice (so far only seen of an async one): the openai SDK's async
-    client reads a stream up to `[DONE]`, then iterates the body again to drain it. There is one alarm per body, armed by
-    the first iteration and disarmed by whichever ends first or by `aclose`: an alarm armed by
-    each iteration left the first one set until the deadline (`LLM_TIMEOUT`, ten minutes by
-    default), holding the body, its reply and its connection; in serve, thousands of streams'
-    objects that every full pass of the cyclic collector then walked (the streamed p99 of
-    docs/performance.md, "serve").
+    client reads a stream up to `[DONE]`, then iterates the body again to drain it. There is
+    one alarm per body, armed by the first iteration and disarmed by whichever ends first or by
+    `aclose`: an alarm armed by each iteration left the first one set until the deadline
+    (`LLM_TIMEOUT`, ten minutes by default), holding the body, its reply and its connection; in
+    serve, thousands of streams' objects that every full pass of the cyclic collector then
+    walked (the streamed p99 of docs/performance.md, "serve").
     """
 
     def __init__(self, inner: Any, current: _Guard, sock: Any) -> None:
