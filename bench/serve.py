@@ -160,6 +160,26 @@ class Target:
             total += sum(int(x.split()[1]) * 1024 for x in lines if x.startswith("VmHWM:"))
         return total
 
+    def start(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        what: str,
+        *,
+        cwd: Path | None = None,
+        timeout: float = 60,
+    ) -> None:
+        """Start the server, quiet, and wait until it listens on `self.port`."""
+        self.proc = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, self.proc, what, timeout=timeout)
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -192,14 +212,7 @@ class Serve(Target):
         # backlog of 64) resets a few of 500 connections opened at once.
         env.update({**fake.env, **KEYS, "LLMCLI_HOME": str(home), **(extra or {})})
         argv = [LLMCLI, "serve", "--port", str(self.port), "--workers", str(workers)]
-        self.proc = subprocess.Popen(
-            argv,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port, self.proc, "llmcli serve")
+        self.start(argv, env, "llmcli serve")
 
 
 class BareProxy(Target):
@@ -212,14 +225,8 @@ class BareProxy(Target):
         super().__init__(free_port())
         env = clean_env()
         env.update({**fake.env, **KEYS})
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("bare_proxy.py")), str(self.port)],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port, self.proc, "the bare SDK proxy")
+        script = str(Path(__file__).with_name("bare_proxy.py"))
+        self.start([sys.executable, script, str(self.port)], env, "the bare SDK proxy")
 
 
 class LiteLLM(Target):
@@ -251,15 +258,7 @@ class LiteLLM(Target):
         )
         argv = [executable, "--config", str(config), "--host", "127.0.0.1"]
         argv += ["--port", str(self.port), "--num_workers", str(workers)]
-        self.proc = subprocess.Popen(
-            argv,
-            env=env,
-            cwd=home,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port, self.proc, "LiteLLM's proxy", timeout=120)
+        self.start(argv, env, "LiteLLM's proxy", cwd=home, timeout=120)
 
 
 # --- the load generator (its own process: `--drive SPEC`) -----------------------------------------
