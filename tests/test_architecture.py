@@ -82,7 +82,8 @@ PROVIDER_SDKS = {"openai", "anthropic", "google.genai"}
 # What each command may not load: a provider SDK it does not call, and libraries it does not need.
 # The web server's libraries load for `serve` alone.
 WEB = {"fastapi", "uvicorn", "starlette", "httptools", "uvloop", "llmcli.serve"}
-LIGHT = PROVIDER_SDKS | WEB | {"httpx2", "pydantic", "genai_prices", "tabulate"}
+# llmcli.aionet (the async clients' sockets) loads with an async client: serve and batch run.
+LIGHT = PROVIDER_SDKS | WEB | {"httpx2", "pydantic", "genai_prices", "tabulate", "llmcli.aionet"}
 STARTUP_CASES = [
     (["--help"], LIGHT | {"sqlite3", "dotenv"}),
     (["ask", "--help"], LIGHT | {"sqlite3", "dotenv"}),
@@ -100,7 +101,10 @@ STARTUP_CASES = [
     (["models", "--help"], LIGHT | {"sqlite3", "dotenv"}),
     # `models` prices with genai-prices, whose import loads pydantic and httpx2 (for its optional
     # price updates, never asked for): allowed. No provider SDK, and nothing that sends a request.
-    (["models"], PROVIDER_SDKS | WEB | {"llmcli.transport", "tabulate", "sqlite3"}),
+    (
+        ["models"],
+        PROVIDER_SDKS | WEB | {"llmcli.transport", "llmcli.aionet", "tabulate", "sqlite3"},
+    ),
     (["models", "-p", "echo"], LIGHT | {"llmcli.transport", "sqlite3"}),  # nothing to price
     (["serve", "--help"], LIGHT | {"sqlite3", "dotenv"}),
     # Provider batch jobs: the help, and the list of jobs (none unfinished to ask about).
