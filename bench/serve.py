@@ -2,14 +2,16 @@
 
     python bench/serve.py                     # about 2 minutes
     python bench/serve.py --litellm /tmp/litellm-venv/bin/litellm    # LiteLLM's proxy as the peer
-    python bench/serve.py --bare              # the floor: the openai SDK behind uvicorn alone
+    python bench/serve.py --bare              # the floors: the openai SDK behind uvicorn, a bare httpx2 relay
     python bench/serve.py --rounds 5 --seconds 5 --write-docs
 
 Four processes, so that none shares a GIL with another: the fake OpenAI server
 (tests/fakeserver.py, `_measure.ServerProcess`), `llmcli serve` pointed at it with the log on
 (every request is a row, as in use), optionally LiteLLM's proxy pointed at the same fake and the
-floor (`--bare`: bench/bare_proxy.py, the openai SDK's async client behind uvicorn and nothing
-else, what serve's added latency cannot go below while it calls the SDK), and the load
+floors (`--bare`: bench/bare_proxy.py, the openai SDK's async client behind uvicorn and nothing
+else, what serve's added latency cannot go below while it calls the SDK; and under it a bare
+httpx2 client relaying the bytes, what no Python server that calls a provider over HTTP goes
+below), and the load
 generator, started afresh for each measured run (`--drive`, below). This process only starts
 them and reads /proc.
 
@@ -216,17 +218,18 @@ class Serve(Target):
 
 
 class BareProxy(Target):
-    """bench/bare_proxy.py: the openai SDK's async client behind uvicorn, nothing of llmcli's."""
+    """bench/bare_proxy.py: the openai SDK's async client behind uvicorn, nothing of llmcli's;
+    `raw`: no SDK either, the bytes relayed by a bare httpx2 client."""
 
-    name = "bare SDK proxy"
     model = "gpt-4o-mini"
 
-    def __init__(self, fake: m.ServerProcess) -> None:
+    def __init__(self, fake: m.ServerProcess, *, raw: bool = False) -> None:
         super().__init__(free_port())
+        self.name = "bare httpx2 relay" if raw else "bare SDK proxy"
         env = clean_env()
         env.update({**fake.env, **KEYS})
-        script = str(Path(__file__).with_name("bare_proxy.py"))
-        self.start([sys.executable, script, str(self.port)], env, "the bare SDK proxy")
+        argv = [sys.executable, str(Path(__file__).with_name("bare_proxy.py")), str(self.port)]
+        self.start(argv + ["--raw"] * raw, env, f"the {self.name}")
 
 
 class LiteLLM(Target):
@@ -493,7 +496,8 @@ def main() -> None:
     parser.add_argument(
         "--bare",
         action="store_true",
-        help="also the floor: the openai SDK's async client behind uvicorn (bench/bare_proxy.py)",
+        help="also the floors (bench/bare_proxy.py): the openai SDK's async client behind "
+        "uvicorn, and a bare httpx2 client relaying the bytes",
     )
     parser.add_argument(
         "--variant",
@@ -520,7 +524,7 @@ def main() -> None:
             for label, extra in variants(args.variant):
                 targets.append(Serve(fake, Path(home), args.workers, label, extra))
             if args.bare:
-                targets.append(BareProxy(fake))
+                targets += [BareProxy(fake), BareProxy(fake, raw=True)]
             if args.litellm:
                 targets.append(LiteLLM(fake, args.litellm, Path(home), args.workers))
             direct, served = targets[0], targets[1]

@@ -12,6 +12,7 @@ import json
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -904,6 +905,26 @@ def test_workers_serve_and_stop_cleanly(fake, tmp_path):
         assert "Traceback" not in served.stderr
     finally:
         stop_server(served)
+
+
+def test_a_worker_process_sets_its_collector_as_a_single_server_does(tmp_path):
+    # `--workers N` processes are fresh interpreters built by uvicorn's factory: without this
+    # they kept Python's default thresholds and scanned their start-up objects on every pass.
+    from llmcli import serve
+
+    env = base_env(keys=False)
+    env["LLMCLI_HOME"] = str(tmp_path / "home")
+    code = (
+        "import gc; from llmcli import serve; serve.worker_app(); "
+        "print(list(gc.get_threshold()), gc.get_freeze_count())"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    threshold, frozen = proc.stdout.split("] ")
+    assert json.loads(threshold + "]") == list(serve.GC_THRESHOLDS)
+    assert int(frozen) > 10_000  # start-up's objects (modules, the app, its state): set aside
 
 
 def test_json_schema_response_format_is_sent_as_structured_output(api, fake):

@@ -186,7 +186,10 @@ def worker_app() -> Any:
     found, secret, log = check(env, os.environ.get("_LLMCLI_SERVE_HOST", "127.0.0.1"))
     ready = [r.provider for r in found if r.ready]
     warm(env, ready)
-    return build(State(env, secret, ready, log=log))
+    app = build(State(env, secret, ready, log=log))
+    gc.collect()  # a worker is a fresh interpreter: start-up never paused its collector
+    long_running()
+    return app
 
 
 def start(
@@ -235,8 +238,8 @@ def start(
     warm(env, usable)
     state = State(env, secret, usable, log=log)
     server = _server(uvicorn.Config(build(state), **common))
-    startup.settle()  # a server runs for long: collect again, start-up's objects set aside
-    gc.set_threshold(*GC_THRESHOLDS)
+    startup.settle()
+    long_running()
     try:
         server.run()
     except SystemExit:  # uvicorn's way to say it could not bind (its reason is the line above)
@@ -249,6 +252,14 @@ def start(
             "is another server using that port? choose another with --port",
         )
     return 130 if signal.SIGINT in server.stopped_by else 0
+
+
+def long_running() -> None:
+    """Set the collector for a server: start-up's objects (modules, SDK clients, the app) frozen
+    out of every later pass, and the youngest generation collected every `GC_THRESHOLDS[0]`
+    allocations. The same in the one process and in each `--workers` process."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _server(config: Any) -> Any:
