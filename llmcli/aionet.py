@@ -48,6 +48,7 @@ class _Stream(asyncio.Protocol, AsyncNetworkStream):
         self._eof = False  # the peer has ended its side, or the connection is gone
         self._error: BaseException | None = None  # how the connection broke, if it did
         self._closed = False  # closed by us
+        self._lost = False  # the loop has let go of the connection
         self._waiter: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None  # set while writing is paused
         self._paused = False
@@ -71,7 +72,7 @@ class _Stream(asyncio.Protocol, AsyncNetworkStream):
         return False  # the transport closes itself
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._eof = True
+        self._eof = self._lost = True
         self._error = exc
         self._wake()
         if self._drained is not None and not self._drained.done():
@@ -119,7 +120,9 @@ class _Stream(asyncio.Protocol, AsyncNetworkStream):
         self._waiter = waiter = self._loop.create_future()
         timer = None
         if timeout is not None:
-            timer = self._loop.call_later(timeout, _expire, waiter)
+            # In an empty context: a cancelled timer stays in the loop's queue until it is due
+            # (up to the read timeout, 600 s by default), and would keep the request's alive.
+            timer = self._loop.call_later(timeout, _expire, waiter, context=contextvars.Context())
         try:
             await waiter
         finally:
@@ -136,18 +139,26 @@ class _Stream(asyncio.Protocol, AsyncNetworkStream):
         drained = self._drained
         if drained is not None and not drained.done():
             try:
-                await asyncio.wait_for(asyncio.shield(drained), timeout)
+                # Not `asyncio.wait_for`: on Python 3.11 it drops a cancellation that arrives
+                # as the awaited future completes (CPython gh-86296); `asyncio.timeout` does not.
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(drained)
             except TimeoutError:
                 raise httpcore2.WriteTimeout("timed out writing the request") from None
         if self._error is not None:
             raise httpcore2.WriteError(str(self._error) or type(self._error).__name__)
+        if self._lost or self._closed:  # the wait ended because the connection did
+            raise httpcore2.WriteError("the connection is closed")
 
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
             self._wake()
             if self._transport is not None:
-                self._transport.close()
+                # As anyio's backend: at once. `close()` would go on sending what is still
+                # buffered (a request httpcore2 has given up on, to a peer that may never read
+                # it) and wait for a TLS peer's goodbye, keeping the socket open meanwhile.
+                self._transport.abort()
 
     async def start_tls(
         self,
@@ -155,19 +166,28 @@ class _Stream(asyncio.Protocol, AsyncNetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> AsyncNetworkStream:
+        if self._chunks or self._eof:  # an HTTP server never speaks first
+            await self.aclose()
+            raise httpcore2.ConnectError("the server spoke or hung up before the TLS handshake")
+        # Detached, as the connect is: asyncio's start_tls resumes reading in the caller's
+        # context, which the connection would then keep for its whole life.
+        handshake = _detached(
+            self._loop.create_task,
+            self._loop.start_tls(
+                self._transport, self, ssl_context, server_hostname=server_hostname
+            ),
+        )
         try:
-            self._transport = await asyncio.wait_for(
-                self._loop.start_tls(
-                    self._transport, self, ssl_context, server_hostname=server_hostname
-                ),
-                timeout,
-            )
-        except TimeoutError:
+            async with asyncio.timeout(timeout):
+                self._transport = await handshake
+        except BaseException as exc:
+            self._transport = _finished(handshake) or self._transport
             await self.aclose()
-            raise httpcore2.ConnectTimeout("timed out in the TLS handshake") from None
-        except (OSError, ssl.SSLError, ConnectionError) as exc:
-            await self.aclose()
-            raise httpcore2.ConnectError(str(exc) or type(exc).__name__) from exc
+            if isinstance(exc, TimeoutError):
+                raise httpcore2.ConnectTimeout("timed out in the TLS handshake") from None
+            if isinstance(exc, OSError):  # ssl.SSLError and ConnectionError among them
+                raise httpcore2.ConnectError(str(exc) or type(exc).__name__) from exc
+            raise
         return self
 
     def get_extra_info(self, info: str) -> Any:
@@ -179,9 +199,9 @@ class _Stream(asyncio.Protocol, AsyncNetworkStream):
         if info == "ssl_object":
             return transport.get_extra_info("ssl_object")
         if info == "client_addr":
-            return transport.get_extra_info("sockname")
+            return _host_and_port(transport.get_extra_info("sockname"))
         if info == "server_addr":
-            return transport.get_extra_info("peername")
+            return _host_and_port(transport.get_extra_info("peername"))
         if info == "socket":
             return transport.get_extra_info("socket")
         return None
@@ -193,6 +213,19 @@ def _detached(function: Callable[..., T], *args: Any) -> T:
     connection would otherwise keep the request that opened it (its `transport.guard`, reply
     and body) alive, and run every later reply's callbacks in that request's context."""
     return contextvars.Context().run(function, *args)
+
+
+def _host_and_port(address: Any) -> Any:
+    """(host, port), as anyio gives it, of an IPv4 or IPv6 socket address (IPv6's has four)."""
+    return tuple(address[:2]) if isinstance(address, tuple) else address
+
+
+def _finished(task: asyncio.Task[T]) -> T | None:
+    """What `task` returned, if it did: a connection or transport made just as the caller was
+    cancelled, which the caller must close."""
+    if task.done() and not task.cancelled() and task.exception() is None:
+        return task.result()
+    return None
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
@@ -238,15 +271,26 @@ async def _connected(
 ) -> _Stream:
     """The stream `opening` makes, within `timeout`, in httpcore2's terms: its failures as
     `ConnectTimeout` and `ConnectError`, and `socket_options` set on its socket."""
+    task = _detached(loop.create_task, opening)
     try:
-        _, stream = await asyncio.wait_for(_detached(loop.create_task, opening), timeout)
+        async with asyncio.timeout(timeout):  # not `wait_for`: see `_Stream.write`
+            _, stream = await task
     except TimeoutError:
         raise httpcore2.ConnectTimeout(f"timed out connecting to {where}") from None
     except OSError as exc:
         raise httpcore2.ConnectError(str(exc) or type(exc).__name__) from exc
-    sock = stream.get_extra_info("socket")
-    for option in socket_options or ():
-        sock.setsockopt(*option)
+    except BaseException:
+        made = _finished(task)
+        if made is not None:
+            made[0].abort()
+        raise
+    try:
+        sock = stream.get_extra_info("socket")
+        for option in socket_options or ():
+            sock.setsockopt(*option)
+    except OSError as exc:
+        await stream.aclose()
+        raise httpcore2.ConnectError(str(exc) or type(exc).__name__) from exc
     return stream
 
 

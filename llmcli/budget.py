@@ -54,7 +54,7 @@ class Budget(NamedTuple):
         """Every window in force now, each from the start of its UTC day or month."""
         from llmcli.calllog import Window
 
-        now = now or dt.datetime.now(dt.timezone.utc)
+        now = now or dt.datetime.now(dt.UTC)
         day = now.strftime("%Y-%m-%dT00:00:00.000000Z")
         month = now.strftime("%Y-%m-01T00:00:00.000000Z")
         found = []

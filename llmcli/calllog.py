@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 def utc_now() -> str:
     """A sortable UTC timestamp: `2026-11-25T10:40:52.123456Z`."""
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def new_uid() -> str:

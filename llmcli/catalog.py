@@ -171,7 +171,7 @@ class GenaiPrices:
 
         self.snapshot = data_snapshot.get_snapshot()
         self.source = pricing.genai_prices_version()
-        self.now = dt.datetime.now(dt.timezone.utc)
+        self.now = dt.datetime.now(dt.UTC)
 
     def provider(self, pricing_id: str) -> Any | None:
         """The genai-prices provider `calc_price` would use for this id, or None."""

@@ -238,10 +238,8 @@ def _register(found: Endpoints) -> None:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+    import tomllib
+
     try:
         with open(path, "rb") as stream:
             data = stream.read(MAX_BYTES + 1)

@@ -337,7 +337,7 @@ class Journal:
         if policy.max_age_s is not None:
             import datetime as dt
 
-            oldest = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=policy.max_age_s)
+            oldest = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=policy.max_age_s)
             since = oldest.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         try:
             if not self.target.shared and not self.path.is_file():

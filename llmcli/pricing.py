@@ -108,10 +108,8 @@ def load_overrides(path: Path) -> Mapping[tuple[str, str], Override]:
 
 
 def _parse_overrides(path: Path) -> dict[tuple[str, str], Override]:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+    import tomllib
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -212,7 +210,7 @@ def _calc_price(
 def _day(when: dt.datetime) -> dt.date:
     """The UTC day, which is what genai-prices' dated prices go by (a naive time is UTC)."""
     if when.tzinfo is not None:
-        when = when.astimezone(dt.timezone.utc)
+        when = when.astimezone(dt.UTC)
     return when.date()
 
 
@@ -365,7 +363,7 @@ def cost(
             return Price(override.cost(usage), "prices.toml")
     if cls.pricing_id is None:
         return Price(None, None)
-    when = when or dt.datetime.now(dt.timezone.utc)
+    when = when or dt.datetime.now(dt.UTC)
     for name in names:
         found = _calc(cls.pricing_id, name, usage, when, batch)
         if found is None:

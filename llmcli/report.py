@@ -38,7 +38,7 @@ _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 def parse_when(text: str, option: str, now: dt.datetime | None = None) -> str:
     """`7d`, `24h`, `30m`, `2w` ago, or an ISO date/time (UTC unless it says otherwise)."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     match = _RELATIVE.match(text)
     if match:
         try:
@@ -54,9 +54,9 @@ def parse_when(text: str, option: str, now: dt.datetime | None = None) -> str:
                 "use a date (2026-11-01), a date and time (2026-11-01T09:30), or an age (24h, 7d, 2w, 30m)",
             ) from None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.timezone.utc)
+            when = when.replace(tzinfo=dt.UTC)
     try:
-        when = when.astimezone(dt.timezone.utc)  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+        when = when.astimezone(dt.UTC)  # 0001-01-01T00:00+01:00 is before year 1 in UTC
     except OverflowError:
         raise _out_of_range(text, option) from None
     # isoformat, not strftime("%Y"): the log's timestamps compare as text, so year 999 must be

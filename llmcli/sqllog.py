@@ -88,7 +88,7 @@ def record_of(row: Any) -> CallRecord:
 
 
 def later(seconds: float) -> str:
-    when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds)
+    when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
     return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

@@ -109,7 +109,7 @@ class Message(NamedTuple):
         return {"role": self.role, "content": [p.to_dict() for p in self.content]}
 
 
-class FinishReason(str, enum.Enum):
+class FinishReason(str, enum.Enum):  # noqa: UP042 (StrEnum would change its str(), which is printed)
     """Why the model stopped, normalized across providers (the raw value is kept beside it)."""
 
     STOP = "stop"

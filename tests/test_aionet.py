@@ -11,11 +11,15 @@ loop and uvloop alike, since serve runs on either.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import gc
 import socket
 import ssl
 import struct
 import subprocess
+import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -125,7 +129,11 @@ def test_an_untrusted_certificate_is_a_connect_error(loop, fake, certificate):
     assert fake.requests == []
 
 
-async def raw_server(handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]):
+async def raw_server(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any],
+    tls: ssl.SSLContext | None = None,
+    host: str = "127.0.0.1",
+):
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await handle(reader, writer)
@@ -134,7 +142,7 @@ async def raw_server(handle: Callable[[asyncio.StreamReader, asyncio.StreamWrite
         finally:
             writer.close()
 
-    return await asyncio.start_server(serve, "127.0.0.1", 0)
+    return await asyncio.start_server(serve, host, 0, ssl=tls)
 
 
 async def request_head(reader: asyncio.StreamReader) -> bytes:
@@ -289,3 +297,173 @@ def test_an_address_that_never_answers_does_not_hold_up_the_next(loop):
             sock.close()
     assert peer != silent[1]
     assert aionet.ATTEMPT_DELAY_S <= took < 3
+
+
+HELD: contextvars.ContextVar[object] = contextvars.ContextVar("held")
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_pooled_connection_keeps_nothing_of_the_request_that_opened_it(loop, scheme, certificate):
+    """A request's context (in llmcli: its guard, reply and body) is let go when the request
+    ends, though its connection stays in the pool and its read timer (600 s) was cancelled,
+    not run: over TLS too, where asyncio's start_tls resumes reading in the caller's context."""
+
+    class Request:
+        pass
+
+    async def main() -> tuple[bool, int]:
+        async def answer(reader, writer):
+            while True:
+                await request_head(reader)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+
+        tls = None
+        if scheme == "https":
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(*certificate)
+        server = await raw_server(answer, tls)
+        verify = ssl.create_default_context(cafile=certificate[0])
+        async with server, transport.async_client(verify=verify) as http:
+
+            async def request() -> weakref.ref[Request]:
+                held = Request()
+                HELD.set(held)
+                assert (await http.get(f"{scheme}://127.0.0.1:{port_of(server)}/")).text == "ok"
+                return weakref.ref(held)
+
+            ended = await asyncio.create_task(request())
+            await asyncio.sleep(0)  # the loop lets go of the finished task
+            gc.collect()
+            return ended() is None, len(http._transport._pool.connections)
+
+    assert run(loop, main) == (True, 1)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_request_given_up_on_is_not_sent_on_after_the_client_closes(loop):
+    """A peer that stops reading: the write times out, and closing the client drops what was
+    still buffered (anyio's backend aborts too) instead of sending it on, socket kept open,
+    for as long as the peer takes to read 32 MiB it was never meant to get."""
+    body = b"x" * (32 << 20)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(10)
+    given_up = threading.Event()
+    got: dict[str, Any] = {}
+
+    def peer() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            given_up.wait(15)  # not reading until the client has closed
+            conn.settimeout(5)
+            received, ending = 0, "still open after 5 s"
+            try:
+                while data := conn.recv(1 << 20):
+                    received += len(data)
+                ending = "closed"
+            except ConnectionResetError:
+                ending = "closed"
+            except TimeoutError:
+                pass
+            got.update(received=received, ending=ending)
+
+    reader = threading.Thread(target=peer, daemon=True)
+    reader.start()
+
+    async def main() -> None:
+        timeout = httpx2.Timeout(5, write=0.5)
+        http = transport.async_client(timeout=timeout)
+        with pytest.raises(httpx2.WriteTimeout):
+            await http.post(f"http://127.0.0.1:{listener.getsockname()[1]}/", content=body)
+        await http.aclose()
+        given_up.set()
+        await asyncio.to_thread(reader.join, 15)  # the loop runs while the peer reads
+
+    try:
+        run(loop, main)
+    finally:
+        given_up.set()
+        listener.close()
+    assert got["ending"] == "closed"
+    assert got["received"] < len(body) // 2  # what the kernels' buffers held, no more
+
+
+class _FullThenDrained:
+    """The loop's side of a connection whose send buffer is full (`pause_writing` called)."""
+
+    def is_closing(self) -> bool:
+        return False
+
+    def write(self, data: bytes) -> None:
+        pass
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("turns", [0, 1, 2])
+def test_a_cancel_that_arrives_as_a_write_drains_is_not_lost(loop, turns):
+    """Python 3.11's `asyncio.wait_for` returned normally when cancelled in the loop turn its
+    future completed, and the cancellation was gone (CPython gh-86296)."""
+
+    async def main() -> str:
+        stream = aionet._Stream(asyncio.get_running_loop())
+        stream.connection_made(_FullThenDrained())
+        stream.pause_writing()
+
+        async def write() -> str:
+            await stream.write(b"x", timeout=30)
+            await asyncio.sleep(0.05)  # a cancellation not lost lands here at the latest
+            return "carried on"
+
+        task = asyncio.create_task(write())
+        await asyncio.sleep(0.01)  # the write is waiting for the buffer to drain
+        stream.resume_writing()
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        task.cancel()
+        try:
+            return await task
+        except asyncio.CancelledError:
+            return "cancelled"
+
+    assert run(loop, main) == "cancelled"
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_addresses_are_a_host_and_a_port_as_anyio_gives_them(loop, host):
+    if host == "::1" and not _has_ipv6_loopback():
+        pytest.skip("no IPv6 loopback here")
+
+    async def main() -> tuple[Any, Any, int]:
+        async def answer(reader, writer):
+            await request_head(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+        server = await raw_server(answer, host=host)
+        port = port_of(server)
+        async with server, transport.async_client() as http:
+            url = f"http://{'[::1]' if ':' in host else host}:{port}/"
+            async with http.stream("GET", url) as reply:
+                stream = reply.extensions["network_stream"]
+                return (
+                    stream.get_extra_info("server_addr"),
+                    stream.get_extra_info("client_addr"),
+                    port,
+                )
+
+    server_addr, client_addr, port = run(loop, main)
+    assert server_addr == (host, port)
+    assert len(client_addr) == 2 and client_addr[0] == host

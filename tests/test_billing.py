@@ -250,7 +250,7 @@ def test_the_written_prices_are_genai_prices_own(provider_id, model):
         ),
         "output": PriceUsage(output_tokens=million),
     }
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     for kind, written in WRITTEN_PRICES[(provider_id, model)].items():
         price = calc_price(
             probes[kind], model, provider_id=provider_id, genai_request_timestamp=now

@@ -93,7 +93,7 @@ def budgets(cli, env: dict[str, str] | None = None) -> dict[str, dict[str, Any]]
 
 
 def parse_ts(text: str) -> dt.datetime:
-    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc)
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
 
 
 def add_row(ts: dt.datetime, cost: str) -> None:
@@ -176,7 +176,7 @@ def test_cost_shows_each_budget_with_spent_reserved_and_left(cli, fake):
         "resets",
         "(UTC)",
     ]
-    tomorrow = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)).strftime("%Y-%m-%d")
+    tomorrow = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).strftime("%Y-%m-%d")
     assert lines[start + 2].split() == [
         "daily",
         "$5.00",
@@ -260,7 +260,7 @@ def test_the_monthly_budget_counts_this_month_and_not_the_last(cli, fake):
         monthly_usd = 0.05
         """
     )
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     add_row(month - dt.timedelta(hours=12), "10")  # last month: not counted
     earlier = max(
@@ -436,7 +436,7 @@ def test_a_killed_process_reservation_expires_after_its_timeout(cli, fake):
     )
     assert fake.requests == []
 
-    left = (parse_ts(held["expires"]) - dt.datetime.now(dt.timezone.utc)).total_seconds()
+    left = (parse_ts(held["expires"]) - dt.datetime.now(dt.UTC)).total_seconds()
     assert left < 10
     time.sleep(max(0.0, left) + 0.2)  # until the recorded expiry has passed, no longer
     fake.script("openai", CENT)

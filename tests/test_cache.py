@@ -390,7 +390,7 @@ def test_cache_stats_on_no_log_creates_none():
 
 @pytest.mark.usefixtures("log_backend")
 def test_cache_stats_counts_entries_and_what_they_saved(cli, fake):
-    before = dt.datetime.now(dt.timezone.utc).isoformat()
+    before = dt.datetime.now(dt.UTC).isoformat()
     first, _ = ask_twice(cli, fake, "openai", "--cache", "--json")
     ask_twice(cli, fake, "anthropic", "--cache")
     paid = Decimal(str(json.loads(first.out)["cost_usd"]))
@@ -411,7 +411,7 @@ def test_cache_stats_counts_entries_and_what_they_saved(cli, fake):
 @pytest.mark.usefixtures("log_backend")
 def test_cache_clear_older_than_removes_only_older_answers(cli, fake):
     assert cli("ask", "-p", "openai", "--cache", "old question").code == 0
-    between = dt.datetime.now(dt.timezone.utc).isoformat()
+    between = dt.datetime.now(dt.UTC).isoformat()
     assert cli("ask", "-p", "openai", "--cache", "new question").code == 0
 
     kept = run_cli("cache", "clear", "--older-than", "7d")

@@ -463,7 +463,7 @@ def test_dry_run_shows_the_worst_case_cost(cli):
 def test_report_parse_when_accepts_ages_and_dates():
     import datetime as dt
 
-    now = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
     assert report.parse_when("24h", "--since", now) == "2026-11-24T12:00:00.000000Z"
     assert report.parse_when("2w", "--since", now) == "2026-11-11T12:00:00.000000Z"
     assert report.parse_when("2026-11-01", "--since", now) == "2026-11-01T00:00:00.000000Z"

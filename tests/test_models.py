@@ -44,7 +44,7 @@ def _genai_prices(pricing_id: str) -> dict[str, tuple[Decimal | None, Decimal | 
     """Every model genai-prices has for a provider: (input, output) below any tier, context."""
     from genai_prices import data_snapshot
 
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     found = data_snapshot.get_snapshot().find_provider(None, pricing_id, None)
     result = {}
     for info in found.models:

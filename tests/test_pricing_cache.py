@@ -31,9 +31,9 @@ USAGES = [
     (10, 5, 20, 0, 0),  # more cached than sent: genai-prices rejects it
 ]
 DAYS = [
-    dt.datetime(2025, 6, 1, 12, tzinfo=dt.timezone.utc),
+    dt.datetime(2025, 6, 1, 12, tzinfo=dt.UTC),
     dt.datetime(2026, 10, 14, 0, 30, tzinfo=dt.timezone(dt.timedelta(hours=2))),  # 13 Oct UTC
-    dt.datetime(2026, 10, 14, 0, 30, tzinfo=dt.timezone.utc),
+    dt.datetime(2026, 10, 14, 0, 30, tzinfo=dt.UTC),
 ]
 
 
@@ -135,8 +135,8 @@ def test_a_plan_is_kept_per_day():
     pricing._plans.clear()
     model = next(m for m in models("anthropic") if own_batch_price("anthropic", m))
     usage = Usage(input_tokens=1000, output_tokens=1000)
-    before = dt.datetime(2026, 10, 13, 23, 59, tzinfo=dt.timezone.utc)
-    after = dt.datetime(2026, 10, 14, 0, 1, tzinfo=dt.timezone.utc)
+    before = dt.datetime(2026, 10, 13, 23, 59, tzinfo=dt.UTC)
+    after = dt.datetime(2026, 10, 14, 0, 1, tzinfo=dt.UTC)
     standard = reference("anthropic", model, (1000, 1000, 0, 0, 0), before, False)[0]
     own = reference("anthropic", model, (1000, 1000, 0, 0, 0), after, True)[0]
     for _ in range(2):  # the second round goes through the plans

@@ -486,10 +486,10 @@ def _seconds_since(since: str) -> float | None:
     import datetime as dt
 
     try:
-        then = dt.datetime.strptime(since, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc)
+        then = dt.datetime.strptime(since, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
     except ValueError:
         return None
-    return (dt.datetime.now(dt.timezone.utc) - then).total_seconds()
+    return (dt.datetime.now(dt.UTC) - then).total_seconds()
 
 
 def _age(since: str) -> str:
