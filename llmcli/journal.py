@@ -243,9 +243,9 @@ class Journal:
         One warning however many calls a run spools (a chat may spool every turn).
         """
         from llmcli import logdb, logtrouble
-        from llmcli.calllog import LogFailure
+        from llmcli.calllog import LogFailure, refused_for_its_data
 
-        if isinstance(exc, LogFailure) and self.target.shared:
+        if isinstance(exc, LogFailure) and self.target.shared and not refused_for_its_data(exc):
             self._down = exc  # no second wait on a database that is away
         try:
             logdb.spool_call(self.target, record)

@@ -167,7 +167,8 @@ class _Recorder:
         self._record(error=error, status="error", partial_text=self.partial)
 
     def stopped(self, exc: BaseException) -> None:
-        """Ctrl-C, a signal, or a delivery that failed: keep what was paid for."""
+        """Ctrl-C, a signal, a delivery that failed, or a fault of llmcli's own: keep what was
+        paid for, and settle a budget's hold, before the error goes on."""
         if self.response is not None:
             response = self.response
             # A cached answer cost nothing: pricing its (empty) usage would only load the prices.
@@ -334,7 +335,7 @@ def _run_one(
         try:
             if deliver is not None:
                 deliver(hit.text)  # a stream too: all of it at once
-        except (KeyboardInterrupt, OSError) as exc:
+        except BaseException as exc:  # Ctrl-C, a signal, a delivery that failed, a fault of ours
             recorder.stopped(exc)
             raise
         return recorder.finished(hit)
@@ -360,7 +361,7 @@ def _run_one(
         recorder.partial = streamer.text if streamer is not None else None
         recorder.failed(exc)
         raise
-    except (KeyboardInterrupt, OSError) as exc:
+    except BaseException as exc:  # Ctrl-C, a signal, a delivery that failed, a fault of ours
         if streamer is not None:
             recorder.sent = recorder.sent or streamer.started is not None
             recorder.partial = streamer.text
@@ -391,7 +392,7 @@ async def _arun_one(
         try:
             if deliver is not None:
                 await deliver(hit.text)  # a stream too: all of it at once
-        except (KeyboardInterrupt, OSError, asyncio.CancelledError) as exc:
+        except BaseException as exc:  # Ctrl-C, a signal, a delivery that failed, a fault of ours
             recorder.stopped(exc)
             raise
         return recorder.finished(hit)
@@ -420,7 +421,7 @@ async def _arun_one(
         recorder.partial = streamer.text if streamer is not None else None
         recorder.failed(exc)
         raise
-    except (KeyboardInterrupt, OSError, asyncio.CancelledError) as exc:
+    except BaseException as exc:  # Ctrl-C, a signal, a delivery that failed, a fault of ours
         if streamer is not None:
             recorder.sent = recorder.sent or streamer.started is not None
             recorder.partial = streamer.text

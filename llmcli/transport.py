@@ -40,7 +40,7 @@ CONNECT_TIMEOUT = 30.0  # seconds to make a connection, whatever the attempt's d
 class _Guard:
     """What one attempt expects of its replies, and the last one it received."""
 
-    __slots__ = ("deadline", "expect", "head", "provider", "response", "timeout")
+    __slots__ = ("bodies", "deadline", "expect", "head", "provider", "response", "timeout")
 
     def __init__(self, provider: str, timeout: float | None, expect: str) -> None:
         self.provider = provider
@@ -49,6 +49,15 @@ class _Guard:
         self.expect = expect
         self.response: httpx2.Response | None = None
         self.head = bytearray()
+        self.bodies: list[_Watch] = []  # every reply body of the attempt, closed or not
+
+    def end(self) -> None:
+        """The attempt is over: a body still open was left by whoever read it (an SDK's
+        stream that nothing closed), so its connection is ended now, not when the collector
+        finds it: until then the provider goes on generating, and billing."""
+        for body in self.bodies:
+            body.abandon()
+        self.bodies.clear()
 
 
 # What a closed body points at instead of its attempt's guard (`_Watch._release`): no deadline,
@@ -77,6 +86,7 @@ def guard(provider: str, timeout: float | None, expect: str = "json") -> Iterato
         with contextlib.suppress(ValueError):  # a generator closed from another context
             _CURRENT.reset(token)
         _LAST.set(current)
+        current.end()
 
 
 def describe() -> str:
@@ -260,6 +270,14 @@ class _Watch:
             self.alarm.cancel()
             self.alarm = None
 
+    def abandon(self) -> None:
+        """Still open when its attempt ended: cut its connection (the pool never lends a
+        connection whose reply is open, so it is this body's alone), and let go."""
+        if self.current is not _SPENT:
+            if self.sock is not None:
+                _cut(self.sock)
+            self._release()
+
     def _release(self) -> None:
         """Closed: let go of the guard, which holds the reply, which holds this body. Kept, that
         loop would leave every request's objects (reply, request, connection streams: about 30
@@ -374,6 +392,7 @@ class Client(httpx2.Client):
                 response.read()
                 raise _malformed(current, response)
             response.stream = _Watched(response.stream, current, _socket(response))
+            current.bodies.append(response.stream)
             if not stream:
                 response.read()
         except BaseException:
@@ -395,6 +414,7 @@ class AsyncClient(httpx2.AsyncClient):
                 await response.aread()
                 raise _malformed(current, response)
             response.stream = _AsyncWatched(response.stream, current, _socket(response))
+            current.bodies.append(response.stream)
             if not stream:
                 await response.aread()
         except BaseException:

@@ -507,6 +507,33 @@ def test_async_stream_yields_deltas_then_the_whole_answer(fake, provider):
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
+def test_an_async_stream_left_early_lets_the_provider_go_without_the_collector(fake, provider):
+    # What serve does when its client leaves. google-genai's async stream is a chain of async
+    # generators that closing the outer one does not close, in a reference cycle: its connection
+    # stayed open, the provider generating, until the collector's next pass (disabled here).
+    import gc
+    from contextlib import aclosing
+
+    words = [f" w{i}" for i in range(60)]
+    fake.script(provider, Reply(chunks=words, chunk_delay=0.05))  # three seconds if read whole
+    call = prepare(fake, provider)
+
+    async def leave() -> tuple[bool, int]:
+        async with aclosing(core.AsyncStream(call).__aiter__()) as pieces:
+            async for _ in pieces:
+                break
+        sent = fake.requests_for(provider)[0]
+        return await asyncio.to_thread(sent.done.wait, 1.5), sent.chunks_sent
+
+    gc.disable()
+    try:
+        ended, chunks_sent = asyncio.run(leave())
+    finally:
+        gc.enable()
+    assert ended and chunks_sent < len(words)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
 def test_arun_retries_a_429_and_records_the_answer(fake, provider):
     from llmcli import lifecycle
 

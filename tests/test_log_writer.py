@@ -209,3 +209,25 @@ def test_a_team_log_gets_every_row_and_the_spool_those_it_could_not(fake, tmp_pa
         assert _pg_uids(url) == first | {a["llmcli"]["request_id"] for _, a in away}
     finally:
         stop_server(served)
+
+
+def test_a_row_the_log_refuses_does_not_take_the_rest_of_its_group(log_backend):
+    """Rows that arrive together are written in one transaction. One whose text the log
+    refuses (half a surrogate pair from a provider, for SQLite; a NUL, for PostgreSQL) once
+    failed the whole group: the other requests' rows, and their spend, were lost with it."""
+    from llmcli import config
+    from llmcli.calllog import CallRecord
+    from llmcli.serve.writer import QueuedJournal
+    from tests.conftest import table_rows
+
+    warnings: list[str] = []
+    journal = QueuedJournal(config.Environment(env_file=None), source="serve", warn=warnings.append)
+    refused = "half \ud800 a pair" if log_backend == "sqlite" else "a \x00 NUL"
+    group = [CallRecord("echo", "ok", answer=f"fine {n}") for n in range(3)]
+    group.insert(1, CallRecord("echo", "ok", answer=refused))
+    try:
+        journal._work(group)  # one group, as the writer's thread takes it from its queue
+    finally:
+        journal.close()
+    assert {row["answer"] for row in table_rows()} >= {"fine 0", "fine 1", "fine 2"}
+    assert len(warnings) == 1  # the refused row is named, once

@@ -186,10 +186,35 @@ def worker_app() -> Any:
     found, secret, log = check(env, os.environ.get("_LLMCLI_SERVE_HOST", "127.0.0.1"))
     ready = [r.provider for r in found if r.ready]
     warm(env, ready)
-    app = build(State(env, secret, ready, log=log))
+    state = State(env, secret, ready, log=log)
+    app = _closing_the_log(build(state), state)
     gc.collect()  # a worker is a fresh interpreter: start-up never paused its collector
     long_running()
     return app
+
+
+def _closing_the_log(app: Any, state: Any) -> Any:
+    """`app`, closing the log (the rows still queued written) at the ASGI lifespan's shutdown.
+
+    A `--workers` process runs uvicorn's own server, which after a graceful stop raises the
+    signal again with the default handler: the process dies there, before any exit hook, and
+    the rows of the calls the stop cut short (logged `interrupted`) would die with it. The
+    shutdown event comes after the calls in flight have finished or been cut, and before that."""
+
+    async def closing(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                state.journal.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    return closing
 
 
 def start(
@@ -228,6 +253,8 @@ def start(
         os.environ[_ENV_FILE] = env_file or ""
         os.environ[_CONFIG_FILE] = config_file or ""
         os.environ["_LLMCLI_SERVE_HOST"] = host
+        # The lifespan's shutdown is where a worker writes its last rows (`_closing_the_log`).
+        common["lifespan"] = "on"
         uvicorn.run("llmcli.serve:worker_app", factory=True, workers=workers, **common)
         return 0
     from llmcli import startup

@@ -118,9 +118,25 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         raise bad(f"the body is not valid JSON: {exc.msg} at {where}") from None
     except RecursionError:
         raise bad("the body is not valid JSON: nested too deeply") from None
+    if ("\\ud" in text or "\\uD" in text) and _has_lone_surrogate(data):
+        raise bad(
+            "the body is not valid text: a \\u escape names half of a UTF-16 surrogate pair "
+            "(\\ud800-\\udfff) without the other half"
+        )
     if not isinstance(data, dict):
         raise bad("the body must be a JSON object")
     return data
+
+
+def _has_lone_surrogate(data: Any) -> bool:
+    """Whether a string in `data` holds half a surrogate pair: valid JSON (`"\\ud800"`), but no
+    character, which no log, provider or client can encode. Only an escape makes one: UTF-8
+    bytes cannot, and `parse_json` looks here only when the body has such an escape."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _typed(data: Mapping[str, Any], name: str, kind: type | tuple[type, ...], what: str) -> Any:

@@ -26,7 +26,7 @@ from concurrent.futures import Future
 from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from llmcli.calllog import CallRecord
+from llmcli.calllog import CallRecord, refused_for_its_data
 from llmcli.journal import Journal, Logged
 
 if TYPE_CHECKING:
@@ -209,9 +209,11 @@ class QueuedJournal(Journal):
         return stop
 
     def _write_rows(self, rows: list[CallRecord]) -> None:
-        """Rows in one transaction. If it fails, all of them did, each reported as one row
-        would be (not tried again one by one: a locked log would make each wait its busy
-        timeout, and what fails a group, a full disk or a database away, fails each row)."""
+        """Rows in one transaction. If the log refused them, each is reported as one row would
+        be, not tried again alone: a locked log would make each wait its busy timeout, and what
+        fails a group (a full disk, a database away) fails each row. If one row's own text was
+        refused, the others are written alone, so that a request cannot take its neighbours'
+        rows (and their spend) with it."""
         if len(rows) == 1:
             self.write(rows[0])
         elif rows:
@@ -219,4 +221,7 @@ class QueuedJournal(Journal):
                 self.log().add_many(rows)
             except Exception as exc:
                 for record in rows:
-                    self.not_written(record, exc)
+                    if refused_for_its_data(exc):
+                        self.write(record)
+                    else:
+                        self.not_written(record, exc)
