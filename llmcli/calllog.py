@@ -186,20 +186,17 @@ class LogFailure(Exception):
 
 def refused_for_its_data(exc: BaseException) -> bool:
     """Whether the log refused a row for what it holds, not for the log's state: text SQLite
-    cannot encode (half a surrogate pair), or a value PostgreSQL refuses (its `DataError`: a
-    NUL in a text, say), as `exc`, its `error`, or one of their causes. Such a row fails alone:
-    the next one may well be written."""
-    import sqlite3
-    import sys
-
-    refused: tuple[type[BaseException], ...] = (ValueError, sqlite3.DataError)
-    if "psycopg" in sys.modules:  # loaded by a team's log, never for this
-        refused += (sys.modules["psycopg"].DataError,)
+    cannot encode (half a surrogate pair: a ValueError), or a value the database refuses (PEP
+    249's `DataError`: a NUL in a PostgreSQL text, say), as `exc`, its `error`, or one of their
+    causes. Such a row fails alone: the next one may well be written. `DataError` is known by
+    its name: each driver has its own, and only the backends import their driver."""
     seen: BaseException | None = exc
     for _ in range(10):
         if seen is None:
             return False
-        if isinstance(seen, refused):
+        if isinstance(seen, ValueError) or any(
+            kind.__name__ == "DataError" for kind in type(seen).__mro__
+        ):
             return True
         seen = getattr(seen, "error", None) or seen.__cause__ or seen.__context__
     return False
