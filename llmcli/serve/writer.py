@@ -220,8 +220,9 @@ class QueuedJournal(Journal):
             try:
                 self.log().add_many(rows)
             except Exception as exc:
+                alone = refused_for_its_data(exc)
                 for record in rows:
-                    if refused_for_its_data(exc):
+                    if alone:
                         self.write(record)
                     else:
                         self.not_written(record, exc)
